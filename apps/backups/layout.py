@@ -1,0 +1,17 @@
+"""Repository keys, identical in every storage location (docs/FORMAT.md)."""
+
+
+def backup_prefix(target_slug: str, backup_id: str) -> str:
+    return f"targets/{target_slug}/backups/{backup_id}"
+
+
+def artifact_key(target_slug: str, backup_id: str, name: str) -> str:
+    return f"{backup_prefix(target_slug, backup_id)}/{name}"
+
+
+def manifest_key(target_slug: str, backup_id: str) -> str:
+    return f"{backup_prefix(target_slug, backup_id)}/manifest.json"
+
+
+def stored_name(name: str, compression_suffix: str, encrypted: bool) -> str:
+    return f"{name}{compression_suffix}{'.aead' if encrypted else ''}"

@@ -1,0 +1,37 @@
+from django.core.management.base import BaseCommand
+
+from apps.backups import services
+from apps.backups.models import Backup
+from apps.core.commands import cli_actor, fail, print_json
+from apps.core.errors import UserError
+from apps.databases.connection import PgConn
+from apps.jobs import services as jobs
+from apps.jobs.models import JobStatus
+
+
+class Command(BaseCommand):
+    help = "Restore a backup into a database (whole, or one table / schema of a custom-format backup)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("backup_id")
+        parser.add_argument("--dsn", required=True, help="Destination: postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+        parser.add_argument("--table", help="Restore only this table (SCHEMA.TABLE or TABLE)")
+        parser.add_argument("--schema", help="Restore only this schema")
+        parser.add_argument("--create", action="store_true", help="Create the destination database first")
+        parser.add_argument("--no-owner", action="store_true", help="Skip ownership and privilege commands")
+
+    def handle(self, *args, backup_id, dsn, table, schema, create, no_owner, **options):
+        backup = Backup.objects.filter(pk=backup_id).first()
+        if backup is None:
+            raise fail(f"No backup with id {backup_id!r}.")
+        try:
+            conn = PgConn.from_dsn(dsn)
+            request = services.RestoreRequest(table=table, schema=schema, create=create, no_owner=no_owner)
+            job = services.request_restore(backup=backup, destination=conn.redacted(), request=request,
+                                           actor=cli_actor())
+        except UserError as exc:
+            raise fail(str(exc))
+        job = jobs.run(job=job, conn=conn)  # the password stays in memory, never in the job row
+        print_json(self, {"job_id": job.pk, "status": job.status, **job.result, "error": job.error or None})
+        if job.status != JobStatus.SUCCEEDED:
+            raise fail(f"Restore failed: {job.error}")

@@ -1,0 +1,120 @@
+from django.db import models
+
+from apps.core.models import TimeStampedModel, UlidModel
+
+
+class BackupKind(models.TextChoices):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+    DIFFERENTIAL = "differential"
+    WAL = "wal"
+    LOGICAL = "logical"
+    DOCUMENTS = "documents"
+
+
+class BackupFormat(models.TextChoices):
+    CUSTOM = "custom", "pg_dump custom"
+    PLAIN = "plain", "Plain SQL"
+    SCHEMA = "schema", "Schema only (SQL)"
+    DATA = "data", "Data only (SQL)"
+    BASEBACKUP = "basebackup", "pg_basebackup"
+    FILES = "files", "Files"
+
+
+class BackupStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+
+
+class Backup(UlidModel):
+    database_target = models.ForeignKey(
+        "databases.DatabaseTarget", null=True, blank=True, on_delete=models.PROTECT, related_name="backups"
+    )
+    kind = models.CharField(max_length=16, choices=BackupKind.choices, default=BackupKind.FULL)
+    format = models.CharField(max_length=16, choices=BackupFormat.choices, default=BackupFormat.CUSTOM)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    status = models.CharField(max_length=16, choices=BackupStatus.choices, default=BackupStatus.PENDING, db_index=True)
+    storage_location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="+")
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    size_raw = models.BigIntegerField(null=True, blank=True)
+    size_stored = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the stored bytes of the main artifact.")
+    compression = models.CharField(max_length=8, blank=True)
+    encryption_key_id = models.CharField(max_length=64, blank=True)
+    lsn_start = models.CharField(max_length=32, blank=True)
+    lsn_stop = models.CharField(max_length=32, blank=True)
+    timeline = models.PositiveIntegerField(null=True, blank=True)
+    server_version = models.CharField(max_length=64, blank=True)
+    row_counts = models.JSONField(default=dict, blank=True)
+    manifest_key = models.CharField(max_length=1024, blank=True)
+    legal_hold = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["database_target", "status", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.database_target or '?'} {self.kind}/{self.format} {self.id}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class BackupArtifact(TimeStampedModel):
+    """One stored file of a backup; its key is the same in every location that holds a replica."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=255)
+    key = models.CharField(max_length=1024)
+    size_raw = models.BigIntegerField()
+    size_stored = models.BigIntegerField()
+    sha256_raw = models.CharField(max_length=64)
+    sha256_stored = models.CharField(max_length=64)
+    compression = models.CharField(max_length=8)
+    cipher = models.CharField(max_length=16)
+    key_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["backup", "name"]
+        constraints = [models.UniqueConstraint(fields=["backup", "name"], name="uniq_artifact_name")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class ReplicaStatus(models.TextChoices):
+    PENDING = "pending"
+    COPYING = "copying"
+    PRESENT = "present"
+    FAILED = "failed"
+    CORRUPT = "corrupt"
+    DELETED = "deleted"
+
+
+class Replica(TimeStampedModel):
+    """A backup's artifacts (and manifest) as held by one storage location."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="replicas")
+    location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="replicas")
+    status = models.CharField(max_length=16, choices=ReplicaStatus.choices, default=ReplicaStatus.PENDING)
+    storage_class = models.CharField(max_length=32, blank=True)
+    bytes = models.BigIntegerField(default=0)
+    checksum_verified_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["backup", "location"], name="uniq_replica")]
+
+    def __str__(self) -> str:
+        return f"{self.backup_id}@{self.location}"

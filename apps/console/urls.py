@@ -1,0 +1,9 @@
+from django.urls import path
+
+from apps.console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+]

@@ -1,0 +1,37 @@
+"""JSON errors for every failure: field errors for bad input, a clear message otherwise, never an HTML 500."""
+import logging
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from apps.core.errors import ConflictError, NotFound, UserError
+
+log = logging.getLogger(__name__)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ConflictError):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, NotFound):
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, UserError):
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "message_dict") else exc.messages)
+    if isinstance(exc, IntegrityError):
+        return Response({"detail": "The request conflicts with existing data."}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response = drf_exception_handler(exc, context)
+        if response is not None:
+            # The JWT scheme is announced so that session-less clients get 401, not 403.
+            response.status_code = status.HTTP_401_UNAUTHORIZED
+            response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("Unhandled API error")
+        return Response({"detail": "Internal error; see the server log."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return response

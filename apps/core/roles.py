@@ -1,0 +1,22 @@
+"""Three roles, each a Django group, each including the ones below it."""
+from django.contrib.auth.models import AbstractBaseUser
+
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+RANK = {VIEWER: 1, OPERATOR: 2, ADMIN: 3}
+
+
+def role_of(user: AbstractBaseUser | None) -> str | None:
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    if user.is_superuser:
+        return ADMIN
+    names = set(user.groups.values_list("name", flat=True))
+    for role in (ADMIN, OPERATOR, VIEWER):
+        if role in names:
+            return role
+    return None
+
+
+def has_role(user: AbstractBaseUser | None, role: str) -> bool:
+    mine = role_of(user)
+    return mine is not None and RANK[mine] >= RANK[role]

@@ -1,0 +1,172 @@
+"""Logical backups with pg_dump and restores with pg_restore / psql.
+
+Row counts are taken in the same snapshot that pg_dump dumps (exported with
+pg_export_snapshot and passed as --snapshot), so they describe exactly the
+data in the artifact. Connection settings and the password go through the
+environment; arguments are a list; nothing runs through a shell.
+"""
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+
+from apps.core.errors import UserError
+from apps.databases import catalog
+from apps.databases.connection import PgConn
+from apps.databases.pgtools import pg_bin
+
+CHUNK = 1 << 20
+FORMATS = {
+    # name: (pg_dump arguments, artifact file name, restored with)
+    "custom": (["--format=custom", "--compress=0"], "dump.pgc", "pg_restore"),
+    "plain": (["--format=plain"], "dump.sql", "psql"),
+    "schema": (["--format=plain", "--schema-only"], "schema.sql", "psql"),
+    "data": (["--format=plain", "--data-only"], "data.sql", "psql"),
+}
+
+
+class DumpError(Exception):
+    pass
+
+
+class RestoreError(Exception):
+    pass
+
+
+def _tail(fh, limit: int = 2000) -> str:
+    fh.seek(0)
+    text = fh.read().decode(errors="replace").strip()
+    return text[-limit:]
+
+
+@dataclass
+class DumpInfo:
+    row_counts: dict[str, int] = field(default_factory=dict)
+    server: dict = field(default_factory=dict)
+
+
+class LogicalDump:
+    """Iterate `chunks()` to stream the dump; `info` is filled once the stream ends cleanly."""
+
+    def __init__(self, conn: PgConn, *, fmt: str, app_name: str, count_rows: bool = True):
+        if fmt not in FORMATS:
+            raise UserError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+        self.conn, self.fmt, self.app_name, self.count_rows = conn, fmt, app_name, count_rows
+        self.info = DumpInfo()
+
+    @property
+    def artifact_name(self) -> str:
+        return FORMATS[self.fmt][1]
+
+    def chunks(self) -> Iterator[bytes]:
+        snap = catalog.connect(self.conn, app_name=f"{self.app_name}-snapshot", autocommit=False)
+        counter = None
+        try:
+            snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            snap.read_only = True
+            cur = snap.cursor()
+            snapshot = cur.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            self.info.server = catalog.server_info(cur)
+            counted: dict = {}
+            if self.count_rows:
+                # Counted beside the dump, in the same snapshot, on the snapshot's own connection.
+                def count():
+                    try:
+                        counted["rows"] = catalog.row_counts(cur)
+                    except Exception as exc:  # reported after the dump
+                        counted["error"] = exc
+
+                counter = threading.Thread(target=count, name="row-counts", daemon=True)
+                counter.start()
+            yield from self._run_pg_dump(snapshot)
+            if counter is not None:
+                counter.join()
+                if "error" in counted:
+                    raise DumpError(f"Counting rows failed: {catalog.first_line(counted['error'])}")
+                self.info.row_counts = counted["rows"]
+        except psycopg.Error as exc:
+            raise DumpError(f"Source database error: {catalog.first_line(exc)}") from None
+        finally:
+            if counter is not None and counter.is_alive():
+                snap.cancel_safe() if hasattr(snap, "cancel_safe") else snap.cancel()
+                counter.join(timeout=10)
+            snap.close()
+
+    def _run_pg_dump(self, snapshot: str) -> Iterator[bytes]:
+        args = [pg_bin("pg_dump"), "--no-password", f"--snapshot={snapshot}", *FORMATS[self.fmt][0]]
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=self.conn.env(self.app_name)
+            )
+            try:
+                while chunk := proc.stdout.read(CHUNK):
+                    yield chunk
+                rc = proc.wait()
+            finally:
+                if proc.poll() is None:  # the consumer gave up (storage error, cancel): stop pg_dump
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()
+            if rc != 0:
+                raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
+
+
+def restore(
+    conn: PgConn,
+    raw_chunks: Iterable[bytes],
+    *,
+    fmt: str,
+    table: str | None = None,
+    schema: str | None = None,
+    no_owner: bool = False,
+    app_name: str = "backupsite-restore",
+) -> None:
+    """Feed a dump to pg_restore (custom) or psql (plain SQL) in one transaction: all or nothing."""
+    tool = FORMATS[fmt][2]
+    if (table or schema) and tool != "pg_restore":
+        raise UserError("Restoring a single table or schema needs a backup in the custom format.")
+    if tool == "pg_restore":
+        args = [pg_bin("pg_restore"), "--no-password", "--exit-on-error", "--single-transaction", f"--dbname={conn.dbname}"]
+        if no_owner:
+            args += ["--no-owner", "--no-privileges"]
+        if schema:
+            args.append(f"--schema={schema}")
+        if table:
+            args.append(f"--table={table}")
+    else:
+        args = [pg_bin("psql"), "--no-password", "--no-psqlrc", "--quiet", "--single-transaction",
+                "--set=ON_ERROR_STOP=1", "--file=-"]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=conn.env(app_name)
+        )
+        try:
+            for chunk in raw_chunks:
+                proc.stdin.write(chunk)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the tool stopped early; its status and message say why
+        except BaseException:
+            proc.kill()  # the source failed (e.g. a corrupt frame): abort so the transaction rolls back
+            proc.wait()
+            raise
+        rc = proc.wait()
+        if rc != 0:
+            raise RestoreError(f"{tool} exited with status {rc}: {_tail(err) or 'no message'}")
+
+
+def check_restorable_into(conn: PgConn, *, table: str | None, schema: str | None) -> None:
+    """Refuse to restore over existing data: a whole database needs an empty one, a table must not exist."""
+    with catalog.connect(conn) as c:
+        existing = catalog.user_tables(c.cursor())
+    if table:
+        clash = [f"{s}.{t}" for s, t in existing if t == table and (schema is None or s == schema)]
+        if clash:
+            raise UserError(f"Table {clash[0]} already exists in {conn.dbname!r}; drop or rename it first.")
+    elif not schema and existing:
+        raise UserError(
+            f"Database {conn.dbname!r} is not empty ({len(existing)} tables); restore into a new or empty database."
+        )

@@ -1,0 +1,55 @@
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from apps.core import secretbox
+from apps.core.models import TimeStampedModel
+
+
+class SslMode(models.TextChoices):
+    DISABLE = "disable"
+    ALLOW = "allow"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+class DatabaseTarget(TimeStampedModel):
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=255, blank=True)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(default=5432, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    dbname = models.CharField(max_length=63)
+    user = models.CharField(max_length=63)
+    # Write-only: sealed with a key derived from SECRET_KEY; never shown in admin or API.
+    password_sealed = models.TextField(blank=True, editable=False)
+    sslmode = models.CharField(max_length=16, choices=SslMode.choices, default=SslMode.PREFER)
+    storage_location = models.ForeignKey(
+        "storage.StorageLocation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        help_text="Where backups are written; the primary location when empty.",
+    )
+    wal_archiving = models.BooleanField(default=False)
+    tags = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+    # Mutual exclusion of backups of this target (see backups.locks).
+    backup_lock = models.CharField(max_length=26, blank=True, editable=False)
+    backup_lock_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_sealed)
+
+    def set_password(self, password: str) -> None:
+        self.password_sealed = secretbox.seal(password)
+
+    def get_password(self) -> str:
+        return secretbox.unseal(self.password_sealed)

@@ -1,0 +1,258 @@
+"""The artifact format: header, authenticated frames, nothing after the final frame.
+
+See docs/FORMAT.md. Encoding and decoding are generators over chunks, so memory
+stays bounded by the frame size whatever the size of the backup.
+"""
+import base64
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from apps.pipeline import compression
+from apps.pipeline.keys import Keyring, KeyError_
+
+MAGIC = b"PGBRART1"
+FORMAT_VERSION = 1
+FRAME_SIZE = 1 << 20
+MAX_FRAME = 64 << 20
+TAG_LEN = 16
+FLAG_MORE, FLAG_FINAL = 0, 1
+_FRAME_HEAD = struct.Struct(">BI")
+
+
+class ArtifactError(Exception):
+    """The stored bytes are not a valid, intact artifact."""
+
+
+@dataclass
+class ArtifactStats:
+    """Numbers known once a stream has been fully encoded or decoded."""
+
+    compression: str = "none"
+    cipher: str = "none"
+    key_id: str = ""
+    wrapped_key: str = ""
+    size_raw: int = 0
+    size_stored: int = 0
+    sha256_raw: str = ""
+    sha256_stored: str = ""
+    frames: int = 0
+    header: dict = field(default_factory=dict)
+
+    def as_manifest(self) -> dict:
+        return {
+            "compression": self.compression,
+            "cipher": self.cipher,
+            "key_id": self.key_id,
+            "wrapped_key": self.wrapped_key,
+            "size_raw": self.size_raw,
+            "size_stored": self.size_stored,
+            "sha256_raw": self.sha256_raw,
+            "sha256_stored": self.sha256_stored,
+        }
+
+
+def _nonce(prefix: bytes, counter: int) -> bytes:
+    return prefix + counter.to_bytes(8, "big")
+
+
+def _aad(header_digest: bytes, counter: int, flag: int) -> bytes:
+    return header_digest + counter.to_bytes(8, "big") + bytes([flag])
+
+
+class Encoder:
+    """Raw chunks in, stored chunks out; `stats` is complete once the output is exhausted."""
+
+    def __init__(self, *, compression_name: str = "zstd", keyring: Keyring | None = None, frame_size: int = FRAME_SIZE):
+        self.stats = ArtifactStats(compression=compression_name)
+        self._compressor = compression.compressor(compression_name)
+        self._frame_size = frame_size
+        self._aead = None
+        header = {"format": FORMAT_VERSION, "compression": compression_name, "cipher": "none", "frame_size": frame_size}
+        if keyring is not None:
+            data_key, key_id, wrapped = keyring.new_data_key()
+            self._aead = AESGCM(data_key)
+            self._nonce_prefix = os.urandom(4)
+            self.stats.cipher = "aes-256-gcm"
+            self.stats.key_id = key_id
+            self.stats.wrapped_key = base64.b64encode(wrapped).decode()
+            header.update(
+                cipher="aes-256-gcm",
+                key_id=key_id,
+                wrapped_key=self.stats.wrapped_key,
+                nonce_prefix=base64.b64encode(self._nonce_prefix).decode(),
+            )
+        self.stats.header = header
+        body = json.dumps(header, sort_keys=True).encode()
+        self._header_bytes = MAGIC + struct.pack(">I", len(body)) + body
+        self._header_digest = hashlib.sha256(self._header_bytes).digest()
+        self._counter = 0
+
+    def _frame(self, payload: bytes, flag: int) -> bytes:
+        if self._aead is not None:
+            payload = self._aead.encrypt(
+                _nonce(self._nonce_prefix, self._counter), payload, _aad(self._header_digest, self._counter, flag)
+            )
+        self._counter += 1
+        return _FRAME_HEAD.pack(flag, len(payload)) + payload
+
+    def _frames(self, raw_chunks: Iterable[bytes]) -> Iterator[bytes]:
+        yield self._header_bytes
+        raw_hash = hashlib.sha256()
+        buf = bytearray()
+        size = self._frame_size
+        for chunk in raw_chunks:
+            if not chunk:
+                continue
+            raw_hash.update(chunk)
+            self.stats.size_raw += len(chunk)
+            buf += self._compressor.compress(chunk)
+            while len(buf) >= size:
+                yield self._frame(bytes(buf[:size]), FLAG_MORE)
+                del buf[:size]
+        buf += self._compressor.flush()
+        while len(buf) > size:
+            yield self._frame(bytes(buf[:size]), FLAG_MORE)
+            del buf[:size]
+        yield self._frame(bytes(buf), FLAG_FINAL)
+        self.stats.sha256_raw = raw_hash.hexdigest()
+
+    def encode(self, raw_chunks: Iterable[bytes]) -> Iterator[bytes]:
+        stored_hash = hashlib.sha256()
+        for piece in self._frames(raw_chunks):
+            stored_hash.update(piece)
+            self.stats.size_stored += len(piece)
+            yield piece
+        self.stats.frames = self._counter
+        self.stats.sha256_stored = stored_hash.hexdigest()
+
+
+class _Reader:
+    """Exact-size reads over an iterator of chunks, hashing everything consumed."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._it = iter(chunks)
+        self._buf = bytearray()
+        self.hash = hashlib.sha256()
+        self.consumed = 0
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            try:
+                self._buf += next(self._it)
+            except StopIteration:
+                break
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        self.hash.update(out)
+        self.consumed += len(out)
+        return out
+
+    def at_end(self) -> bool:
+        return not self.read_ahead()
+
+    def read_ahead(self) -> bool:
+        while not self._buf:
+            try:
+                self._buf += next(self._it)
+            except StopIteration:
+                return False
+        return True
+
+
+def read_header(reader: _Reader) -> tuple[dict, bytes]:
+    magic = reader.read(len(MAGIC))
+    if magic != MAGIC:
+        raise ArtifactError("Not a backup artifact (bad magic bytes).")
+    raw_len = reader.read(4)
+    if len(raw_len) != 4:
+        raise ArtifactError("Artifact header is truncated.")
+    (length,) = struct.unpack(">I", raw_len)
+    if length > 1 << 20:
+        raise ArtifactError("Artifact header is implausibly large.")
+    body = reader.read(length)
+    if len(body) != length:
+        raise ArtifactError("Artifact header is truncated.")
+    try:
+        header = json.loads(body)
+    except ValueError:
+        raise ArtifactError("Artifact header is not valid JSON.") from None
+    if header.get("format") != FORMAT_VERSION:
+        raise ArtifactError(f"Unsupported artifact format {header.get('format')!r}.")
+    return header, magic + raw_len + body
+
+
+class Decoder:
+    """Stored chunks in, raw chunks out; authenticates every frame and refuses truncation.
+
+    With `expected_sha256_stored` set, a mismatch raises at the end of the stream.
+    """
+
+    def __init__(self, *, keyring: Keyring | None, expected_sha256_stored: str | None = None):
+        self._keyring = keyring
+        self._expected = expected_sha256_stored
+        self.stats = ArtifactStats()
+
+    def decode(self, stored_chunks: Iterable[bytes]) -> Iterator[bytes]:
+        reader = _Reader(stored_chunks)
+        header, header_bytes = read_header(reader)
+        digest = hashlib.sha256(header_bytes).digest()
+        st = self.stats
+        st.header = header
+        st.compression = header.get("compression", "none")
+        st.cipher = header.get("cipher", "none")
+        st.key_id = header.get("key_id", "")
+        st.wrapped_key = header.get("wrapped_key", "")
+        aead = None
+        if st.cipher == "aes-256-gcm":
+            if self._keyring is None:
+                raise KeyError_("This artifact is encrypted but no BACKUP_ENCRYPTION_KEYS are configured.")
+            aead = AESGCM(self._keyring.unwrap(st.key_id, base64.b64decode(st.wrapped_key)))
+            prefix = base64.b64decode(header["nonce_prefix"])
+        elif st.cipher != "none":
+            raise ArtifactError(f"Unknown cipher {st.cipher!r}.")
+        decompressor = compression.decompressor(st.compression)
+        raw_hash = hashlib.sha256()
+        counter = 0
+        while True:
+            head = reader.read(_FRAME_HEAD.size)
+            if len(head) < _FRAME_HEAD.size:
+                raise ArtifactError("Artifact is truncated: the final frame is missing.")
+            flag, length = _FRAME_HEAD.unpack(head)
+            if flag not in (FLAG_MORE, FLAG_FINAL) or length > MAX_FRAME:
+                raise ArtifactError(f"Frame {counter} has a corrupt header.")
+            payload = reader.read(length)
+            if len(payload) != length:
+                raise ArtifactError("Artifact is truncated inside a frame.")
+            if aead is not None:
+                try:
+                    payload = aead.decrypt(_nonce(prefix, counter), payload, _aad(digest, counter, flag))
+                except InvalidTag:
+                    raise ArtifactError(f"Frame {counter} fails authentication: the artifact is corrupt or altered.")
+            counter += 1
+            try:
+                raw = decompressor.decompress(payload)
+            except Exception as exc:  # zlib.error, zstandard.ZstdError
+                raise ArtifactError(f"Frame {counter - 1} does not decompress: {exc}") from None
+            if raw:
+                raw_hash.update(raw)
+                st.size_raw += len(raw)
+                yield raw
+            if flag == FLAG_FINAL:
+                break
+        if not reader.at_end():
+            raise ArtifactError("Unexpected bytes after the final frame.")
+        st.frames = counter
+        st.size_stored = reader.consumed
+        st.sha256_stored = reader.hash.hexdigest()
+        st.sha256_raw = raw_hash.hexdigest()
+        if self._expected and st.sha256_stored != self._expected:
+            raise ArtifactError(
+                f"SHA-256 mismatch: stored bytes hash to {st.sha256_stored}, the catalog records {self._expected}."
+            )

@@ -1,0 +1,69 @@
+"""The one interface every storage backend implements.
+
+Keys are relative POSIX paths inside a location. `put_stream` is atomic: the
+object becomes visible under its key only once the whole stream has been
+written; a failing stream leaves nothing under the key.
+"""
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+
+CHUNK_SIZE = 1 << 20
+
+
+class StorageError(Exception):
+    pass
+
+
+class ObjectMissing(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime | None = None
+    tier: str = ""
+
+
+def clean_key(key: str) -> str:
+    """Refuse keys that could escape the location (absolute, '..', empty parts)."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or any(part in ("..", ".", "") for part in key.split("/")):
+        raise StorageError(f"Invalid storage key {key!r}.")
+    return key
+
+
+class StorageBackend(ABC):
+    kind: str = ""
+
+    def __init__(self, location):
+        self.location = location
+
+    @abstractmethod
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo: ...
+
+    @abstractmethod
+    def get_stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]: ...
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def set_tier(self, key: str, tier: str) -> None:
+        raise StorageError(f"{self.kind} storage has no tiers.")
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        return self.put_stream(key, [data])
+
+    def get_bytes(self, key: str) -> bytes:
+        # Only for small objects such as manifests.
+        return b"".join(self.get_stream(key))

@@ -1,0 +1,35 @@
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from apps.core.models import TimeStampedModel
+
+
+class StorageKind(models.TextChoices):
+    LOCAL = "local", "Local disk"
+    S3 = "s3", "Amazon S3"
+    AZURE = "azure", "Azure Blob Storage"
+    GCS = "gcs", "Google Cloud Storage"
+
+
+class StorageLocation(TimeStampedModel):
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=StorageKind.choices, default=StorageKind.LOCAL)
+    region = models.CharField(max_length=64, blank=True)
+    bucket = models.CharField(max_length=255, blank=True, help_text="Bucket (S3, GCS) or container (Azure).")
+    path = models.CharField(max_length=1024, blank=True, help_text="Root directory (local) or key prefix (cloud).")
+    endpoint_url = models.URLField(blank=True, help_text="Custom endpoint (S3-compatible services, emulators).")
+    credentials_ref = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Where credentials live: env:VAR or file:/path. Never the secret itself.",
+    )
+    storage_class = models.CharField(max_length=32, blank=True, help_text="Default class / tier for new objects.")
+    is_primary = models.BooleanField(default=False, help_text="New backups are written here first.")
+    capacity_bytes = models.BigIntegerField(null=True, blank=True, validators=[MinValueValidator(0)])
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"

@@ -1,0 +1,79 @@
+"""Verification: prove each replica of a backup is intact, at the level asked for."""
+import hashlib
+import time
+
+from django.utils import timezone
+
+from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
+from apps.core.errors import UserError
+from apps.core.services import Actor, audit
+from apps.jobs import services as jobs
+from apps.jobs.models import Job
+from apps.jobs.progress import JobContext
+from apps.storage import backends
+from apps.verification.models import VerificationLevel, VerificationResult, VerificationRun
+
+VERIFIABLE = [BackupStatus.SUCCEEDED]
+
+
+def request_verification(*, backup_ids: list[str], level: str, actor: Actor) -> Job:
+    if level not in VerificationLevel.values:
+        raise UserError(f"Unknown verification level {level!r}; choose one of {', '.join(VerificationLevel.values)}.")
+    job = jobs.create_job(job_type="verify.backups", args={"backup_ids": backup_ids, "level": level}, actor=actor)
+    audit(actor=actor, action="backup.verify.requested", obj=job, details={"backups": len(backup_ids), "level": level})
+    return job
+
+
+def verify_backup(*, backup: Backup, level: str, ctx: JobContext | None = None) -> list[VerificationRun]:
+    """One run per replica; a failing replica is marked corrupt (or missing) and the run records why."""
+    if backup.status not in VERIFIABLE:
+        raise UserError(f"Backup {backup.pk} is {backup.status}; only succeeded backups can be verified.")
+    runs = []
+    replicas = backup.replicas.select_related("location").exclude(status=ReplicaStatus.DELETED)
+    for replica in replicas:
+        runs.append(_verify_replica(backup=backup, replica=replica, level=level, ctx=ctx))
+    return runs
+
+
+def _verify_replica(*, backup: Backup, replica: Replica, level: str, ctx: JobContext | None) -> VerificationRun:
+    backend = backends.for_location(replica.location)
+    started = time.monotonic()
+    bytes_read = 0
+    problems: list[str] = []
+    if backup.manifest_key and backend.stat(backup.manifest_key) is None:
+        problems.append(f"manifest {backup.manifest_key} is missing")
+    for artifact in backup.artifacts.all():
+        info = backend.stat(artifact.key)
+        if info is None:
+            problems.append(f"{artifact.key} is missing")
+            continue
+        if info.size != artifact.size_stored:
+            problems.append(f"{artifact.key} is {info.size} bytes, expected {artifact.size_stored}")
+            continue
+        if level == VerificationLevel.CHECKSUM:
+            digest = hashlib.sha256()
+            for chunk in backend.get_stream(artifact.key):
+                digest.update(chunk)
+                bytes_read += len(chunk)
+                if ctx is not None:
+                    ctx.progress(bytes_read)
+            if digest.hexdigest() != artifact.sha256_stored:
+                problems.append(f"{artifact.key} SHA-256 is {digest.hexdigest()}, expected {artifact.sha256_stored}")
+    passed = not problems
+    run = VerificationRun.objects.create(
+        backup=backup, location=replica.location, level=level,
+        result=VerificationResult.PASSED if passed else VerificationResult.FAILED,
+        bytes_read=bytes_read, seconds=round(time.monotonic() - started, 3),
+        details={"artifacts": backup.artifacts.count()}, error="; ".join(problems),
+        job=ctx.job if ctx is not None else None,
+    )
+    if passed:
+        update = {"status": ReplicaStatus.PRESENT, "last_error": ""}
+        if level == VerificationLevel.CHECKSUM:
+            update["checksum_verified_at"] = timezone.now()
+    else:
+        update = {"status": ReplicaStatus.CORRUPT, "last_error": run.error}
+    Replica.objects.filter(pk=replica.pk).update(**update)
+    if ctx is not None:
+        ctx.log(f"{backup.pk}@{replica.location.name} {level}: {run.result}" + (f" ({run.error})" if run.error else ""))
+    return run

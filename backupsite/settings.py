@@ -1,0 +1,178 @@
+"""Settings, read only from the environment (django-environ).
+
+Secrets may also come from files: every variable FOO can be given as FOO_FILE
+holding a path, so they never need to sit in a process environment listing.
+"""
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+
+def secret(name: str, default: str = "") -> str:
+    """Read NAME, or the file named by NAME_FILE; trailing newline stripped."""
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        return Path(path).read_text().strip()
+    return env.str(name, default=default)
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = secret("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "insecure-debug-only-key"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if not DEBUG else ["*"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_q",
+    "apps.core",
+    "apps.storage",
+    "apps.pipeline",
+    "apps.databases",
+    "apps.backups",
+    "apps.verification",
+    "apps.jobs",
+    "apps.console",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backupsite.urls"
+WSGI_APPLICATION = "backupsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'backupsite.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The job worker and the web server write concurrently; wait instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGIN_URL = "/admin/login/"
+
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+
+# --- Backups -----------------------------------------------------------------
+
+BACKUP_LOCAL_ROOT = Path(env.str("BACKUP_LOCAL_ROOT", default=str(VAR_DIR / "backups")))
+# "keyid:base64-32-bytes,..." — the first key encrypts new backups; the others
+# stay available so older backups remain readable after a rotation.
+BACKUP_ENCRYPTION_KEYS = secret("BACKUP_ENCRYPTION_KEYS")
+if not BACKUP_ENCRYPTION_KEYS and not DEBUG:
+    raise ImproperlyConfigured(
+        "BACKUP_ENCRYPTION_KEYS must be set when DEBUG is off: backups are encrypted at rest in production."
+    )
+BACKUP_COMPRESSION = env.str("BACKUP_COMPRESSION", default="zstd")
+# Directory holding pg_dump, pg_restore, psql, initdb... (empty: use PATH).
+PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
+# A backup lock whose holder has not reported progress for this long is stale.
+BACKUP_LOCK_STALE_SECONDS = env.int("BACKUP_LOCK_STALE_SECONDS", default=600)
+
+# --- Jobs (django-q2, ORM broker: no extra service needed) -------------------
+
+JOB_TIMEOUT_SECONDS = env.int("JOB_TIMEOUT_SECONDS", default=6 * 3600)
+Q_CLUSTER = {
+    "name": "backupsite",
+    "orm": "default",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": JOB_TIMEOUT_SECONDS,
+    "retry": JOB_TIMEOUT_SECONDS + 600,
+    "max_attempts": 1,
+    "catch_up": False,
+    "sync": env.bool("Q_SYNC", default=False),
+    "poll": 1,
+    "save_limit": 1000,
+    "label": "Task queue",
+}
+
+# --- API ---------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.RolePermission"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apps.core.api_errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Backup and disaster-recovery API",
+    "DESCRIPTION": "Backups, verification, restore and jobs for PostgreSQL databases and document stores.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django_q": {"level": "WARNING"}},
+}
