@@ -53,7 +53,10 @@ class LocalCluster:
         return PgConn(host="127.0.0.1", port=self.port, dbname=dbname, user=self.user, sslmode="disable")
 
     def _run(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True, **kw)
+        result = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, **kw)
+        if result.returncode != 0:
+            raise RuntimeError(f"{Path(cmd[0]).name} failed ({result.returncode}): {result.stderr.strip()[-1000:]}")
+        return result
 
     def initdb(self, extra_conf: dict[str, str] | None = None) -> None:
         self.base.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,91 @@
+"""Fixtures shared by every test: a real PostgreSQL 15 cluster per session, sample data, storage roots."""
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from apps.databases import sample_data
+from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway cluster for the whole session (started as the postgres user when we are root)."""
+    try:
+        server_bin_dir()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    base = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    base.chmod(0o755)  # the postgres user must be able to reach the data directory
+    cluster = LocalCluster(base=base / "cluster", port=free_port())
+    cluster.initdb()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def create_database(cluster: LocalCluster, name: str) -> None:
+    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(cluster: LocalCluster, name: str) -> None:
+    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def source_db(pg_cluster):
+    """The sample property database; tests must not change it (use fresh_db for writes)."""
+    create_database(pg_cluster, "sample")
+    sample_data.load(pg_cluster.conn("sample"), rows=2000)
+    return pg_cluster.conn("sample")
+
+
+@pytest.fixture
+def fresh_db(pg_cluster):
+    """Factory: a new empty database name on the session cluster, dropped after the test."""
+    names = []
+
+    def make(create: bool = True, prefix: str = "t"):
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        if create:
+            create_database(pg_cluster, name)
+        names.append(name)
+        return pg_cluster.conn(name)
+
+    yield make
+    for name in names:
+        drop_database(pg_cluster, name)
+
+
+@pytest.fixture(autouse=True)
+def backup_root(settings, tmp_path):
+    """Every test writes backups to its own directory."""
+    root = tmp_path / "backups"
+    settings.BACKUP_LOCAL_ROOT = root
+    return root
+
+
+@pytest.fixture
+def target(db, source_db):
+    from apps.core.services import SYSTEM
+    from apps.databases.services import save_target
+    from apps.databases.models import DatabaseTarget
+
+    t = DatabaseTarget(name="sample", host=source_db.host, port=source_db.port, dbname=source_db.dbname,
+                       user=source_db.user, sslmode="disable")
+    return save_target(target=t, actor=SYSTEM, password="not-needed-trust-auth")
+
+
+def table_contents(conn, table: str) -> list[tuple]:
+    """Every row of a table, ordered by its first column: to compare contents, not only counts."""
+    schema, _, name = table.rpartition(".")
+    ident = sql.Identifier(schema or "public", name)
+    with psycopg.connect(**conn.kwargs()) as c:
+        return c.execute(sql.SQL("SELECT * FROM {} ORDER BY 1").format(ident)).fetchall()
