@@ -6,4 +6,6 @@ app_name = "console"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("targets/<int:target_id>/backup/", views.backup_now, name="backup-now"),
+    path("jobs/<str:job_id>/", views.job_detail, name="job"),
 ]

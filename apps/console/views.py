@@ -1,5 +1,70 @@
-from django.shortcuts import redirect
+"""Operator pages: the dashboard with run-now buttons and a live job page. Writes go through services."""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.backups import selectors as backup_selectors
+from apps.backups.services import LOGICAL_FORMATS, request_database_backup
+from apps.core.errors import UserError
+from apps.core.models import Interface
+from apps.core.roles import OPERATOR, VIEWER, has_role
+from apps.core.services import Actor
+from apps.databases.models import DatabaseTarget
+from apps.jobs import selectors as job_selectors
+from apps.jobs import services as jobs
+from apps.jobs.models import JobStatus
 
 
+def _console_actor(request) -> Actor:
+    return Actor(user=request.user, via=Interface.ADMIN, remote_addr=request.META.get("REMOTE_ADDR"))
+
+
+def _require_viewer(request):
+    if not has_role(request.user, VIEWER):
+        return render(request, "console/forbidden.html", status=403)
+    return None
+
+
+@login_required
 def dashboard(request):
-    return redirect("admin:index")
+    if (denied := _require_viewer(request)) is not None:
+        return denied
+    recent_jobs = list(job_selectors.jobs()[:15])
+    context = {
+        "targets": DatabaseTarget.objects.select_related("storage_location").order_by("name"),
+        "last_by_target": {row["target"]: row for row in backup_selectors.statistics()["targets"]},
+        "backups": backup_selectors.backups()[:20],
+        "jobs": recent_jobs,
+        "stats": backup_selectors.statistics(),
+        "formats": LOGICAL_FORMATS,
+        "can_operate": has_role(request.user, OPERATOR),
+        "refresh": any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING) for j in recent_jobs),
+    }
+    return render(request, "console/dashboard.html", context)
+
+
+@login_required
+@require_POST
+def backup_now(request, target_id: int):
+    if not has_role(request.user, OPERATOR):
+        messages.error(request, "Taking backups needs the operator role.")
+        return redirect("console:dashboard")
+    target = get_object_or_404(DatabaseTarget, pk=target_id)
+    fmt = request.POST.get("format", "custom")
+    try:
+        backup = request_database_backup(target=target, fmt=fmt, actor=_console_actor(request))
+    except UserError as exc:
+        messages.error(request, f"{target.name}: {exc}")
+        return redirect("console:dashboard")
+    job = jobs.enqueue(job=backup.job)
+    messages.success(request, f"Backup of {target.name} queued.")
+    return redirect("console:job", job_id=job.pk)
+
+
+@login_required
+def job_detail(request, job_id: str):
+    if (denied := _require_viewer(request)) is not None:
+        return denied
+    job = get_object_or_404(job_selectors.jobs(), pk=job_id)
+    return render(request, "console/job.html", {"job": job, "refresh": not job.is_finished})

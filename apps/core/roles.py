@@ -20,3 +20,22 @@ def role_of(user: AbstractBaseUser | None) -> str | None:
 def has_role(user: AbstractBaseUser | None, role: str) -> bool:
     mine = role_of(user)
     return mine is not None and RANK[mine] >= RANK[role]
+
+
+PROJECT_APPS = ["core", "storage", "databases", "backups", "verification", "jobs"]
+
+
+def sync_group_permissions(**_kwargs) -> None:
+    """Console rights per role: viewers and operators see everything, admins may also change configuration.
+
+    What operators may *do* (back up, verify) is checked by role in the actions themselves.
+    """
+    from django.contrib.auth.models import Group, Permission
+
+    perms = Permission.objects.filter(content_type__app_label__in=PROJECT_APPS)
+    view = list(perms.filter(codename__startswith="view_"))
+    for name in (VIEWER, OPERATOR):
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set(view)
+    group, _ = Group.objects.get_or_create(name=ADMIN)
+    group.permissions.set(list(perms))

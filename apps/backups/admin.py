@@ -1,0 +1,77 @@
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from apps.backups.models import Backup, BackupArtifact, Replica
+from apps.core.admin_utils import admin_actor
+from apps.core.errors import UserError
+from apps.core.roles import OPERATOR, has_role
+from apps.jobs import services as jobs
+from apps.verification.models import VerificationLevel
+from apps.verification.services import request_verification
+
+
+class ArtifactInline(admin.TabularInline):
+    model = BackupArtifact
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["name", "key", "size_raw", "size_stored", "sha256_stored", "compression", "cipher",
+                                "key_id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ReplicaInline(admin.TabularInline):
+    model = Replica
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["location", "status", "bytes", "checksum_verified_at", "attempts", "last_error"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Backup)
+class BackupAdmin(admin.ModelAdmin):
+    list_display = ["id", "database_target", "kind", "format", "status", "size_stored", "created_at", "duration",
+                    "job_link"]
+    list_filter = ["status", "kind", "format", "database_target", "storage_location", "legal_hold"]
+    search_fields = ["id", "database_target__name", "sha256", "error"]
+    date_hierarchy = "created_at"
+    inlines = [ArtifactInline, ReplicaInline]
+    actions = ["verify_exists", "verify_checksum"]
+    readonly_fields = [f.name for f in Backup._meta.fields if f.name != "legal_hold"]
+
+    def has_add_permission(self, request):
+        return False  # backups are taken with "Back up now" on a target, not typed in
+
+    @admin.display(description="Duration (s)")
+    def duration(self, obj):
+        return round(obj.duration_seconds, 1) if obj.duration_seconds is not None else "—"
+
+    @admin.display(description="Job")
+    def job_link(self, obj):
+        if not obj.job_id:
+            return "—"
+        return format_html('<a href="/admin/jobs/job/{}/change/">{}</a>', obj.job_id, obj.job_id)
+
+    def _verify(self, request, queryset, level):
+        if not has_role(request.user, OPERATOR):
+            self.message_user(request, "Verifying backups needs the operator role.", messages.ERROR)
+            return
+        ids = list(queryset.values_list("pk", flat=True))
+        try:
+            job = request_verification(backup_ids=ids, level=level, actor=admin_actor(request))
+        except UserError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        job = jobs.enqueue(job=job)
+        self.message_user(request, f"Verification ({level}) of {len(ids)} backups queued as job {job.pk}.")
+
+    @admin.action(description="Verify: sizes match")
+    def verify_exists(self, request, queryset):
+        self._verify(request, queryset, VerificationLevel.EXISTS)
+
+    @admin.action(description="Verify: read back and check SHA-256")
+    def verify_checksum(self, request, queryset):
+        self._verify(request, queryset, VerificationLevel.CHECKSUM)

@@ -1,0 +1,63 @@
+from django import forms
+from django.contrib import admin, messages
+
+from apps.backups.services import request_database_backup
+from apps.core.admin_utils import admin_actor
+from apps.core.errors import UserError
+from apps.core.roles import OPERATOR, has_role
+from apps.databases.models import DatabaseTarget
+from apps.databases.services import save_target
+from apps.jobs import services as jobs
+
+
+class DatabaseTargetForm(forms.ModelForm):
+    # Write-only: the stored password is never rendered back into the page.
+    password = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the stored password.",
+    )
+    clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
+
+    class Meta:
+        model = DatabaseTarget
+        fields = ["name", "description", "host", "port", "dbname", "user", "sslmode", "storage_location",
+                  "wal_archiving", "tags", "enabled"]
+
+
+@admin.register(DatabaseTarget)
+class DatabaseTargetAdmin(admin.ModelAdmin):
+    form = DatabaseTargetForm
+    list_display = ["name", "host", "port", "dbname", "user", "has_password", "storage_location", "enabled",
+                    "last_backup"]
+    list_filter = ["enabled", "wal_archiving", "sslmode"]
+    search_fields = ["name", "host", "dbname", "description"]
+    actions = ["backup_now"]
+
+    @admin.display(boolean=True)
+    def has_password(self, obj):
+        return obj.has_password
+
+    @admin.display(description="Last succeeded backup")
+    def last_backup(self, obj):
+        last = obj.backups.filter(status="succeeded").order_by("-finished_at").first()
+        return last.finished_at if last else "—"
+
+    def save_model(self, request, obj, form, change):
+        password = form.cleaned_data.get("password") or None
+        if form.cleaned_data.get("clear_password"):
+            password = ""
+        save_target(target=obj, actor=admin_actor(request), password=password)
+
+    @admin.action(description="Back up now (custom format)")
+    def backup_now(self, request, queryset):
+        if not has_role(request.user, OPERATOR):
+            self.message_user(request, "Taking backups needs the operator role.", messages.ERROR)
+            return
+        for target in queryset:
+            try:
+                backup = request_database_backup(target=target, actor=admin_actor(request))
+            except UserError as exc:
+                self.message_user(request, f"{target.name}: {exc}", messages.ERROR)
+                continue
+            job = jobs.enqueue(job=backup.job)
+            self.message_user(request, f"{target.name}: backup {backup.pk} queued as job {job.pk}.", messages.SUCCESS)
