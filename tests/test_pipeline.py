@@ -1,0 +1,133 @@
+"""The artifact format: round trips, tamper evidence, keys, bounded memory."""
+import hashlib
+import random
+import struct
+import tracemalloc
+
+import pytest
+
+from apps.pipeline.artifact import ArtifactError, Decoder, Encoder
+from apps.pipeline.keys import Keyring, KeyError_, generate_spec
+
+KEYRING = Keyring.parse(generate_spec("a") + "," + generate_spec("b"))
+
+
+def chunks(total: int, size: int = 100_000):
+    for i in range(0, total, size):
+        rnd = random.Random(i).randbytes(size // 4)
+        # Half random, half repetitive: both compressible and not.
+        yield (rnd + b"x" * (size - len(rnd)))[: min(size, total - i)]
+
+
+def encode(data_chunks, **kw):
+    enc = Encoder(**kw)
+    return enc, b"".join(enc.encode(data_chunks))
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+@pytest.mark.parametrize("keyring", [KEYRING, None], ids=["encrypted", "plain"])
+def test_round_trip_and_hashes(compression, keyring):
+    raw = b"".join(chunks(2_500_000))
+    enc, stored = encode(chunks(2_500_000), compression_name=compression, keyring=keyring, frame_size=64 * 1024)
+    assert enc.stats.sha256_raw == hashlib.sha256(raw).hexdigest()
+    assert enc.stats.sha256_stored == hashlib.sha256(stored).hexdigest()
+    assert enc.stats.size_stored == len(stored) and enc.stats.size_raw == len(raw)
+    assert enc.stats.frames > 1
+    dec = Decoder(keyring=keyring, expected_sha256_stored=enc.stats.sha256_stored)
+    pieces = [stored[i : i + 9999] for i in range(0, len(stored), 9999)]
+    assert b"".join(dec.decode(pieces)) == raw
+    assert dec.stats.sha256_raw == enc.stats.sha256_raw
+
+
+def test_empty_stream_round_trips():
+    enc, stored = encode([], keyring=KEYRING)
+    assert b"".join(Decoder(keyring=KEYRING).decode([stored])) == b""
+
+
+def test_any_flipped_byte_is_detected_when_encrypted():
+    enc, stored = encode(chunks(300_000), keyring=KEYRING, frame_size=32 * 1024)
+    for pos in range(0, len(stored), max(1, len(stored) // 40)):
+        bad = bytearray(stored)
+        bad[pos] ^= 0x80
+        with pytest.raises((ArtifactError, KeyError_)):
+            b"".join(Decoder(keyring=KEYRING).decode([bytes(bad)]))
+
+
+def test_truncation_and_trailing_bytes_are_detected():
+    enc, stored = encode(chunks(300_000), keyring=KEYRING, frame_size=32 * 1024)
+    # Cut exactly at a frame boundary: only the missing final frame gives it away.
+    first_frame_end = stored.index(b"PGBRART1") + 8 + 4 + struct.unpack(">I", stored[8:12])[0]
+    flag, length = struct.unpack(">BI", stored[first_frame_end : first_frame_end + 5])
+    cut = first_frame_end + 5 + length
+    with pytest.raises(ArtifactError, match="final frame is missing"):
+        b"".join(Decoder(keyring=KEYRING).decode([stored[:cut]]))
+    with pytest.raises(ArtifactError, match="after the final frame"):
+        b"".join(Decoder(keyring=KEYRING).decode([stored + b"junk"]))
+
+
+def test_swapped_frames_fail_authentication():
+    enc, stored = encode(chunks(300_000), compression_name="none", keyring=KEYRING, frame_size=32 * 1024)
+    head_len = 12 + struct.unpack(">I", stored[8:12])[0]
+    frame = 5 + 32 * 1024 + 16
+    a, b = stored[head_len : head_len + frame], stored[head_len + frame : head_len + 2 * frame]
+    swapped = stored[:head_len] + b + a + stored[head_len + 2 * frame :]
+    with pytest.raises(ArtifactError, match="Frame 0 fails authentication"):
+        b"".join(Decoder(keyring=KEYRING).decode([swapped]))
+
+
+def test_unencrypted_corruption_caught_by_checksum():
+    enc, stored = encode(chunks(200_000), compression_name="none", keyring=None)
+    bad = bytearray(stored)
+    bad[-10] ^= 1
+    with pytest.raises(ArtifactError, match="SHA-256 mismatch"):
+        b"".join(Decoder(keyring=None, expected_sha256_stored=enc.stats.sha256_stored).decode([bytes(bad)]))
+
+
+def test_encrypted_artifact_needs_its_key():
+    enc, stored = encode([b"hello"], keyring=KEYRING)
+    with pytest.raises(KeyError_, match="no BACKUP_ENCRYPTION_KEYS"):
+        b"".join(Decoder(keyring=None).decode([stored]))
+    other = Keyring.parse(generate_spec("a"))  # same id, different key material
+    with pytest.raises(KeyError_, match="does not unwrap"):
+        b"".join(Decoder(keyring=other).decode([stored]))
+
+
+def test_not_an_artifact():
+    with pytest.raises(ArtifactError, match="bad magic"):
+        b"".join(Decoder(keyring=None).decode([b"PGDMP this is a raw dump"]))
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nocolon", "comma list"),
+        ("k1:not-base64!", "not valid base64"),
+        ("k1:" + "QUJD", "32 bytes"),
+        (generate_spec("k1") + "," + generate_spec("k1"), "listed twice"),
+    ],
+)
+def test_bad_key_specs_are_refused(spec, message):
+    with pytest.raises(KeyError_, match=message):
+        Keyring.parse(spec)
+
+
+def test_first_key_is_current():
+    assert KEYRING.current_id == "a" and Keyring.parse("") is None
+
+
+def test_memory_stays_flat_whatever_the_size():
+    """Encoding then decoding 64 MB keeps under a few MB of Python allocations: nothing is buffered whole."""
+
+    def run(total):
+        tracemalloc.start()
+        enc = Encoder(keyring=KEYRING)
+        dec = Decoder(keyring=KEYRING)
+        size = sum(len(c) for c in dec.decode(enc.encode(chunks(total, 1 << 20))))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert size == total
+        return peak
+
+    small, large = run(8 << 20), run(64 << 20)
+    assert large < 16 << 20
+    assert large < small * 1.5 + (1 << 20)
