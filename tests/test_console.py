@@ -92,3 +92,34 @@ def test_admin_actions_back_up_and_verify(admin_client, target):
     admin_client.post("/admin/backups/backup/", {"action": "verify_checksum", "_selected_action": [backup.pk]})
     assert backup.verifications.get().result == "passed"
     assert AuditEvent.objects.filter(action="backup.verify.requested", via="admin").exists()
+
+
+def test_backup_page_verify_and_restore(admin_client, target, fresh_db, source_db):
+    from tests.conftest import table_contents
+
+    admin_client.post(f"/targets/{target.pk}/backup/")
+    backup = Backup.objects.get()
+    page = admin_client.get(f"/backups/{backup.pk}/")
+    assert page.status_code == 200 and backup.sha256.encode() in page.content
+    response = admin_client.post(f"/backups/{backup.pk}/verify/", {"level": "checksum"})
+    assert response.status_code == 302 and backup.verifications.get().result == "passed"
+    dest = fresh_db(create=False)
+    response = admin_client.post(f"/backups/{backup.pk}/", {"target": "sample", "dbname": dest.dbname,
+                                                            "create": "on", "table": ""})
+    assert response.status_code == 302, response.content[-500:]
+    job = Job.objects.get(type="restore.database")
+    assert job.status == "succeeded" and job.result["tables_compared"] == 4
+    assert "not-needed" not in str(job.args)
+    assert table_contents(dest, "public.leases") == table_contents(source_db, "public.leases")
+    # Restoring again over the now non-empty database is refused with a message, not an error page.
+    admin_client.post(f"/backups/{backup.pk}/", {"target": "sample", "dbname": dest.dbname, "table": ""})
+    assert Job.objects.filter(type="restore.database").latest("created_at").error.startswith("Database")
+
+
+def test_operator_cannot_restore(client, target):
+    client.force_login(user_with_role("operator", "bob"))
+    client.post(f"/targets/{target.pk}/backup/")
+    backup = Backup.objects.get()
+    assert b"restore-form" not in client.get(f"/backups/{backup.pk}/").content
+    client.post(f"/backups/{backup.pk}/", {"target": "sample", "dbname": "x", "create": "on"})
+    assert not Job.objects.filter(type="restore.database").exists()

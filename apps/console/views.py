@@ -1,19 +1,23 @@
 """Operator pages: the dashboard with run-now buttons and a live job page. Writes go through services."""
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.backups import selectors as backup_selectors
-from apps.backups.services import LOGICAL_FORMATS, request_database_backup
+from apps.backups.services import LOGICAL_FORMATS, RestoreRequest, request_database_backup, request_restore
 from apps.core.errors import UserError
 from apps.core.models import Interface
-from apps.core.roles import OPERATOR, VIEWER, has_role
+from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
 from apps.core.services import Actor
+from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs import selectors as job_selectors
 from apps.jobs import services as jobs
 from apps.jobs.models import JobStatus
+from apps.verification.models import VerificationLevel
+from apps.verification.services import request_verification
 
 
 def _console_actor(request) -> Actor:
@@ -68,3 +72,65 @@ def job_detail(request, job_id: str):
         return denied
     job = get_object_or_404(job_selectors.jobs(), pk=job_id)
     return render(request, "console/job.html", {"job": job, "refresh": not job.is_finished})
+
+
+class RestoreForm(forms.Form):
+    target = forms.ModelChoiceField(queryset=DatabaseTarget.objects.order_by("name"), to_field_name="name",
+                                    help_text="Server and credentials to restore with.")
+    dbname = forms.CharField(max_length=63, help_text="Destination database on that server.")
+    create = forms.BooleanField(required=False, initial=True, help_text="Create the database first.")
+    table = forms.CharField(required=False, max_length=200, help_text="Only this table (SCHEMA.TABLE); custom format.")
+
+
+@login_required
+def backup_detail(request, backup_id: str):
+    if (denied := _require_viewer(request)) is not None:
+        return denied
+    backup = get_object_or_404(backup_selectors.backups(), pk=backup_id)
+    form = RestoreForm(request.POST or None, initial={"target": backup.database_target})
+    if request.method == "POST":
+        if not has_role(request.user, ADMIN):
+            messages.error(request, "Restoring needs the admin role.")
+        elif form.is_valid():
+            data = form.cleaned_data
+            target = data["target"]
+            conn = PgConn.for_target(target).with_db(data["dbname"])
+            try:
+                job = request_restore(
+                    backup=backup, destination=conn.redacted(),
+                    request=RestoreRequest(table=data["table"] or None, create=data["create"]),
+                    actor=_console_actor(request), target=target, dbname=data["dbname"],
+                )
+            except UserError as exc:
+                messages.error(request, str(exc))
+            else:
+                jobs.enqueue(job=job)
+                return redirect("console:job", job_id=job.pk)
+    context = {
+        "backup": backup,
+        "artifacts": backup.artifacts.all(),
+        "replicas": backup.replicas.select_related("location"),
+        "verifications": backup.verifications.select_related("location")[:10],
+        "form": form,
+        "can_operate": has_role(request.user, OPERATOR),
+        "can_restore": has_role(request.user, ADMIN),
+        "levels": VerificationLevel.choices,
+    }
+    return render(request, "console/backup.html", context)
+
+
+@login_required
+@require_POST
+def verify_now(request, backup_id: str):
+    backup = get_object_or_404(backup_selectors.backups(), pk=backup_id)
+    if not has_role(request.user, OPERATOR):
+        messages.error(request, "Verifying needs the operator role.")
+        return redirect("console:backup", backup_id=backup.pk)
+    try:
+        job = request_verification(backup_ids=[backup.pk], level=request.POST.get("level", "checksum"),
+                                   actor=_console_actor(request))
+    except UserError as exc:
+        messages.error(request, str(exc))
+        return redirect("console:backup", backup_id=backup.pk)
+    jobs.enqueue(job=job)
+    return redirect("console:job", job_id=job.pk)
