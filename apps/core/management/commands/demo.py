@@ -1,0 +1,274 @@
+"""`manage.py demo`: everything the local demo console needs, made once and reused afterwards.
+
+- the demo admin (superuser `admin`) with a random password kept in VAR/demo-admin-password;
+- a sandbox PostgreSQL cluster under VAR/sandbox-pg (or under /var/tmp when the postgres user cannot
+  reach VAR), started if it is not running, moved to a free port if its port is taken;
+- database `propchain` with sample property data;
+- target `demo` pointing at it;
+- a first backup, taken only while the target has no succeeded backup.
+
+`make run` calls it before starting the web server and the job worker; `make stop` calls `demo --stop`.
+"""
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from psycopg import sql
+
+from apps.core.models import Interface
+from apps.core.services import Actor
+
+ADMIN_USERNAME = "admin"
+ADMIN_EMAIL = "admin@example.invalid"
+PASSWORD_FILE = "demo-admin-password"
+SANDBOX_DIR = "sandbox-pg"
+SANDBOX_POINTER = "sandbox-pg.path"  # written when the sandbox lives outside VAR
+DEMO_DB = "propchain"
+TARGET_NAME = "demo"
+DEMO_ACTOR = Actor(via=Interface.SYSTEM, extra={"name": "demo"})
+
+
+# --- where things live ---------------------------------------------------------------------------
+
+
+def reachable_by_server_user(path: Path) -> bool:
+    """Can the user that runs the PostgreSQL server traverse every directory down to `path`?"""
+    if os.geteuid() != 0:
+        return True  # the server runs as ourselves
+    from apps.databases.clusters import RUN_AS
+
+    result = subprocess.run(["runuser", "-u", RUN_AS, "--", "test", "-x", str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+def sandbox_base(var_dir: Path) -> Path:
+    """VAR/sandbox-pg if the postgres user can reach it, else a fixed directory under /var/tmp (recorded)."""
+    pointer = var_dir / SANDBOX_POINTER
+    if pointer.exists():
+        return Path(pointer.read_text().strip())
+    local = var_dir / SANDBOX_DIR
+    if (local / "data").exists() or reachable_by_server_user(var_dir):
+        return local
+    digest = hashlib.sha256(str(var_dir.resolve()).encode()).hexdigest()[:12]
+    elsewhere = Path("/var/tmp") / f"backupsite-sandbox-{digest}"
+    pointer.write_text(f"{elsewhere}\n")
+    return elsewhere
+
+
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stored_port(base: Path) -> int | None:
+    """The port the sandbox was given: base/port, else what the running or configured server says."""
+    candidates = []
+    port_file = base / "port"
+    if port_file.exists():
+        candidates.append(port_file.read_text().strip())
+    pid_file = base / "data" / "postmaster.pid"
+    if pid_file.exists():
+        lines = pid_file.read_text().splitlines()
+        if len(lines) > 3:
+            candidates.append(lines[3].strip())
+    auto_conf = base / "data" / "postgresql.auto.conf"
+    if auto_conf.exists():
+        ports = [line.split("=", 1)[1].strip() for line in auto_conf.read_text().splitlines()
+                 if line.split("=", 1)[0].strip() == "port"]
+        candidates.extend(reversed(ports))
+    for value in candidates:
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+class Command(BaseCommand):
+    help = ("Prepare the demo: admin user, sandbox PostgreSQL with sample data, target 'demo' and a first "
+            "backup. Safe to run again: it reuses what exists.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--var-dir", default=None,
+                            help="Where the demo keeps its state (default: var/ in the checkout).")
+        parser.add_argument("--rows", type=int, default=5000, help="Sample rows per table (first run only).")
+        parser.add_argument("--url", default="http://127.0.0.1:8000/admin/", help="Console URL to print.")
+        parser.add_argument("--reset-admin-password", action="store_true",
+                            help="Set the admin's password back to the one in VAR/demo-admin-password.")
+        parser.add_argument("--stop", action="store_true", help="Stop the sandbox cluster and exit.")
+
+    def handle(self, *args, var_dir, rows, url, reset_admin_password, stop, **options):
+        var = Path(var_dir) if var_dir else Path(settings.BASE_DIR) / "var"
+        var.mkdir(parents=True, exist_ok=True)
+        if stop:
+            return self.stop_sandbox(var)
+
+        password, admin_note = self.ensure_admin(var, reset=reset_admin_password)
+        cluster, cluster_note = self.ensure_cluster(var)
+        db_note = self.ensure_database(cluster, rows=rows)
+        target, target_note = self.ensure_target(cluster)
+        backup, backup_note = self.ensure_first_backup(target)
+
+        line = "=" * 78
+        self.stdout.write(line)
+        self.stdout.write(self.style.SUCCESS(f"  Console:   {url}"))
+        self.stdout.write(self.style.SUCCESS(f"  Username:  {ADMIN_USERNAME}"))
+        self.stdout.write(self.style.SUCCESS(f"  Password:  {password}"))
+        self.stdout.write(f"             ({admin_note}; kept in {var / PASSWORD_FILE})")
+        self.stdout.write(f"  Sandbox:   PostgreSQL on 127.0.0.1:{cluster.port}, data in {cluster.data} ({cluster_note})")
+        self.stdout.write(f"  Database:  {DEMO_DB} ({db_note})")
+        self.stdout.write(f"  Target:    {target.name} ({target_note})")
+        self.stdout.write(f"  Backup:    {backup.pk} {backup.status}, {backup.size_stored} bytes stored, "
+                          f"key {backup.encryption_key_id or 'none (unencrypted)'} ({backup_note})")
+        self.stdout.write(line)
+
+    # --- pieces, each idempotent -----------------------------------------------------------------
+
+    def ensure_admin(self, var: Path, *, reset: bool) -> tuple[str, str]:
+        user_model = get_user_model()
+        pw_file = var / PASSWORD_FILE
+        new_file = not pw_file.exists() or not pw_file.read_text().strip()
+        if new_file:
+            write_private(pw_file, secrets.token_urlsafe(12) + "\n")
+        password = pw_file.read_text().strip()
+        user = user_model.objects.filter(username=ADMIN_USERNAME).first()
+        if user is None:
+            user_model.objects.create_superuser(ADMIN_USERNAME, ADMIN_EMAIL, password)
+            return password, "admin user created"
+        if new_file or reset or not (user.is_superuser and user.is_staff and user.is_active):
+            user.set_password(password)
+            user.is_superuser = user.is_staff = user.is_active = True
+            user.save()
+            return password, "admin password set"
+        if not user.check_password(password):
+            self.stderr.write(self.style.WARNING(
+                "The admin's password was changed in the console and no longer matches the file; "
+                "run `manage.py demo --reset-admin-password` to set it back."))
+            return password, "NOT the current password: changed in the console"
+        return password, "existing admin user"
+
+    def ensure_cluster(self, var: Path):
+        from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
+
+        try:
+            server_bin_dir()
+        except RuntimeError as exc:
+            raise CommandError(f"{exc} Run `make setup` first.") from None
+        base = sandbox_base(var)
+        if (var / SANDBOX_POINTER).exists():
+            self.stdout.write(f"The postgres user cannot reach {var}; the sandbox lives in {base} "
+                              f"(recorded in {var / SANDBOX_POINTER}).")
+        cluster = LocalCluster(base=base, port=stored_port(base) or free_port())
+        note = "reused"
+        if not (cluster.data / "PG_VERSION").exists():
+            if cluster.data.exists():  # an initdb that did not finish
+                shutil.rmtree(cluster.data)
+            cluster.port = free_port()
+            self.stdout.write(f"Creating the sandbox PostgreSQL cluster in {cluster.data} ...")
+            cluster.initdb()
+            (base / "port").write_text(f"{cluster.port}\n")
+            note = "created"
+        if cluster.is_running():
+            note = "already running" if note == "reused" else note
+        else:
+            if not port_is_free(cluster.port):
+                old = cluster.port
+                cluster.set_port(free_port())
+                self.stdout.write(f"Port {old} is taken; the sandbox moves to port {cluster.port}.")
+            (base / "port").write_text(f"{cluster.port}\n")
+            cluster.start()
+            note = f"{note}, started"
+        self.wait_accepting(cluster)
+        return cluster, note
+
+    def wait_accepting(self, cluster, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(**cluster.conn().kwargs("backupsite-demo")):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise CommandError(f"The sandbox cluster does not accept connections: {exc} "
+                                       f"(log: {cluster.log})") from None
+                time.sleep(0.2)
+
+    def ensure_database(self, cluster, *, rows: int) -> str:
+        from apps.databases import sample_data
+
+        with psycopg.connect(**cluster.conn().kwargs("backupsite-demo"), autocommit=True) as c:
+            if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DEMO_DB]).fetchone():
+                c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
+        with psycopg.connect(**cluster.conn(DEMO_DB).kwargs("backupsite-demo")) as c:
+            loaded = c.execute("SELECT to_regclass('public.properties') IS NOT NULL").fetchone()[0]
+        if loaded:
+            return "sample data already loaded"
+        self.stdout.write(f"Loading sample data into {DEMO_DB} ({rows} rows per table) ...")
+        sample_data.load(cluster.conn(DEMO_DB), rows=rows)  # one transaction: all or nothing
+        return f"sample data loaded, {rows} rows per table"
+
+    def ensure_target(self, cluster):
+        from apps.databases.models import DatabaseTarget
+        from apps.databases.services import upsert_target_from_dsn
+
+        conn = cluster.conn(DEMO_DB)
+        existing = DatabaseTarget.objects.filter(name=TARGET_NAME).first()
+        wanted = (conn.host, conn.port, conn.dbname, conn.user, "disable")
+        if existing is not None and (existing.host, existing.port, existing.dbname, existing.user,
+                                     existing.sslmode) == wanted:
+            return existing, "exists"
+        dsn = f"postgresql://{conn.user}@{conn.host}:{conn.port}/{conn.dbname}?sslmode=disable"
+        target, created = upsert_target_from_dsn(name=TARGET_NAME, dsn=dsn, actor=DEMO_ACTOR)
+        return target, ("registered" if created else f"updated to port {conn.port}")
+
+    def ensure_first_backup(self, target):
+        from apps.backups import services as backups
+        from apps.backups.models import Backup, BackupStatus
+        from apps.jobs import services as jobs
+
+        done = Backup.objects.filter(database_target=target, status=BackupStatus.SUCCEEDED).order_by("-created_at")
+        if done.exists():
+            return done.first(), "first backup already taken"
+        self.stdout.write(f"Taking the first backup of {target.name} ...")
+        backup = backups.request_database_backup(target=target, actor=DEMO_ACTOR)
+        job = jobs.run(job=backup.job)
+        backup.refresh_from_db()
+        if backup.status != BackupStatus.SUCCEEDED:
+            raise CommandError(f"The first backup of {target.name} failed: {backup.error or job.error}")
+        return backup, "first backup taken now"
+
+    def stop_sandbox(self, var: Path) -> None:
+        from apps.databases.clusters import LocalCluster
+
+        pointer = var / SANDBOX_POINTER
+        base = Path(pointer.read_text().strip()) if pointer.exists() else var / SANDBOX_DIR
+        if not (base / "data" / "PG_VERSION").exists():
+            self.stdout.write(f"No sandbox cluster in {base}.")
+            return
+        cluster = LocalCluster(base=base, port=stored_port(base) or 0)
+        if cluster.is_running():
+            cluster.stop()
+            self.stdout.write(f"Stopped the sandbox cluster in {cluster.data}.")
+        else:
+            self.stdout.write(f"The sandbox cluster in {cluster.data} is not running.")

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install what the project needs, and nothing else. Idempotent: a second run only checks.
+#   1. Debian packages (PostgreSQL 15 server + client tools, zstd, Chromium for the browser tests), only
+#      when something is missing.
+#   2. .venv with Python 3.11, created if missing.
+#   3. pip install -e '.[test]', skipped while .venv/.setup-stamp is newer than pyproject.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_MAJOR=15
+PY=${PYTHON:-python3.11}
+STAMP=.venv/.setup-stamp
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# --- 1. Debian packages ----------------------------------------------------------------------
+missing=()
+[ -x "/usr/lib/postgresql/$PG_MAJOR/bin/initdb" ] && [ -x "/usr/lib/postgresql/$PG_MAJOR/bin/postgres" ] \
+    || missing+=("postgresql-$PG_MAJOR")
+for tool in psql pg_dump pg_restore; do
+    command -v "$tool" >/dev/null 2>&1 || { missing+=(postgresql-client); break; }
+done
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # tests/test_console_browser.py (Playwright)
+if ! command -v "$PY" >/dev/null 2>&1; then
+    missing+=(python3.11 python3.11-venv)
+elif ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3.11-venv)          # Debian splits venv/ensurepip out of the interpreter
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        echo "[setup] missing Debian packages: ${missing[*]}; run as root or install them (no sudo here)." >&2
+        exit 1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    say "Debian packages present (PostgreSQL $PG_MAJOR server and client, zstd, chromium, $PY)"
+fi
+
+# --- 2. virtualenv ---------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with $PY"
+    "$PY" -m venv .venv
+fi
+
+# --- 3. Python dependencies ------------------------------------------------------------------
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+    say "Python dependencies up to date (.venv/.setup-stamp is newer than pyproject.toml)"
+else
+    say "pip install -e '.[test]'"
+    .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[test]'
+    touch "$STAMP"
+fi
