@@ -179,7 +179,8 @@ def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext
     if artifact.cipher == "none":
         # Without AEAD, a corrupt byte would only show at the end: check the whole file before using any of it.
         verify_stored_checksum(backend=backend, artifact=artifact)
-    decoder = Decoder(keyring=keyring, expected_sha256_stored=artifact.sha256_stored)
+    decoder = Decoder(keyring=keyring, expected_sha256_stored=artifact.sha256_stored,
+                      expected_sha256_raw=artifact.sha256_raw)
     stream = decoder.decode(backend.get_stream(artifact.key))
     if ctx is not None:
         ctx.progress(0, artifact.size_raw, force=True)

@@ -70,6 +70,8 @@ class Encoder:
     """Raw chunks in, stored chunks out; `stats` is complete once the output is exhausted."""
 
     def __init__(self, *, compression_name: str = "zstd", keyring: Keyring | None = None, frame_size: int = FRAME_SIZE):
+        if not 0 < frame_size <= MAX_FRAME - TAG_LEN:
+            raise ValueError(f"frame_size must be between 1 and {MAX_FRAME - TAG_LEN} bytes.")
         self.stats = ArtifactStats(compression=compression_name)
         self._compressor = compression.compressor(compression_name)
         self._frame_size = frame_size
@@ -183,6 +185,8 @@ def read_header(reader: _Reader) -> tuple[dict, bytes]:
         header = json.loads(body)
     except ValueError:
         raise ArtifactError("Artifact header is not valid JSON.") from None
+    if not isinstance(header, dict):
+        raise ArtifactError("Artifact header is not a JSON object.")
     if header.get("format") != FORMAT_VERSION:
         raise ArtifactError(f"Unsupported artifact format {header.get('format')!r}.")
     return header, magic + raw_len + body
@@ -191,34 +195,70 @@ def read_header(reader: _Reader) -> tuple[dict, bytes]:
 class Decoder:
     """Stored chunks in, raw chunks out; authenticates every frame and refuses truncation.
 
-    With `expected_sha256_stored` set, a mismatch raises at the end of the stream.
+    Raw output comes in chunks of at most 1 MiB whatever the compression ratio.
+    With `expected_sha256_stored` / `expected_sha256_raw` set, a mismatch raises
+    at the end of the stream (before the generator finishes, so a consumer that
+    commits only on a clean end never commits bad data).
     """
 
-    def __init__(self, *, keyring: Keyring | None, expected_sha256_stored: str | None = None):
+    def __init__(
+        self,
+        *,
+        keyring: Keyring | None,
+        expected_sha256_stored: str | None = None,
+        expected_sha256_raw: str | None = None,
+    ):
         self._keyring = keyring
         self._expected = expected_sha256_stored
+        self._expected_raw = expected_sha256_raw
         self.stats = ArtifactStats()
 
     def decode(self, stored_chunks: Iterable[bytes]) -> Iterator[bytes]:
         reader = _Reader(stored_chunks)
         header, header_bytes = read_header(reader)
-        digest = hashlib.sha256(header_bytes).digest()
         st = self.stats
         st.header = header
         st.compression = header.get("compression", "none")
         st.cipher = header.get("cipher", "none")
         st.key_id = header.get("key_id", "")
         st.wrapped_key = header.get("wrapped_key", "")
-        aead = None
+        if st.compression not in compression.CHOICES:
+            raise ArtifactError(f"Unknown compression {st.compression!r} in the artifact header.")
+        aead = prefix = None
         if st.cipher == "aes-256-gcm":
             if self._keyring is None:
                 raise KeyError_("This artifact is encrypted but no BACKUP_ENCRYPTION_KEYS are configured.")
-            aead = AESGCM(self._keyring.unwrap(st.key_id, base64.b64decode(st.wrapped_key)))
-            prefix = base64.b64decode(header["nonce_prefix"])
+            wrapped, prefix = _b64(st.wrapped_key, "wrapped_key"), _b64(header.get("nonce_prefix"), "nonce_prefix")
+            if len(prefix) != 4 or len(wrapped) != 60:
+                raise ArtifactError("The artifact header's key fields have the wrong length.")
+            aead = AESGCM(self._keyring.unwrap(st.key_id, wrapped))
         elif st.cipher != "none":
             raise ArtifactError(f"Unknown cipher {st.cipher!r}.")
-        decompressor = compression.decompressor(st.compression)
+        payloads = self._payloads(reader, hashlib.sha256(header_bytes).digest(), aead, prefix)
         raw_hash = hashlib.sha256()
+        try:
+            for raw in compression.decompress_stream(st.compression, payloads):
+                raw_hash.update(raw)
+                st.size_raw += len(raw)
+                yield raw
+            # The decompressor may stop at its end marker: read the frames to the end so the final-frame,
+            # trailing-bytes and checksum checks still run, and refuse compressed data past the marker.
+            if any(payloads):
+                raise ArtifactError("Unexpected data after the end of the compressed stream.")
+        except (ArtifactError, KeyError_):
+            raise
+        except Exception as exc:  # zlib.error, zstandard.ZstdError, IncompleteStream
+            raise ArtifactError(f"The compressed stream is corrupt: {exc}") from None
+        st.sha256_raw = raw_hash.hexdigest()
+        if self._expected and st.sha256_stored != self._expected:
+            raise ArtifactError(
+                f"SHA-256 mismatch: stored bytes hash to {st.sha256_stored}, the catalog records {self._expected}."
+            )
+        if self._expected_raw and st.sha256_raw != self._expected_raw:
+            raise ArtifactError("The decompressed data does not match the SHA-256 recorded at backup time.")
+
+    def _payloads(self, reader: "_Reader", digest: bytes, aead, prefix) -> Iterator[bytes]:
+        st = self.stats
         counter = 0
         while True:
             head = reader.read(_FRAME_HEAD.size)
@@ -234,16 +274,12 @@ class Decoder:
                 try:
                     payload = aead.decrypt(_nonce(prefix, counter), payload, _aad(digest, counter, flag))
                 except InvalidTag:
-                    raise ArtifactError(f"Frame {counter} fails authentication: the artifact is corrupt or altered.")
+                    raise ArtifactError(
+                        f"Frame {counter} fails authentication: the artifact is corrupt or altered."
+                    ) from None
             counter += 1
-            try:
-                raw = decompressor.decompress(payload)
-            except Exception as exc:  # zlib.error, zstandard.ZstdError
-                raise ArtifactError(f"Frame {counter - 1} does not decompress: {exc}") from None
-            if raw:
-                raw_hash.update(raw)
-                st.size_raw += len(raw)
-                yield raw
+            if payload:
+                yield payload
             if flag == FLAG_FINAL:
                 break
         if not reader.at_end():
@@ -251,8 +287,10 @@ class Decoder:
         st.frames = counter
         st.size_stored = reader.consumed
         st.sha256_stored = reader.hash.hexdigest()
-        st.sha256_raw = raw_hash.hexdigest()
-        if self._expected and st.sha256_stored != self._expected:
-            raise ArtifactError(
-                f"SHA-256 mismatch: stored bytes hash to {st.sha256_stored}, the catalog records {self._expected}."
-            )
+
+
+def _b64(value, field_name: str) -> bytes:
+    try:
+        return base64.b64decode(value or "", validate=True)
+    except (ValueError, TypeError):
+        raise ArtifactError(f"The artifact header's {field_name} is not valid base64.") from None

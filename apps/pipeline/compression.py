@@ -1,5 +1,6 @@
 """Streaming compressors behind one small interface: compress(chunk) -> bytes, flush() -> bytes."""
 import zlib
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import zstandard
@@ -14,15 +15,8 @@ class Compressor(Protocol):
     def flush(self) -> bytes: ...
 
 
-class Decompressor(Protocol):
-    def decompress(self, data: bytes) -> bytes: ...
-
-
 class _Identity:
     def compress(self, data: bytes) -> bytes:
-        return bytes(data)
-
-    def decompress(self, data: bytes) -> bytes:
         return bytes(data)
 
     def flush(self) -> bytes:
@@ -41,13 +35,60 @@ class _Zstd:
         return self._obj.flush()
 
 
-class _ZstdDecompressor:
-    def __init__(self):
-        # read_across_frames: concatenated zstd frames decode as one stream, as the zstd CLI does.
-        self._obj = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+class IncompleteStream(ValueError):
+    """The compressed stream ended before its end marker."""
 
-    def decompress(self, data: bytes) -> bytes:
-        return self._obj.decompress(data)
+
+class _IterReader:
+    """A read(size)-able view of an iterator of byte strings, for zstandard's streaming decoder.
+
+    Never returns more than `size` bytes: the C decoder copies into a buffer of that size.
+    """
+
+    def __init__(self, pieces: Iterable[bytes]):
+        self._it = iter(pieces)
+        self._buf = memoryview(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buf:
+            piece = next(self._it, None)
+            if piece is None:
+                return b""
+            self._buf = memoryview(piece)
+        if size is None or size < 0:
+            size = len(self._buf)
+        out, self._buf = self._buf[:size], self._buf[size:]
+        return out.tobytes()
+
+
+def decompress_stream(name: str, pieces: Iterable[bytes], out_size: int = 1 << 20) -> Iterator[bytes]:
+    """Decompress a stream of compressed pieces, yielding at most `out_size` bytes at a time.
+
+    Output is bounded whatever the compression ratio (a frame of zeros may expand
+    a thousandfold), and a stream cut before its end marker raises IncompleteStream.
+    """
+    if name == "zstd":
+        # read_to_iter bounds each output chunk; the raw SHA-256 in the manifest proves the stream complete.
+        yield from zstandard.ZstdDecompressor().read_to_iter(_IterReader(pieces), write_size=out_size)
+    elif name == "gzip":
+        obj = zlib.decompressobj(31)
+        for piece in pieces:
+            data = piece
+            while data:
+                out = obj.decompress(data, out_size)
+                if out:
+                    yield out
+                data = obj.unconsumed_tail
+                if obj.eof and (data or obj.unused_data):
+                    raise IncompleteStream("Unexpected data after the end of the gzip stream.")
+        if not obj.eof:
+            raise IncompleteStream("The gzip stream ends before its end marker.")
+    elif name == "none":
+        for piece in pieces:
+            for i in range(0, len(piece), out_size):
+                yield bytes(piece[i : i + out_size])
+    else:
+        raise ValueError(f"Unknown compression {name!r}.")
 
 
 def compressor(name: str, level: int | None = None) -> Compressor:
@@ -58,13 +99,3 @@ def compressor(name: str, level: int | None = None) -> Compressor:
     if name == "none":
         return _Identity()
     raise ValueError(f"Unknown compression {name!r}; choose one of {', '.join(CHOICES)}.")
-
-
-def decompressor(name: str) -> Decompressor:
-    if name == "zstd":
-        return _ZstdDecompressor()
-    if name == "gzip":
-        return zlib.decompressobj(31)
-    if name == "none":
-        return _Identity()
-    raise ValueError(f"Unknown compression {name!r}.")

@@ -81,7 +81,7 @@ def unwrap(master: bytes, key_id: str, wrapped: bytes) -> bytes:
 
     try:
         return AESGCM(master).decrypt(wrapped[:12], wrapped[12:], WRAP_AAD_PREFIX + key_id.encode())
-    except InvalidTag:
+    except (InvalidTag, ValueError):
         raise KeyError_(f"The data key does not unwrap with master key {key_id!r} (wrong key material?).") from None
 
 
