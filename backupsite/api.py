@@ -1,7 +1,39 @@
 """Version 1 of the REST API: every app contributes its routes here."""
-from django.urls import include, path
+from django.urls import path
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import SimpleRouter
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from apps.backups import api as backups
+from apps.databases.api import DatabaseTargetViewSet
+from apps.jobs.api import JobViewSet
+from apps.storage.api import StorageLocationViewSet
+from apps.verification import api as verification
 
 app_name = "v1"
 
+router = SimpleRouter()
+router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
+router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
+
+job_list = JobViewSet.as_view({"get": "list"})
+job_detail = JobViewSet.as_view({"get": "retrieve"})
+
 urlpatterns = [
+    path("auth/token/", TokenObtainPairView.as_view(permission_classes=[AllowAny]), name="token-obtain"),
+    path("auth/token/refresh/", TokenRefreshView.as_view(permission_classes=[AllowAny]), name="token-refresh"),
+    # Seed endpoints (no trailing slash, as published).
+    path("backup-recovery/database/backup/full", backups.FullBackupView.as_view(), name="backup-full"),
+    path("backup-recovery/database/backups", backups.BackupListView.as_view(), name="backup-list"),
+    path("backup-recovery/database/backups/<str:pk>", backups.BackupDetailView.as_view(), name="backup-detail"),
+    path("backup-recovery/database/backups/<str:pk>/restore", backups.RestoreView.as_view(), name="backup-restore"),
+    path("backup-recovery/database/statistics", backups.StatisticsView.as_view(), name="backup-statistics"),
+    path("backup-recovery/verification/verify/<str:pk>", verification.VerifyBackupView.as_view(),
+         name="verify-backup"),
+    path("backup-recovery/verification/verify-all", verification.VerifyAllView.as_view(), name="verify-all"),
+    path("backup-recovery/verification/runs", verification.VerificationRunListView.as_view(),
+         name="verification-run-list"),
+    path("jobs", job_list, name="job-list"),
+    path("jobs/<str:pk>", job_detail, name="job-detail"),
+    *router.urls,
 ]

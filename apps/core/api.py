@@ -1,0 +1,72 @@
+"""Shared pieces of the REST API: the audit actor of a request, links, and the shapes of common responses."""
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+from rest_framework.negotiation import DefaultContentNegotiation
+
+from apps.core.models import Interface
+from apps.core.services import Actor
+
+
+def api_actor(request) -> Actor:
+    """Who calls, for services and the audit log: the authenticated user, via the API, from this address."""
+    return Actor(user=request.user, via=Interface.API, remote_addr=request.META.get("REMOTE_ADDR") or None)
+
+
+def job_link(job_id: str) -> str:
+    return reverse("v1:job-detail", kwargs={"pk": job_id})
+
+
+def backup_link(backup_id: str) -> str:
+    return reverse("v1:backup-detail", kwargs={"pk": backup_id})
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error that is not a field error: a human-readable message."""
+
+    detail = serializers.CharField()
+
+
+class AcceptedLinksSerializer(serializers.Serializer):
+    job = serializers.CharField(help_text="Poll this for status, progress, log and result.")
+    backup = serializers.CharField(required=False, help_text="The backup this job works on, when there is one.")
+
+
+class JobAcceptedSerializer(serializers.Serializer):
+    """Answer to a request that starts long work: the job to poll."""
+
+    job_id = serializers.CharField()
+    status = serializers.CharField(help_text="Job status when answered: queued, running, succeeded or failed.")
+    links = AcceptedLinksSerializer()
+
+
+def job_accepted(job, **extra) -> dict:
+    return {"job_id": job.pk, "status": job.status, **extra, "links": {"job": job_link(job.pk)}}
+
+
+class FormatIsAFilterNegotiation(DefaultContentNegotiation):
+    """For views where `?format=` filters results (a backup's format) instead of choosing the renderer."""
+
+    class settings:  # noqa: N801 - stands in for DRF's api_settings, as read by select_renderer
+        URL_FORMAT_OVERRIDE = None
+
+
+class ActorMixin:
+    """For views: `self.actor` is the audit actor of the current request."""
+
+    @property
+    def actor(self) -> Actor:
+        return api_actor(self.request)
+
+
+# Responses shared by the operation descriptions of the schema.
+FIELD_ERRORS = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="Bad input: a list of messages per field (or `detail` for a request that cannot be carried out).",
+)
+ERROR_401 = OpenApiResponse(ErrorSerializer, description="Not authenticated.")
+ERROR_403 = OpenApiResponse(ErrorSerializer, description="Your role does not allow this action.")
+ERROR_404 = OpenApiResponse(ErrorSerializer, description="No such object.")
+ERROR_409 = OpenApiResponse(ErrorSerializer, description="The action clashes with the current state.")
+COMMON_ERRORS = {401: ERROR_401, 403: ERROR_403}
