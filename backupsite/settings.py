@@ -154,6 +154,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # `?format=` is a filter (a backup's format), not a renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),

@@ -133,11 +133,13 @@ def _cheap_targets() -> list[DatabaseTarget]:
 
 def test_backup_list_pagination_and_filters(api_as, monkeypatch):
     alpha, beta = _cheap_targets()
+    # A target accepts one queued backup at a time, so each is settled before the next is asked for.
     for fmt in ("custom", "plain", "custom"):
-        backup_services.request_database_backup(target=alpha, fmt=fmt, actor=SYSTEM)
-    backup_services.request_database_backup(target=beta, fmt="schema", actor=SYSTEM)
+        made = backup_services.request_database_backup(target=alpha, fmt=fmt, actor=SYSTEM)
+        Backup.objects.filter(pk=made.pk).update(status=BackupStatus.SUCCEEDED)
     done = backup_services.request_database_backup(target=beta, fmt="custom", actor=SYSTEM)
     Backup.objects.filter(pk=done.pk).update(status=BackupStatus.FAILED)
+    backup_services.request_database_backup(target=beta, fmt="schema", actor=SYSTEM)
     monkeypatch.setattr(PageNumberPagination, "page_size", 2)
     viewer = api_as("viewer")
     url = f"{V1}/database/backups"
@@ -160,7 +162,8 @@ def test_backup_list_pagination_and_filters(api_as, monkeypatch):
     assert count(target="alpha") == 3
     assert count(target="beta") == 2
     assert count(target="nobody") == 0
-    assert count(status="pending") == 4
+    assert count(status="pending") == 1
+    assert count(status="succeeded") == 3
     assert count(status="failed", target="beta") == 1
     assert count(kind="full") == 5
     assert count(kind="incremental") == 0
@@ -309,3 +312,10 @@ def test_verify_endpoints(api_as, target, backup_root):
     r = operator.post(f"{V1}/verification/verify/{pending.pk}", {}, format="json")
     assert r.status_code == 400 and "pending" in r.json()["detail"]
     assert operator.get(f"{V1}/verification/runs", {"result": "maybe"}).status_code == 400
+
+
+def test_second_request_while_one_is_queued_is_a_conflict(api_as):
+    alpha, _ = _cheap_targets()
+    backup_services.request_database_backup(target=alpha, fmt="custom", actor=SYSTEM)  # queued, not yet run
+    r = api_as("operator").post(f"{V1}/database/backup/full", {"target": "alpha"}, format="json")
+    assert r.status_code == 409 and "already queued" in r.json()["detail"]

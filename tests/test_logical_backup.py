@@ -122,6 +122,11 @@ def test_single_table_restore_needs_custom_format(target, fresh_db):
         restore_cli(backup_id, fresh_db(), "--table", "public.leases")
 
 
+def test_verify_all_with_nothing_to_verify_says_so(db):
+    with pytest.raises(CommandError, match="no succeeded backups"):
+        call_command("db_verify", "--all")
+
+
 def test_unknown_target_and_backup_give_clear_errors(db):
     with pytest.raises(CommandError, match="No target named 'nope'"):
         backup_cli("nope")
@@ -194,6 +199,8 @@ def test_flipped_byte_fails_checksum_verification(target, backup_root):
         call_command("db_verify", backup_id, "--level", "checksum")
     assert backup.replicas.get().status == ReplicaStatus.CORRUPT
     assert backup.verifications.filter(result="failed", level="checksum").count() == 1
+    job = Job.objects.filter(type="verify.backups").latest("created_at")
+    assert job.status == "failed" and job.result["failed"][0]["backup_id"] == backup_id  # details kept
 
 
 def test_verify_all_and_missing_artifact(target, backup_root):

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from apps.backups import selectors, services
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupKind, BackupStatus, Replica
 from apps.core.api import (
-    COMMON_ERRORS, ERROR_404, ERROR_409, FIELD_ERRORS, AcceptedLinksSerializer, ActorMixin, FormatIsAFilterNegotiation,
+    COMMON_ERRORS, ERROR_404, ERROR_409, FIELD_ERRORS, AcceptedLinksSerializer, ActorMixin,
     backup_link, job_link,
 )
 from apps.core.roles import ADMIN, OPERATOR
@@ -180,7 +180,6 @@ class BackupListView(BackupQuerysetMixin, generics.ListAPIView):
     """Backups, newest first, with their artifacts and replicas. Filter by target name, status, kind, format."""
 
     filterset_class = BackupFilter
-    content_negotiation_class = FormatIsAFilterNegotiation  # ?format= is the backup format
 
 
 @extend_schema(summary="Show a database backup", responses={200: BackupSerializer, 404: ERROR_404, **COMMON_ERRORS})

@@ -13,14 +13,14 @@ from apps.core.errors import ConflictError
 from apps.databases.models import DatabaseTarget
 
 
-def _stale_before():
+def stale_before():
     return timezone.now() - timedelta(seconds=settings.BACKUP_LOCK_STALE_SECONDS)
 
 
 def holder(*, target: DatabaseTarget) -> str | None:
     """The backup holding a live lease on the target, if any."""
     row = DatabaseTarget.objects.filter(pk=target.pk).values("backup_lock", "backup_lock_heartbeat").get()
-    if row["backup_lock"] and row["backup_lock_heartbeat"] and row["backup_lock_heartbeat"] >= _stale_before():
+    if row["backup_lock"] and row["backup_lock_heartbeat"] and row["backup_lock_heartbeat"] >= stale_before():
         return row["backup_lock"]
     return None
 

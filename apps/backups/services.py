@@ -40,6 +40,13 @@ def request_database_backup(*, target: DatabaseTarget, fmt: str = BackupFormat.C
     running = locks.holder(target=target)
     if running:
         raise ConflictError(f"A backup of {target.name} is already running (backup {running}).")
+    queued = (
+        Backup.objects.filter(database_target=target, status=BackupStatus.PENDING, created_at__gte=locks.stale_before())
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if queued:
+        raise ConflictError(f"A backup of {target.name} is already queued (backup {queued}).")
     location = target.storage_location or ensure_default_location()
     with transaction.atomic():
         backup = Backup.objects.create(

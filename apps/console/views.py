@@ -8,9 +8,8 @@ from django.views.decorators.http import require_POST
 from apps.backups import selectors as backup_selectors
 from apps.backups.services import LOGICAL_FORMATS, RestoreRequest, request_database_backup, request_restore
 from apps.core.errors import UserError
-from apps.core.models import Interface
 from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
-from apps.core.services import Actor
+from apps.core.admin_utils import admin_actor
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs import selectors as job_selectors
@@ -18,10 +17,6 @@ from apps.jobs import services as jobs
 from apps.jobs.models import JobStatus
 from apps.verification.models import VerificationLevel
 from apps.verification.services import request_verification
-
-
-def _console_actor(request) -> Actor:
-    return Actor(user=request.user, via=Interface.ADMIN, remote_addr=request.META.get("REMOTE_ADDR"))
 
 
 def _require_viewer(request):
@@ -57,7 +52,7 @@ def backup_now(request, target_id: int):
     target = get_object_or_404(DatabaseTarget, pk=target_id)
     fmt = request.POST.get("format", "custom")
     try:
-        backup = request_database_backup(target=target, fmt=fmt, actor=_console_actor(request))
+        backup = request_database_backup(target=target, fmt=fmt, actor=admin_actor(request))
     except UserError as exc:
         messages.error(request, f"{target.name}: {exc}")
         return redirect("console:dashboard")
@@ -99,7 +94,7 @@ def backup_detail(request, backup_id: str):
                 job = request_restore(
                     backup=backup, destination=conn.redacted(),
                     request=RestoreRequest(table=data["table"] or None, create=data["create"]),
-                    actor=_console_actor(request), target=target, dbname=data["dbname"],
+                    actor=admin_actor(request), target=target, dbname=data["dbname"],
                 )
             except UserError as exc:
                 messages.error(request, str(exc))
@@ -128,7 +123,7 @@ def verify_now(request, backup_id: str):
         return redirect("console:backup", backup_id=backup.pk)
     try:
         job = request_verification(backup_ids=[backup.pk], level=request.POST.get("level", "checksum"),
-                                   actor=_console_actor(request))
+                                   actor=admin_actor(request))
     except UserError as exc:
         messages.error(request, str(exc))
         return redirect("console:backup", backup_id=backup.pk)

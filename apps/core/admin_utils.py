@@ -1,6 +1,6 @@
 from apps.core.models import Interface
-from apps.core.services import Actor
+from apps.core.services import Actor, request_actor
 
 
 def admin_actor(request) -> Actor:
-    return Actor(user=request.user, via=Interface.ADMIN, remote_addr=request.META.get("REMOTE_ADDR"))
+    return request_actor(request, via=Interface.ADMIN)

@@ -3,15 +3,14 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
-from rest_framework.negotiation import DefaultContentNegotiation
 
 from apps.core.models import Interface
-from apps.core.services import Actor
+from apps.core.services import Actor, request_actor
 
 
 def api_actor(request) -> Actor:
     """Who calls, for services and the audit log: the authenticated user, via the API, from this address."""
-    return Actor(user=request.user, via=Interface.API, remote_addr=request.META.get("REMOTE_ADDR") or None)
+    return request_actor(request, via=Interface.API)
 
 
 def job_link(job_id: str) -> str:
@@ -43,13 +42,6 @@ class JobAcceptedSerializer(serializers.Serializer):
 
 def job_accepted(job, **extra) -> dict:
     return {"job_id": job.pk, "status": job.status, **extra, "links": {"job": job_link(job.pk)}}
-
-
-class FormatIsAFilterNegotiation(DefaultContentNegotiation):
-    """For views where `?format=` filters results (a backup's format) instead of choosing the renderer."""
-
-    class settings:  # noqa: N801 - stands in for DRF's api_settings, as read by select_renderer
-        URL_FORMAT_OVERRIDE = None
 
 
 class ActorMixin:

@@ -25,6 +25,11 @@ class Actor:
 SYSTEM = Actor()
 
 
+def request_actor(request, *, via: str) -> Actor:
+    """The actor of a web request (API, admin or console page)."""
+    return Actor(user=request.user, via=via, remote_addr=request.META.get("REMOTE_ADDR") or None)
+
+
 def audit(*, actor: Actor, action: str, obj: Any = None, details: dict | None = None) -> AuditEvent:
     user = actor.user if actor.user is not None and actor.user.is_authenticated else None
     return AuditEvent.objects.create(

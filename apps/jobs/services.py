@@ -4,6 +4,7 @@ import traceback
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from apps.core.errors import JobFailed
 from apps.core.services import Actor
 from apps.jobs import registry
 from apps.jobs.models import Job, JobStatus
@@ -43,6 +44,7 @@ def run(*, job: Job, **runtime) -> Job:
         ctx.log(f"failed: {exc}")
         Job.objects.filter(pk=job.pk).update(
             status=JobStatus.FAILED, error=str(exc) or type(exc).__name__, finished_at=timezone.now(),
+            result=exc.result if isinstance(exc, JobFailed) else {},
             progress_done=ctx.job.progress_done, progress_total=ctx.job.progress_total,
         )
     else:

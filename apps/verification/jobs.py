@@ -1,5 +1,5 @@
 from apps.backups.models import Backup
-from apps.core.errors import UserError
+from apps.core.errors import JobFailed
 from apps.jobs.registry import handler
 from apps.verification import services
 
@@ -19,5 +19,6 @@ def verify_backups(job, ctx, **_runtime) -> dict:
         "failed": [{"backup_id": r.backup_id, "location": r.location.name, "error": r.error} for r in failed],
     }
     if failed:
-        raise UserError(f"{len(failed)} of {len(runs)} verifications failed: " + "; ".join(r.error for r in failed[:3]))
+        raise JobFailed(f"{len(failed)} of {len(runs)} verifications failed: " + "; ".join(r.error for r in failed[:3]),
+                        result=result)
     return result

@@ -19,6 +19,15 @@ VERIFIABLE = [BackupStatus.SUCCEEDED]
 def request_verification(*, backup_ids: list[str], level: str, actor: Actor) -> Job:
     if level not in VerificationLevel.values:
         raise UserError(f"Unknown verification level {level!r}; choose one of {', '.join(VerificationLevel.values)}.")
+    if not backup_ids:
+        raise UserError("There are no succeeded backups to verify.")
+    statuses = dict(Backup.objects.filter(pk__in=backup_ids).values_list("pk", "status"))
+    unknown = [pk for pk in backup_ids if pk not in statuses]
+    if unknown:
+        raise UserError(f"No backup with id {unknown[0]!r}.")
+    unverifiable = [pk for pk, st in statuses.items() if st not in VERIFIABLE]
+    if unverifiable:
+        raise UserError(f"Backup {unverifiable[0]} is {statuses[unverifiable[0]]}; only succeeded backups can be verified.")
     job = jobs.create_job(job_type="verify.backups", args={"backup_ids": backup_ids, "level": level}, actor=actor)
     audit(actor=actor, action="backup.verify.requested", obj=job, details={"backups": len(backup_ids), "level": level})
     return job
