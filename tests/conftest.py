@@ -4,12 +4,13 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
+
+from django.contrib.auth.models import User
 
 from apps.databases import sample_data
 from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
+from tests.helpers import create_database, drop_database, jwt_client, make_user
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +30,8 @@ def pg_cluster():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def create_database(cluster: LocalCluster, name: str) -> None:
-    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def drop_database(cluster: LocalCluster, name: str) -> None:
-    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +60,25 @@ def fresh_db(pg_cluster):
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Tests create users and log in a lot: a cheap hasher keeps them fast (never in production)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def api_as(db):
+    """api_as("operator") -> APIClient authenticated by JWT as a user with that role (None: no role)."""
+
+    def make(role: str | None, username: str | None = None):
+        name = username or f"{role or 'norole'}-user"
+        if not User.objects.filter(username=name).exists():
+            make_user(name, role)
+        return jwt_client(name)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
 def backup_root(settings, tmp_path):
     """Every test writes backups to its own directory."""
     root = tmp_path / "backups"
@@ -82,10 +96,3 @@ def target(db, source_db):
                        user=source_db.user, sslmode="disable")
     return save_target(target=t, actor=SYSTEM, password="not-needed-trust-auth")
 
-
-def table_contents(conn, table: str) -> list[tuple]:
-    """Every row of a table, ordered by its first column: to compare contents, not only counts."""
-    schema, _, name = table.rpartition(".")
-    ident = sql.Identifier(schema or "public", name)
-    with psycopg.connect(**conn.kwargs()) as c:
-        return c.execute(sql.SQL("SELECT * FROM {} ORDER BY 1").format(ident)).fetchall()

@@ -3,7 +3,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from test_api_common import PASSWORD, V1, api_as, fast_password_hashing, make_user  # noqa: F401 (fixtures)
+from tests.helpers import PASSWORD, V1, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from apps.databases import catalog
 from apps.databases.models import DatabaseTarget
 from apps.databases.services import save_target
 from apps.verification.models import VerificationRun
-from conftest import table_contents
-from test_api_common import V1, api_as, fast_password_hashing  # noqa: F401 (fixtures)
+
+from tests.helpers import V1, table_contents
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from apps.core.models import AuditEvent
 from apps.core.services import SYSTEM
 from apps.databases.models import DatabaseTarget
 from apps.storage.models import StorageLocation
-from test_api_common import V1, api_as, fast_password_hashing  # noqa: F401 (fixtures)
+from tests.helpers import V1
 
 pytestmark = pytest.mark.django_db
 

@@ -95,7 +95,7 @@ def test_admin_actions_back_up_and_verify(admin_client, target):
 
 
 def test_backup_page_verify_and_restore(admin_client, target, fresh_db, source_db):
-    from tests.conftest import table_contents
+    from tests.helpers import table_contents
 
     admin_client.post(f"/targets/{target.pk}/backup/")
     backup = Backup.objects.get()

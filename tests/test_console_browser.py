@@ -52,7 +52,7 @@ def test_back_up_from_the_dashboard_and_watch_the_job(operator_login, live_serve
 
 def test_restore_from_the_backup_page(operator_login, live_server, fresh_db, source_db):
     from apps.backups.models import Backup
-    from tests.conftest import table_contents
+    from tests.helpers import table_contents
 
     page = operator_login
     page.click("#targets button.backup-now")

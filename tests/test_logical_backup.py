@@ -12,7 +12,7 @@ from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
 from apps.core.models import AuditEvent
 from apps.databases import sample_data
 from apps.jobs.models import Job
-from tests.conftest import create_database, drop_database, table_contents
+from tests.helpers import create_database, drop_database, table_contents
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,7 @@
 """Shared pieces of the REST API: the audit actor of a request, links, and the shapes of common responses."""
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers
 
 from apps.core.models import Interface
@@ -62,3 +62,22 @@ ERROR_403 = OpenApiResponse(ErrorSerializer, description="Your role does not all
 ERROR_404 = OpenApiResponse(ErrorSerializer, description="No such object.")
 ERROR_409 = OpenApiResponse(ErrorSerializer, description="The action clashes with the current state.")
 COMMON_ERRORS = {401: ERROR_401, 403: ERROR_403}
+
+
+def crud_schema(serializer, noun: str, *, plural: str | None = None, deletable: bool = True, delete_note: str = ""):
+    """Schema descriptions of a configuration viewset (reads: viewer; writes: admin)."""
+    plural = plural or f"{noun}s"
+    one = {200: serializer, 404: ERROR_404, **COMMON_ERRORS}
+    changed = {200: serializer, 400: FIELD_ERRORS, 404: ERROR_404, **COMMON_ERRORS}
+    views = dict(
+        list=extend_schema(summary=f"List {plural}", responses={200: serializer(many=True), **COMMON_ERRORS}),
+        retrieve=extend_schema(summary=f"Show a {noun}", responses=one),
+        create=extend_schema(summary=f"Add a {noun} (admin)",
+                             responses={201: serializer, 400: FIELD_ERRORS, **COMMON_ERRORS}),
+        update=extend_schema(summary=f"Replace a {noun} (admin)", responses=changed),
+        partial_update=extend_schema(summary=f"Change a {noun} (admin)", responses=changed),
+    )
+    if deletable:
+        views["destroy"] = extend_schema(summary=f"Delete a {noun}{delete_note} (admin)",
+                                         responses={204: None, 400: FIELD_ERRORS, 404: ERROR_404, **COMMON_ERRORS})
+    return extend_schema_view(**views)

@@ -1,8 +1,7 @@
 """REST API for database targets: CRUD; the connection password is write-only."""
-from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 
-from apps.core.api import COMMON_ERRORS, ERROR_404, FIELD_ERRORS, ActorMixin
+from apps.core.api import ActorMixin, crud_schema
 from apps.databases import services
 from apps.databases.models import DatabaseTarget
 from apps.storage.models import StorageLocation
@@ -35,22 +34,7 @@ def _split_password(validated: dict) -> tuple[dict, str | None]:
     return data, data.pop("password", None)
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List database targets", responses={200: DatabaseTargetSerializer(many=True),
-                                                                   **COMMON_ERRORS}),
-    retrieve=extend_schema(summary="Show a database target",
-                           responses={200: DatabaseTargetSerializer, 404: ERROR_404, **COMMON_ERRORS}),
-    create=extend_schema(summary="Add a database target (admin)",
-                         responses={201: DatabaseTargetSerializer, 400: FIELD_ERRORS, **COMMON_ERRORS}),
-    update=extend_schema(summary="Replace a database target (admin)",
-                         responses={200: DatabaseTargetSerializer, 400: FIELD_ERRORS, 404: ERROR_404,
-                                    **COMMON_ERRORS}),
-    partial_update=extend_schema(summary="Change a database target (admin)",
-                                 responses={200: DatabaseTargetSerializer, 400: FIELD_ERRORS, 404: ERROR_404,
-                                            **COMMON_ERRORS}),
-    destroy=extend_schema(summary="Delete a database target without backups (admin)",
-                          responses={204: None, 400: FIELD_ERRORS, 404: ERROR_404, **COMMON_ERRORS}),
-)
+@crud_schema(DatabaseTargetSerializer, "database target", delete_note=" without backups")
 class DatabaseTargetViewSet(ActorMixin, viewsets.ModelViewSet):
     """Databases to back up. Reads: viewer; writes: admin. Every write is audited."""
 

@@ -1,8 +1,7 @@
 """REST API for storage locations. Credentials are references (env:VAR, file:/path), never secrets."""
-from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 
-from apps.core.api import COMMON_ERRORS, ERROR_404, FIELD_ERRORS, ActorMixin
+from apps.core.api import ActorMixin, crud_schema
 from apps.storage import services
 from apps.storage.models import StorageLocation
 
@@ -17,20 +16,7 @@ class StorageLocationSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List storage locations",
-                       responses={200: StorageLocationSerializer(many=True), **COMMON_ERRORS}),
-    retrieve=extend_schema(summary="Show a storage location",
-                           responses={200: StorageLocationSerializer, 404: ERROR_404, **COMMON_ERRORS}),
-    create=extend_schema(summary="Add a storage location (admin)",
-                         responses={201: StorageLocationSerializer, 400: FIELD_ERRORS, **COMMON_ERRORS}),
-    update=extend_schema(summary="Replace a storage location (admin)",
-                         responses={200: StorageLocationSerializer, 400: FIELD_ERRORS, 404: ERROR_404,
-                                    **COMMON_ERRORS}),
-    partial_update=extend_schema(summary="Change a storage location (admin)",
-                                 responses={200: StorageLocationSerializer, 400: FIELD_ERRORS, 404: ERROR_404,
-                                            **COMMON_ERRORS}),
-)
+@crud_schema(StorageLocationSerializer, "storage location", deletable=False)
 class StorageLocationViewSet(ActorMixin, viewsets.ModelViewSet):
     """Where backups are stored. Reads: viewer; writes: admin. Deleting is not offered: disable a location instead."""
 

@@ -1,0 +1,44 @@
+"""Helpers shared by the tests (fixtures live in conftest.py)."""
+import psycopg
+from django.contrib.auth.models import Group, User
+from psycopg import sql
+from rest_framework.test import APIClient
+
+from apps.databases.clusters import LocalCluster
+
+PASSWORD = "correct-horse-battery-staple-42"
+V1 = "/v1/backup-recovery"
+
+
+def create_database(cluster: LocalCluster, name: str) -> None:
+    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(cluster: LocalCluster, name: str) -> None:
+    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def table_contents(conn, table: str) -> list[tuple]:
+    """Every row of a table, ordered by its first column: to compare contents, not only counts."""
+    schema, _, name = table.rpartition(".")
+    ident = sql.Identifier(schema or "public", name)
+    with psycopg.connect(**conn.kwargs()) as c:
+        return c.execute(sql.SQL("SELECT * FROM {} ORDER BY 1").format(ident)).fetchall()
+
+
+def make_user(username: str, role: str | None) -> User:
+    user = User.objects.create_user(username=username, password=PASSWORD)
+    if role:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+def jwt_client(username: str) -> APIClient:
+    """A client holding an access token obtained through the real token endpoint."""
+    client = APIClient()
+    r = client.post("/v1/auth/token/", {"username": username, "password": PASSWORD}, format="json")
+    assert r.status_code == 200, r.content
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {r.json()['access']}")
+    return client
