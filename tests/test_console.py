@@ -64,7 +64,8 @@ def test_every_admin_page_renders(admin_client, target):
     pages = ["/admin/"] + [
         f"/admin/{app}/{model}/"
         for app, model in [("core", "auditevent"), ("storage", "storagelocation"), ("databases", "databasetarget"),
-                           ("backups", "backup"), ("jobs", "job"), ("verification", "verificationrun")]
+                           ("backups", "backup"), ("backups", "backupartifact"), ("backups", "replica"), ("jobs", "job"),
+                           ("verification", "verificationrun")]
     ] + [f"/admin/backups/backup/{backup.pk}/change/", f"/admin/databases/databasetarget/{target.pk}/change/",
          f"/admin/jobs/job/{backup.job_id}/change/", "/admin/databases/databasetarget/add/"]
     for url in pages:

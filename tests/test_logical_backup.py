@@ -265,3 +265,24 @@ def test_second_backup_of_same_target_is_refused_while_one_runs(target, settings
     settings.BACKUP_LOCK_STALE_SECONDS = 0
     time.sleep(0.01)
     assert backup_cli()["status"] == "succeeded"
+
+
+def test_target_add_keeps_the_password_out_of_argv(db, tmp_path):
+    from apps.databases.models import DatabaseTarget
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-from-file\n")
+    call_command("target_add", "filepw", "--dsn", "postgresql://app@db.example:5433/prod", "--password-file",
+                 str(secret))
+    target = DatabaseTarget.objects.get(name="filepw")
+    assert (target.host, target.port, target.dbname, target.user) == ("db.example", 5433, "prod", "app")
+    assert target.get_password() == "s3cret-from-file"
+    # Updating without any password keeps the stored one; the sealed value never holds the plaintext.
+    call_command("target_add", "filepw", "--dsn", "postgresql://app@db.example:5434/prod")
+    target.refresh_from_db()
+    assert target.port == 5434 and target.get_password() == "s3cret-from-file"
+    assert "s3cret" not in target.password_sealed
+    with pytest.raises(CommandError, match="DSN must look like"):
+        call_command("target_add", "bad", "--dsn", "mysql://x@y/z")
+    with pytest.raises(CommandError, match="Cannot read the password file"):
+        call_command("target_add", "bad", "--dsn", "postgresql://app@h/d", "--password-file", "/nonexistent")

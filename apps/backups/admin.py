@@ -75,3 +75,31 @@ class BackupAdmin(admin.ModelAdmin):
     @admin.action(description="Verify: read back and check SHA-256")
     def verify_checksum(self, request, queryset):
         self._verify(request, queryset, VerificationLevel.CHECKSUM)
+
+
+@admin.register(BackupArtifact)
+class BackupArtifactAdmin(admin.ModelAdmin):
+    list_display = ["key", "backup", "size_stored", "compression", "cipher", "key_id", "created_at"]
+    list_filter = ["compression", "cipher", "key_id"]
+    search_fields = ["key", "backup__id", "sha256_stored"]
+    readonly_fields = [f.name for f in BackupArtifact._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Replica)
+class ReplicaAdmin(admin.ModelAdmin):
+    list_display = ["backup", "location", "status", "bytes", "checksum_verified_at", "attempts"]
+    list_filter = ["status", "location"]
+    search_fields = ["backup__id", "last_error"]
+    readonly_fields = [f.name for f in Replica._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from django.db import transaction
 
 from apps.core.errors import UserError
@@ -7,8 +9,13 @@ from apps.databases.models import DatabaseTarget
 
 
 @transaction.atomic
-def upsert_target_from_dsn(*, name: str, dsn: str, actor: Actor, **fields) -> tuple[DatabaseTarget, bool]:
+def upsert_target_from_dsn(
+    *, name: str, dsn: str, actor: Actor, password: str | None = None, **fields
+) -> tuple[DatabaseTarget, bool]:
+    """`password` (if given) wins over one inside the DSN; with neither, a stored password is kept."""
     conn = PgConn.from_dsn(dsn)
+    if password is not None:
+        conn = replace(conn, password=password)
     target = DatabaseTarget.objects.filter(name=name).first()
     created = target is None
     target = target or DatabaseTarget(name=name)

@@ -1,8 +1,11 @@
+import os
+from dataclasses import replace
+
 from django.core.management.base import BaseCommand
 
 from apps.backups import services
 from apps.backups.models import Backup
-from apps.core.commands import cli_actor, fail, print_json
+from apps.core.commands import add_password_options, cli_actor, fail, password_from_options, print_json
 from apps.core.errors import UserError
 from apps.databases.connection import PgConn
 from apps.jobs import services as jobs
@@ -14,11 +17,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("backup_id")
-        parser.add_argument("--dsn", required=True, help="Destination: postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+        parser.add_argument("--dsn", required=True,
+                            help="Destination: postgresql://USER@HOST:PORT/DBNAME (password also from "
+                                 "--password-file, --password-stdin or PGPASSWORD)")
         parser.add_argument("--table", help="Restore only this table (SCHEMA.TABLE or TABLE)")
         parser.add_argument("--schema", help="Restore only this schema")
         parser.add_argument("--create", action="store_true", help="Create the destination database first")
         parser.add_argument("--no-owner", action="store_true", help="Skip ownership and privilege commands")
+        add_password_options(parser)
 
     def handle(self, *args, backup_id, dsn, table, schema, create, no_owner, **options):
         backup = Backup.objects.filter(pk=backup_id).first()
@@ -26,6 +32,9 @@ class Command(BaseCommand):
             raise fail(f"No backup with id {backup_id!r}.")
         try:
             conn = PgConn.from_dsn(dsn)
+            password = password_from_options(options) or os.environ.get("PGPASSWORD")
+            if password and not conn.password:
+                conn = replace(conn, password=password)
             request = services.RestoreRequest(table=table, schema=schema, create=create, no_owner=no_owner)
             job = services.request_restore(backup=backup, destination=conn.redacted(), request=request,
                                            actor=cli_actor())

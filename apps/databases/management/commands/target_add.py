@@ -1,22 +1,28 @@
 from django.core.management.base import BaseCommand
 
-from apps.core.commands import cli_actor, fail, print_json
+from apps.core.commands import add_password_options, cli_actor, fail, password_from_options, print_json
 from apps.core.errors import UserError
 from apps.databases.services import upsert_target_from_dsn
 
 
 class Command(BaseCommand):
-    help = "Create or update a database target from a DSN (the password is stored sealed, never printed)."
+    help = (
+        "Create or update a database target from a DSN. The password is stored sealed and never printed; "
+        "give it with --password-file or --password-stdin to keep it out of the process list."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("name")
         parser.add_argument("--dsn", required=True, help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
         parser.add_argument("--description", default=None)
+        add_password_options(parser)
 
     def handle(self, *args, name, dsn, description, **options):
         fields = {"description": description} if description is not None else {}
         try:
-            target, created = upsert_target_from_dsn(name=name, dsn=dsn, actor=cli_actor(), **fields)
+            target, created = upsert_target_from_dsn(
+                name=name, dsn=dsn, password=password_from_options(options), actor=cli_actor(), **fields
+            )
         except UserError as exc:
             raise fail(str(exc))
         self.stderr.write(f"{'Created' if created else 'Updated'} target {target.name}")
