@@ -7,6 +7,8 @@ from apps.backups import selectors
 
 class Command(BaseCommand):
     help = "List backups, newest first."
+    # Operational commands skip the system checks (run by `manage.py check` at deploy): faster scripts and cron.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="One JSON array on stdout")

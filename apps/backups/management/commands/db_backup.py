@@ -10,6 +10,8 @@ from apps.jobs import services as jobs
 
 class Command(BaseCommand):
     help = "Back up a database target now; prints the backup as JSON on the last line."
+    # Operational commands skip the system checks (run by `manage.py check` at deploy): faster scripts and cron.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Target name")

@@ -14,6 +14,8 @@ from apps.jobs.models import JobStatus
 
 class Command(BaseCommand):
     help = "Restore a backup into a database (whole, or one table / schema of a custom-format backup)."
+    # Operational commands skip the system checks (run by `manage.py check` at deploy): faster scripts and cron.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("backup_id")

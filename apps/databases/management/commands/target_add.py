@@ -10,6 +10,8 @@ class Command(BaseCommand):
         "Create or update a database target from a DSN. The password is stored sealed and never printed; "
         "give it with --password-file or --password-stdin to keep it out of the process list."
     )
+    # Operational commands skip the system checks (run by `manage.py check` at deploy): faster scripts and cron.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("name")

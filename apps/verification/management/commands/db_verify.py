@@ -11,6 +11,8 @@ from apps.verification.models import VerificationLevel
 
 class Command(BaseCommand):
     help = "Verify one backup or all succeeded backups; exits non-zero if any verification fails."
+    # Operational commands skip the system checks (run by `manage.py check` at deploy): faster scripts and cron.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("backup_id", nargs="?")
