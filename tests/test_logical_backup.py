@@ -286,3 +286,26 @@ def test_target_add_keeps_the_password_out_of_argv(db, tmp_path):
         call_command("target_add", "bad", "--dsn", "mysql://x@y/z")
     with pytest.raises(CommandError, match="Cannot read the password file"):
         call_command("target_add", "bad", "--dsn", "postgresql://app@h/d", "--password-file", "/nonexistent")
+
+
+def test_backup_whose_worker_died_is_marked_failed(target, settings):
+    """A worker killed mid-backup leaves a running row and a lease nobody renews; the next request settles it."""
+    from django.utils import timezone
+
+    from apps.backups import locks
+    from apps.backups.services import request_database_backup
+    from apps.core.services import SYSTEM
+    from apps.databases.models import DatabaseTarget
+
+    dead = request_database_backup(target=target, actor=SYSTEM)
+    Backup.objects.filter(pk=dead.pk).update(status=BackupStatus.RUNNING, started_at=timezone.now())
+    locks.acquire(target=target, backup_id=dead.pk)
+    with pytest.raises(CommandError, match="already running"):
+        backup_cli()  # the lease is still fresh: it might be alive
+    DatabaseTarget.objects.filter(pk=target.pk).update(
+        backup_lock_heartbeat=timezone.now() - timezone.timedelta(seconds=settings.BACKUP_LOCK_STALE_SECONDS + 1)
+    )
+    assert backup_cli()["status"] == "succeeded"
+    dead.refresh_from_db()
+    assert dead.status == BackupStatus.FAILED and "Abandoned" in dead.error
+    assert Job.objects.get(pk=dead.job_id).status == "failed"

@@ -37,6 +37,7 @@ def request_database_backup(*, target: DatabaseTarget, fmt: str = BackupFormat.C
         raise UserError(f"Unknown format {fmt!r}; choose one of {', '.join(LOGICAL_FORMATS)}.")
     if not target.enabled:
         raise UserError(f"Target {target.name} is disabled.")
+    reap_abandoned(target=target)
     running = locks.holder(target=target)
     if running:
         raise ConflictError(f"A backup of {target.name} is already running (backup {running}).")
@@ -69,7 +70,7 @@ def run_database_backup(*, backup: Backup, ctx: JobContext) -> Backup:
     target = backup.database_target
     displaced = locks.acquire(target=target, backup_id=backup.pk)
     if displaced:
-        _fail(displaced, "Abandoned: the worker running it stopped reporting progress.")
+        _fail(displaced, ABANDONED)
     ctx.on_heartbeat = lambda: locks.heartbeat(target=target, backup_id=backup.pk)
     committed: list[str] = []
     backend = backends.for_location(backup.storage_location)
@@ -133,6 +134,22 @@ def run_database_backup(*, backup: Backup, ctx: JobContext) -> Backup:
         locks.release(target=target, backup_id=backup.pk)
     backup.refresh_from_db()
     return backup
+
+
+ABANDONED = "Abandoned: the worker running it stopped reporting progress (killed or crashed)."
+
+
+def reap_abandoned(*, target: DatabaseTarget | None = None) -> int:
+    """Mark running backups whose worker died as failed: they hold no live lease on their target."""
+    running = Backup.objects.filter(status=BackupStatus.RUNNING, database_target__isnull=False)
+    if target is not None:
+        running = running.filter(database_target=target)
+    reaped = 0
+    for backup in running.select_related("database_target"):
+        if locks.holder(target=backup.database_target) != backup.pk:
+            _fail(backup.pk, ABANDONED)
+            reaped += 1
+    return reaped
 
 
 def _fail(backup_id: str, error: str) -> None:
