@@ -54,7 +54,11 @@ def test_backup_each_format_commits_artifact_and_manifest(target, backup_root, f
     manifest = json.loads((backup_root / backup.manifest_key).read_text())
     assert manifest["backup_id"] == backup.pk and manifest["format"] == fmt
     assert manifest["artifacts"][0]["sha256_stored"] == result["sha256"]
-    assert manifest["row_counts"]["billing.payments"] == 6000
+    if fmt == "schema":
+        assert manifest["row_counts"] == {}  # no rows in the artifact, none claimed
+    else:
+        assert manifest["row_counts"]["billing.payments"] == 6000
+        assert manifest["row_counts"] == backup.row_counts and len(backup.row_counts) == 4
     assert backup.replicas.get().status == ReplicaStatus.PRESENT
     assert AuditEvent.objects.filter(action="backup.requested", object_id=backup.pk, via="cli").exists()
     assert Job.objects.get(pk=result["job_id"]).status == "succeeded"
@@ -309,3 +313,20 @@ def test_backup_whose_worker_died_is_marked_failed(target, settings):
     dead.refresh_from_db()
     assert dead.status == BackupStatus.FAILED and "Abandoned" in dead.error
     assert Job.objects.get(pk=dead.job_id).status == "failed"
+
+
+def test_row_counts_fall_back_to_sql_in_the_same_snapshot(target, monkeypatch):
+    """When the dump stream cannot be read for counts, the server counts in pg_dump's own snapshot."""
+    from apps.databases.engines import dump_rows
+
+    class Unreadable:
+        def feed(self, chunk):
+            pass
+
+        def result(self):
+            return None
+
+    monkeypatch.setattr(dump_rows, "counter_for", lambda fmt: Unreadable())
+    backup = Backup.objects.get(pk=backup_cli()["id"])
+    assert backup.row_counts == {"billing.payments": 6000, "public.leases": 2000, "public.properties": 2000,
+                                 "public.tenants": 2000}

@@ -1,13 +1,14 @@
 """Logical backups with pg_dump and restores with pg_restore / psql.
 
-Row counts are taken in the same snapshot that pg_dump dumps (exported with
-pg_export_snapshot and passed as --snapshot), so they describe exactly the
-data in the artifact. Connection settings and the password go through the
-environment; arguments are a list; nothing runs through a shell.
+Per-table row counts are read from the dump stream itself as it passes
+(dump_rows), so they describe exactly the data in the artifact and cost the
+server nothing. pg_dump runs in a snapshot we export and hold, so when the
+stream cannot be read for counts, a SQL count in that same snapshot is the
+fallback. Connection settings and the password go through the environment;
+arguments are a list; nothing runs through a shell.
 """
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import psycopg
 from apps.core.errors import UserError
 from apps.databases import catalog
 from apps.databases.connection import PgConn
+from apps.databases.engines import dump_rows
 from apps.databases.pgtools import pg_bin
 
 CHUNK = 1 << 20
@@ -63,36 +65,25 @@ class LogicalDump:
 
     def chunks(self) -> Iterator[bytes]:
         snap = catalog.connect(self.conn, app_name=f"{self.app_name}-snapshot", autocommit=False)
-        counter = None
         try:
             snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             snap.read_only = True
             cur = snap.cursor()
             snapshot = cur.execute("SELECT pg_export_snapshot()").fetchone()[0]
             self.info.server = catalog.server_info(cur)
-            counted: dict = {}
-            if self.count_rows:
-                # Counted beside the dump, in the same snapshot, on the snapshot's own connection.
-                def count():
-                    try:
-                        counted["rows"] = catalog.row_counts(cur)
-                    except Exception as exc:  # reported after the dump
-                        counted["error"] = exc
-
-                counter = threading.Thread(target=count, name="row-counts", daemon=True)
-                counter.start()
-            yield from self._run_pg_dump(snapshot)
-            if counter is not None:
-                counter.join()
-                if "error" in counted:
-                    raise DumpError(f"Counting rows failed: {catalog.first_line(counted['error'])}")
-                self.info.row_counts = counted["rows"]
+            counter = dump_rows.counter_for(self.fmt) if self.count_rows else None
+            for chunk in self._run_pg_dump(snapshot):
+                if counter is not None:
+                    counter.feed(chunk)
+                yield chunk
+            counts = counter.result() if counter is not None else None
+            if counts is None and self.count_rows and self.fmt != "schema":
+                # The stream could not be read for counts: ask the server, in the very snapshot pg_dump used.
+                counts = catalog.row_counts(cur)
+            self.info.row_counts = counts or {}
         except psycopg.Error as exc:
             raise DumpError(f"Source database error: {catalog.first_line(exc)}") from None
         finally:
-            if counter is not None and counter.is_alive():
-                snap.cancel_safe() if hasattr(snap, "cancel_safe") else snap.cancel()
-                counter.join(timeout=10)
             snap.close()
 
     def _run_pg_dump(self, snapshot: str) -> Iterator[bytes]:
