@@ -213,12 +213,7 @@ def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext
 
 
 def verify_stored_checksum(*, backend, artifact: BackupArtifact) -> None:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for chunk in backend.get_stream(artifact.key):
-        digest.update(chunk)
-    if digest.hexdigest() != artifact.sha256_stored:
+    if backend.sha256(artifact.key)[0] != artifact.sha256_stored:
         raise UserError(f"{artifact.key} fails its SHA-256 check; it will not be restored.")
 
 

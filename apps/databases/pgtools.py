@@ -5,8 +5,8 @@ from pathlib import Path
 from django.conf import settings
 
 from apps.core.errors import UserError
+from apps.databases.clusters import SERVER_BIN_DIRS
 
-SERVER_BIN_CANDIDATES = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
 
 
 def pg_bin(name: str) -> str:
@@ -19,7 +19,7 @@ def pg_bin(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    for directory in SERVER_BIN_CANDIDATES:
+    for directory in SERVER_BIN_DIRS:
         candidate = Path(directory) / name
         if candidate.exists():
             return str(candidate)

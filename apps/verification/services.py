@@ -1,5 +1,4 @@
 """Verification: prove each replica of a backup is intact, at the level asked for."""
-import hashlib
 import time
 
 from django.utils import timezone
@@ -60,14 +59,13 @@ def _verify_replica(*, backup: Backup, replica: Replica, level: str, ctx: JobCon
             problems.append(f"{artifact.key} is {info.size} bytes, expected {artifact.size_stored}")
             continue
         if level == VerificationLevel.CHECKSUM:
-            digest = hashlib.sha256()
-            for chunk in backend.get_stream(artifact.key):
-                digest.update(chunk)
-                bytes_read += len(chunk)
-                if ctx is not None:
-                    ctx.progress(bytes_read)
-            if digest.hexdigest() != artifact.sha256_stored:
-                problems.append(f"{artifact.key} SHA-256 is {digest.hexdigest()}, expected {artifact.sha256_stored}")
+            start = bytes_read
+            digest, size = backend.sha256(
+                artifact.key, on_progress=(lambda n: ctx.progress(start + n)) if ctx is not None else None
+            )
+            bytes_read += size
+            if digest != artifact.sha256_stored:
+                problems.append(f"{artifact.key} SHA-256 is {digest}, expected {artifact.sha256_stored}")
     passed = not problems
     run = VerificationRun.objects.create(
         backup=backup, location=replica.location, level=level,

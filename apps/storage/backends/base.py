@@ -4,6 +4,7 @@ Keys are relative POSIX paths inside a location. `put_stream` is atomic: the
 object becomes visible under its key only once the whole stream has been
 written; a failing stream leaves nothing under the key.
 """
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -60,6 +61,16 @@ class StorageBackend(ABC):
 
     def set_tier(self, key: str, tier: str) -> None:
         raise StorageError(f"{self.kind} storage has no tiers.")
+
+    def sha256(self, key: str, on_progress=None) -> tuple[str, int]:
+        """Read an object back: (hex SHA-256, bytes read). `on_progress(bytes_so_far)` is called per chunk."""
+        digest, done = hashlib.sha256(), 0
+        for chunk in self.get_stream(key):
+            digest.update(chunk)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done)
+        return digest.hexdigest(), done
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         return self.put_stream(key, [data])
