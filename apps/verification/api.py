@@ -8,7 +8,6 @@ from rest_framework.response import Response
 from apps.backups import selectors as backup_selectors
 from apps.backups.models import Backup, BackupStatus
 from apps.core.api import COMMON_ERRORS, ERROR_404, FIELD_ERRORS, ActorMixin, JobAcceptedSerializer, job_accepted
-from apps.core.errors import UserError
 from apps.core.roles import OPERATOR
 from apps.databases.models import DatabaseTarget
 from apps.jobs import services as jobs
@@ -75,8 +74,6 @@ class VerifyBackupView(ActorMixin, generics.GenericAPIView):
         backup = get_object_or_404(Backup, pk=pk)
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        if backup.status != BackupStatus.SUCCEEDED:
-            raise UserError(f"Backup {backup.pk} is {backup.status}; only succeeded backups can be verified.")
         job = services.request_verification(backup_ids=[backup.pk], level=data.validated_data["level"],
                                             actor=self.actor)
         return _accepted(jobs.enqueue(job=job), 1)
