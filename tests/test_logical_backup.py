@@ -330,3 +330,19 @@ def test_row_counts_fall_back_to_sql_in_the_same_snapshot(target, monkeypatch):
     backup = Backup.objects.get(pk=backup_cli()["id"])
     assert backup.row_counts == {"billing.payments": 6000, "public.leases": 2000, "public.properties": 2000,
                                  "public.tenants": 2000}
+
+
+def test_unreachable_source_fails_cleanly(db, backup_root):
+    from apps.core.services import SYSTEM
+    from apps.databases.clusters import free_port
+    from apps.databases.models import DatabaseTarget
+    from apps.databases.services import save_target
+
+    save_target(target=DatabaseTarget(name="gone", host="127.0.0.1", port=free_port(), dbname="x", user="u",
+                                      sslmode="disable"), actor=SYSTEM, password="pw-never-shown")
+    with pytest.raises(CommandError, match="Cannot connect to postgresql://u@127.0.0.1") as failure:
+        backup_cli("gone")
+    assert "pw-never-shown" not in str(failure.value)
+    backup = Backup.objects.get(database_target__name="gone")
+    assert backup.status == BackupStatus.FAILED and "pw-never-shown" not in backup.error
+    assert stored_files(backup_root) == []
