@@ -124,3 +124,19 @@ def test_operator_cannot_restore(client, target):
     assert b"restore-form" not in client.get(f"/backups/{backup.pk}/").content
     client.post(f"/backups/{backup.pk}/", {"target": "sample", "dbname": "x", "create": "on"})
     assert not Job.objects.filter(type="restore.database").exists()
+
+
+def test_legal_hold_from_admin_is_audited(admin_client, target):
+    admin_client.post(f"/targets/{target.pk}/backup/")
+    backup = Backup.objects.get()
+    response = admin_client.post(f"/admin/backups/backup/{backup.pk}/change/", {
+        "legal_hold": "on",
+        "artifacts-TOTAL_FORMS": "1", "artifacts-INITIAL_FORMS": "1", "artifacts-MIN_NUM_FORMS": "0",
+        "artifacts-MAX_NUM_FORMS": "1000",
+        "replicas-TOTAL_FORMS": "1", "replicas-INITIAL_FORMS": "1", "replicas-MIN_NUM_FORMS": "0",
+        "replicas-MAX_NUM_FORMS": "1000",
+    })
+    assert response.status_code == 302, response.content[-800:]
+    backup.refresh_from_db()
+    assert backup.legal_hold is True, response["Location"]
+    assert AuditEvent.objects.filter(action="backup.legal_hold.set", object_id=backup.pk, via="admin").exists()

@@ -2,7 +2,8 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from apps.backups.models import Backup, BackupArtifact, Replica
-from apps.core.admin_utils import admin_actor
+from apps.backups.services import set_legal_hold
+from apps.core.admin_utils import RecordAdmin, admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
 from apps.jobs import services as jobs
@@ -10,25 +11,19 @@ from apps.verification.models import VerificationLevel
 from apps.verification.services import request_verification
 
 
-class ArtifactInline(admin.TabularInline):
+class ArtifactInline(RecordAdmin, admin.TabularInline):
     model = BackupArtifact
     extra = 0
     can_delete = False
     fields = readonly_fields = ["name", "key", "size_raw", "size_stored", "sha256_stored", "compression", "cipher",
                                 "key_id"]
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-
-class ReplicaInline(admin.TabularInline):
+class ReplicaInline(RecordAdmin, admin.TabularInline):
     model = Replica
     extra = 0
     can_delete = False
     fields = readonly_fields = ["location", "status", "bytes", "checksum_verified_at", "attempts", "last_error"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Backup)
@@ -44,6 +39,10 @@ class BackupAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # backups are taken with "Back up now" on a target, not typed in
+
+    def save_model(self, request, obj, form, change):
+        # Only the legal hold is editable here; it goes through the service so that it is audited.
+        set_legal_hold(backup=obj, hold=form.cleaned_data["legal_hold"], actor=admin_actor(request))
 
     @admin.display(description="Duration (s)")
     def duration(self, obj):
@@ -78,28 +77,16 @@ class BackupAdmin(admin.ModelAdmin):
 
 
 @admin.register(BackupArtifact)
-class BackupArtifactAdmin(admin.ModelAdmin):
+class BackupArtifactAdmin(RecordAdmin, admin.ModelAdmin):
     list_display = ["key", "backup", "size_stored", "compression", "cipher", "key_id", "created_at"]
     list_filter = ["compression", "cipher", "key_id"]
     search_fields = ["key", "backup__id", "sha256_stored"]
     readonly_fields = [f.name for f in BackupArtifact._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Replica)
-class ReplicaAdmin(admin.ModelAdmin):
+class ReplicaAdmin(RecordAdmin, admin.ModelAdmin):
     list_display = ["backup", "location", "status", "bytes", "checksum_verified_at", "attempts"]
     list_filter = ["status", "location"]
     search_fields = ["backup__id", "last_error"]
     readonly_fields = [f.name for f in Replica._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

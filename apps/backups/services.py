@@ -161,6 +161,15 @@ def _fail(backup_id: str, error: str) -> None:
         jobs.fail_abandoned(job_id=job_id, reason=error)
 
 
+def set_legal_hold(*, backup: Backup, hold: bool, actor: Actor) -> Backup:
+    """A backup on legal hold is never deleted by retention, whatever its age."""
+    # Compared with the stored value: a form may already have set the attribute on this instance.
+    if Backup.objects.filter(pk=backup.pk).exclude(legal_hold=hold).update(legal_hold=hold):
+        audit(actor=actor, action="backup.legal_hold.set" if hold else "backup.legal_hold.released", obj=backup)
+    backup.legal_hold = hold
+    return backup
+
+
 # --- restore -------------------------------------------------------------------------------------
 
 

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
+from apps.core.admin_utils import RecordAdmin
 from apps.jobs.models import Job
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(RecordAdmin, admin.ModelAdmin):
     list_display = ["id", "type", "status", "progress", "requested_by", "via", "created_at", "finished_at"]
     list_filter = ["status", "type", "via"]
     search_fields = ["id", "type", "error"]
@@ -16,9 +17,3 @@ class JobAdmin(admin.ModelAdmin):
         pct = obj.percent
         done = f"{obj.progress_done:,} bytes"
         return f"{pct}% ({done})" if pct is not None else done
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

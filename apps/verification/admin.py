@@ -1,17 +1,12 @@
 from django.contrib import admin
 
+from apps.core.admin_utils import RecordAdmin
 from apps.verification.models import VerificationRun
 
 
 @admin.register(VerificationRun)
-class VerificationRunAdmin(admin.ModelAdmin):
+class VerificationRunAdmin(RecordAdmin, admin.ModelAdmin):
     list_display = ["created_at", "backup", "location", "level", "result", "bytes_read", "seconds"]
     list_filter = ["result", "level", "location"]
     search_fields = ["backup__id", "error"]
     readonly_fields = [f.name for f in VerificationRun._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
