@@ -31,7 +31,7 @@ export BACKUP_ENCRYPTION_KEYS_FILE="$ROOT/var/encryption.keys"
 unset SECRET_KEY BACKUP_ENCRYPTION_KEYS
 
 "$PY" manage.py migrate --noinput
-"$PY" manage.py demo --url "http://$ADDR/admin/"
+"$PY" manage.py demo --url "http://$ADDR/"
 
 QPID=""
 WPID=""
@@ -65,7 +65,7 @@ say "job worker (manage.py qcluster) started, pid $QPID"
 # --noreload: one process we can stop cleanly; restart `make run` after editing code.
 "$PY" manage.py runserver "$ADDR" --noreload &
 WPID=$!
-say "console on http://$ADDR/admin/ (credentials above, also in var/demo-admin-password); Ctrl-C stops"
+say "console on http://$ADDR/ (admin at /admin/; credentials above, also in var/demo-admin-password); Ctrl-C stops"
 
 # Whichever of the two ends first ends the run (and the trap stops the other).
 set +e
