@@ -201,8 +201,11 @@ def test_flipped_byte_fails_checksum_verification(target, backup_root):
     call_command("db_verify", backup_id, "--level", "exists")  # same size: the shallow level cannot see it
     with pytest.raises(CommandError, match="SHA-256"):
         call_command("db_verify", backup_id, "--level", "checksum")
+    with pytest.raises(CommandError, match="fails authentication"):
+        call_command("db_verify", backup_id, "--level", "decrypt")
     assert backup.replicas.get().status == ReplicaStatus.CORRUPT
     assert backup.verifications.filter(result="failed", level="checksum").count() == 1
+    assert backup.verifications.filter(result="failed", level="decrypt").count() == 1
     job = Job.objects.filter(type="verify.backups").latest("created_at")
     assert job.status == "failed" and job.result["failed"][0]["backup_id"] == backup_id  # details kept
 
@@ -346,3 +349,30 @@ def test_unreachable_source_fails_cleanly(db, backup_root):
     backup = Backup.objects.get(database_target__name="gone")
     assert backup.status == BackupStatus.FAILED and "pw-never-shown" not in backup.error
     assert stored_files(backup_root) == []
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain", "schema"])
+def test_decrypt_level_reads_the_whole_dump(target, fmt):
+    backup_id = backup_cli(fmt=fmt)["id"]
+    call_command("db_verify", backup_id, "--level", "decrypt")
+    run = Backup.objects.get(pk=backup_id).verifications.get(level="decrypt")
+    assert run.result == "passed" and run.bytes_read == Backup.objects.get(pk=backup_id).size_stored
+
+
+def test_decrypt_level_catches_what_checksum_cannot(target, settings):
+    """A lost master key leaves every checksum intact; only decrypting shows the backup is unreadable."""
+    from apps.pipeline.keys import generate_spec
+
+    backup_id = backup_cli()["id"]
+    settings.BACKUP_ENCRYPTION_KEYS = generate_spec("other")
+    call_command("db_verify", backup_id, "--level", "checksum")
+    with pytest.raises(CommandError, match="is not configured"):
+        call_command("db_verify", backup_id, "--level", "decrypt")
+
+
+def test_decrypt_level_checks_row_counts_against_the_catalog(target):
+    backup_id = backup_cli()["id"]
+    Backup.objects.filter(pk=backup_id).update(row_counts={**Backup.objects.get(pk=backup_id).row_counts,
+                                                           "public.leases": 1999})
+    with pytest.raises(CommandError, match="row counts in the dump differ from the catalog for public.leases"):
+        call_command("db_verify", backup_id, "--level", "decrypt")

@@ -18,7 +18,8 @@ from apps.verification.models import VerificationLevel, VerificationResult, Veri
 class VerifyInputSerializer(serializers.Serializer):
     level = serializers.ChoiceField(
         choices=VerificationLevel.choices, default=VerificationLevel.CHECKSUM.value,
-        help_text="exists: every artifact is there with its size; checksum (default): read back, SHA-256 matches.",
+        help_text="exists: every artifact is there with its size; checksum (default): read back, SHA-256 matches; "
+                  "decrypt: also decrypt, decompress and parse the dump, row counts match.",
     )
 
 

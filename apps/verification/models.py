@@ -6,6 +6,7 @@ from apps.core.models import TimeStampedModel
 class VerificationLevel(models.TextChoices):
     EXISTS = "exists", "Exists (sizes match)"
     CHECKSUM = "checksum", "Checksum (read back, SHA-256 matches)"
+    DECRYPT = "decrypt", "Decrypt (authenticate, decompress, parse the dump, row counts match)"
 
 
 class VerificationResult(models.TextChoices):
