@@ -93,8 +93,25 @@ class LocalCluster:
                                 capture_output=True, text=True)
         return result.returncode == 0
 
-    def start(self) -> None:
-        self._run([f"{server_bin_dir()}/pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-l", str(self.log), "start"])
+    def start(self, *, attempts: int = 3) -> None:
+        """Start the server; if another process grabbed its port meanwhile, move to a free one and retry.
+
+        A port picked by free_port() is only free when picked: any outgoing connection may take it
+        as its local port before the server binds it.
+        """
+        for attempt in range(attempts):
+            log_start = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                self._run([f"{server_bin_dir()}/pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-l",
+                           str(self.log), "start"])
+                break
+            except RuntimeError:
+                with open(self.log, "rb") as fh:
+                    fh.seek(log_start)
+                    port_taken = b"Address already in use" in fh.read()
+                if not port_taken or attempt == attempts - 1:
+                    raise
+                self.set_port(free_port())
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30) -> None:

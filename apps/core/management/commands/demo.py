@@ -196,8 +196,8 @@ class Command(BaseCommand):
                 old = cluster.port
                 cluster.set_port(free_port())
                 self.stdout.write(f"Port {old} is taken; the sandbox moves to port {cluster.port}.")
-            (base / "port").write_text(f"{cluster.port}\n")
             cluster.start()
+            (base / "port").write_text(f"{cluster.port}\n")  # start() may have moved to another port
             note = f"{note}, started"
         self.wait_accepting(cluster)
         return cluster, note
