@@ -1,33 +1,19 @@
 """Fixtures shared by every test: a real PostgreSQL 15 cluster per session, sample data, storage roots."""
-import shutil
-import tempfile
 import uuid
-from pathlib import Path
 
 import pytest
 
 from django.contrib.auth.models import User
 
 from apps.databases import sample_data
-from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
-from tests.helpers import create_database, drop_database, jwt_client, make_user
+from tests.helpers import create_database, drop_database, jwt_client, make_user, throwaway_cluster
 
 
 @pytest.fixture(scope="session")
 def pg_cluster():
     """One throwaway cluster for the whole session (started as the postgres user when we are root)."""
-    try:
-        server_bin_dir()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    base = Path(tempfile.mkdtemp(prefix="pgtest-"))
-    base.chmod(0o755)  # the postgres user must be able to reach the data directory
-    cluster = LocalCluster(base=base / "cluster", port=free_port())
-    cluster.initdb()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
-    shutil.rmtree(base, ignore_errors=True)
+    with throwaway_cluster() as cluster:
+        yield cluster
 
 
 

@@ -1,13 +1,42 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
 import psycopg
+import pytest
 from django.contrib.auth.models import Group, User
 from psycopg import sql
 from rest_framework.test import APIClient
 
-from apps.databases.clusters import LocalCluster
+from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
 
 PASSWORD = "correct-horse-battery-staple-42"
 V1 = "/v1/backup-recovery"
+
+
+@contextmanager
+def throwaway_cluster(prefix: str = "pgtest-", *, start: bool = True):
+    """An initdb'ed (and started) PostgreSQL cluster in a fresh temp dir, destroyed afterwards.
+
+    Skips the test when the server binaries are not installed.
+    """
+    try:
+        server_bin_dir()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)  # not pytest's tmp_path (mode 0700): the postgres user must reach the data directory
+    cluster = LocalCluster(base=base / "cluster", port=free_port())
+    try:
+        cluster.initdb()
+        if start:
+            cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def create_database(cluster: LocalCluster, name: str) -> None:

@@ -56,28 +56,16 @@ def test_system_checks_pass():
 
 def test_cluster_start_moves_off_a_port_taken_meanwhile():
     import socket
-    import tempfile
 
-    from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
+    from tests.helpers import throwaway_cluster
 
-    try:
-        server_bin_dir()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    base = Path(tempfile.mkdtemp(prefix="pgport-"))
-    base.chmod(0o755)
-    cluster = LocalCluster(base=base / "c", port=free_port())
-    blocker = socket.socket()
-    try:
-        cluster.initdb()
-        blocker.bind(("127.0.0.1", cluster.port))  # someone takes the port between initdb and start
-        blocker.listen()
-        taken = cluster.port
-        cluster.start()
-        assert cluster.port != taken and cluster.is_running()
-    finally:
-        blocker.close()
-        cluster.destroy()
-        import shutil
-
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_cluster("pgport-", start=False) as cluster:
+        blocker = socket.socket()
+        try:
+            blocker.bind(("127.0.0.1", cluster.port))  # someone takes the port between initdb and start
+            blocker.listen()
+            taken = cluster.port
+            cluster.start()
+            assert cluster.port != taken and cluster.is_running()
+        finally:
+            blocker.close()
