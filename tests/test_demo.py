@@ -81,6 +81,8 @@ def test_demo_sets_everything_up_once_and_reuses_it(var_dir):
     demo(var_dir, "--stop")
     assert not LocalCluster(base=base, port=port).is_running()
     blocker = socket.socket()
+    # The stopped server's connections may leave the port in TIME_WAIT; PostgreSQL binds through that too.
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", port))
     blocker.listen()
     try:
