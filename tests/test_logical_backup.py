@@ -83,7 +83,7 @@ def test_schema_then_data_backups_restore_to_the_same_rows(target, source_db, fr
     restore_cli(schema_id, dest)
     assert table_contents(dest, "public.leases") == []
     # The data-only dump goes into the schema just restored (not "empty", so restore the data by psql directly).
-    from apps.backups.services import artifact_stream
+    from apps.backups.restores import artifact_stream
     from apps.databases.engines import logical
 
     backup = Backup.objects.get(pk=data_id)

@@ -6,7 +6,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
-from apps.backups import selectors, services
+from apps.backups import restores, selectors, services
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupKind, BackupStatus, Replica
 from apps.core.api import (
     COMMON_ERRORS, ERROR_404, ERROR_409, FIELD_ERRORS, AcceptedLinksSerializer, ActorMixin,
@@ -207,9 +207,9 @@ class RestoreView(ActorMixin, generics.GenericAPIView):
         target, dbname = v["target"], v["dbname"]
         destination = PgConn(host=target.host, port=target.port, dbname=dbname, user=target.user,
                              sslmode=target.sslmode).redacted()
-        restore = services.RestoreRequest(table=v["table"] or None, schema=v["schema"] or None, create=v["create"],
+        restore = restores.RestoreRequest(table=v["table"] or None, schema=v["schema"] or None, create=v["create"],
                                           no_owner=v["no_owner"])
-        job = services.request_restore(backup=backup, destination=destination, request=restore, actor=self.actor,
+        job = restores.request_restore(backup=backup, destination=destination, request=restore, actor=self.actor,
                                        target=target, dbname=dbname)
         job = jobs.enqueue(job=job)
         return _accepted(job=job, backup=backup)

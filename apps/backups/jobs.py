@@ -1,5 +1,5 @@
 """Job handlers for backups and restores: thin, they call services."""
-from apps.backups import services
+from apps.backups import restores, services
 from apps.backups.models import Backup
 from apps.core.errors import UserError
 from apps.databases.connection import PgConn
@@ -20,8 +20,8 @@ def restore_database(job, ctx, conn: PgConn | None = None, **_runtime) -> dict:
         if not args.get("target_id"):
             raise UserError("This restore was requested with credentials that are not stored; run it again.")
         conn = PgConn.for_target(DatabaseTarget.objects.get(pk=args["target_id"])).with_db(args["dbname"])
-    request = services.RestoreRequest(
+    request = restores.RestoreRequest(
         table=args.get("table"), schema=args.get("schema"), create=args.get("create", False),
         no_owner=args.get("no_owner", False),
     )
-    return services.run_restore(backup=Backup.objects.get(pk=args["backup_id"]), conn=conn, request=request, ctx=ctx)
+    return restores.run_restore(backup=Backup.objects.get(pk=args["backup_id"]), conn=conn, request=request, ctx=ctx)

@@ -6,7 +6,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.backups import selectors as backup_selectors
-from apps.backups.services import LOGICAL_FORMATS, RestoreRequest, request_database_backup, request_restore
+from apps.backups.restores import RestoreRequest, request_restore
+from apps.backups.services import LOGICAL_FORMATS, request_database_backup
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
 from apps.core.admin_utils import admin_actor

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 from django.core.management.base import BaseCommand
 
-from apps.backups import services
+from apps.backups import restores
 from apps.backups.models import Backup
 from apps.core.commands import add_password_options, cli_actor, fail, password_from_options, print_json
 from apps.core.errors import UserError
@@ -37,8 +37,8 @@ class Command(BaseCommand):
             password = password_from_options(options) or os.environ.get("PGPASSWORD")
             if password and not conn.password:
                 conn = replace(conn, password=password)
-            request = services.RestoreRequest(table=table, schema=schema, create=create, no_owner=no_owner)
-            job = services.request_restore(backup=backup, destination=conn.redacted(), request=request,
+            request = restores.RestoreRequest(table=table, schema=schema, create=create, no_owner=no_owner)
+            job = restores.request_restore(backup=backup, destination=conn.redacted(), request=request,
                                            actor=cli_actor())
         except UserError as exc:
             raise fail(str(exc))
