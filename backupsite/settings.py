@@ -123,12 +123,17 @@ if not BACKUP_ENCRYPTION_KEYS and not DEBUG:
 BACKUP_COMPRESSION = env.str("BACKUP_COMPRESSION", default="zstd")
 # Directory holding pg_dump, pg_restore, psql, initdb... (empty: use PATH).
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
-# A backup lock whose holder has not reported progress for this long is stale.
-BACKUP_LOCK_STALE_SECONDS = env.int("BACKUP_LOCK_STALE_SECONDS", default=600)
+# A backup's lease on its target is renewed by the job heartbeat; one not renewed for this long is stale
+# (a holder on this host whose process is gone is stale at once).
+BACKUP_LOCK_STALE_SECONDS = env.int("BACKUP_LOCK_STALE_SECONDS", default=60)
 
 # --- Jobs (django-q2, ORM broker: no extra service needed) -------------------
 
 JOB_TIMEOUT_SECONDS = env.int("JOB_TIMEOUT_SECONDS", default=6 * 3600)
+# A running job stamps its row this often, whatever its work is doing...
+JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=5.0)
+# ...and one not stamped for this long is failed as abandoned (its worker was killed or cut off).
+JOB_STALE_SECONDS = env.int("JOB_STALE_SECONDS", default=60)
 Q_CLUSTER = {
     "name": "backupsite",
     "orm": "default",

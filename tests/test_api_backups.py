@@ -5,6 +5,7 @@ from rest_framework.test import APIClient
 
 from apps.backups import locks
 from apps.backups import services as backup_services
+from apps.backups.jobs import DatabaseBackupJob
 from apps.backups.models import Backup, BackupStatus
 from apps.core.models import AuditEvent
 from apps.core.services import SYSTEM
@@ -135,11 +136,11 @@ def test_backup_list_pagination_and_filters(api_as, monkeypatch):
     alpha, beta = _cheap_targets()
     # A target accepts one queued backup at a time, so each is settled before the next is asked for.
     for fmt in ("custom", "plain", "custom"):
-        made = backup_services.request_database_backup(target=alpha, fmt=fmt, actor=SYSTEM)
-        Backup.objects.filter(pk=made.pk).update(status=BackupStatus.SUCCEEDED)
-    done = backup_services.request_database_backup(target=beta, fmt="custom", actor=SYSTEM)
-    Backup.objects.filter(pk=done.pk).update(status=BackupStatus.FAILED)
-    backup_services.request_database_backup(target=beta, fmt="schema", actor=SYSTEM)
+        made = DatabaseBackupJob.prepare(target=alpha, fmt=fmt, actor=SYSTEM)
+        Backup.objects.filter(pk=made.args["backup_id"]).update(status=BackupStatus.SUCCEEDED)
+    done = DatabaseBackupJob.prepare(target=beta, fmt="custom", actor=SYSTEM)
+    Backup.objects.filter(pk=done.args["backup_id"]).update(status=BackupStatus.FAILED)
+    DatabaseBackupJob.prepare(target=beta, fmt="schema", actor=SYSTEM)
     monkeypatch.setattr(PageNumberPagination, "page_size", 2)
     viewer = api_as("viewer")
     url = f"{V1}/database/backups"

@@ -300,11 +300,11 @@ def test_backup_whose_worker_died_is_marked_failed(target, settings):
     from django.utils import timezone
 
     from apps.backups import locks
-    from apps.backups.services import request_database_backup
+    from apps.backups.jobs import DatabaseBackupJob
     from apps.core.services import SYSTEM
     from apps.databases.models import DatabaseTarget
 
-    dead = request_database_backup(target=target, actor=SYSTEM)
+    dead = Backup.objects.get(pk=DatabaseBackupJob.prepare(target=target, actor=SYSTEM).args["backup_id"])
     Backup.objects.filter(pk=dead.pk).update(status=BackupStatus.RUNNING, started_at=timezone.now())
     locks.acquire(target=target, backup_id=dead.pk)
     with pytest.raises(CommandError, match="already running"):

@@ -6,9 +6,8 @@ from apps.backups.services import set_legal_hold
 from apps.core.admin_utils import RecordAdmin, admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
-from apps.jobs import services as jobs
 from apps.verification.models import VerificationLevel
-from apps.verification.services import request_verification
+from apps.verification.jobs import VerifyBackupsJob
 
 
 class ArtifactInline(RecordAdmin, admin.TabularInline):
@@ -60,11 +59,10 @@ class BackupAdmin(admin.ModelAdmin):
             return
         ids = list(queryset.values_list("pk", flat=True))
         try:
-            job = request_verification(backup_ids=ids, level=level, actor=admin_actor(request))
+            job = VerifyBackupsJob.enqueue(backup_ids=ids, level=level, actor=admin_actor(request))
         except UserError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        job = jobs.enqueue(job=job)
         self.message_user(request, f"Verification ({level}) of {len(ids)} backups queued as job {job.pk}.")
 
     @admin.action(description="Verify: sizes match")

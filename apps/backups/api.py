@@ -7,6 +7,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
 from apps.backups import restores, selectors, services
+from apps.backups.jobs import DatabaseBackupJob, RestoreDatabaseJob
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupKind, BackupStatus, Replica
 from apps.core.api import (
     COMMON_ERRORS, ERROR_404, ERROR_409, FIELD_ERRORS, AcceptedLinksSerializer, ActorMixin,
@@ -15,7 +16,6 @@ from apps.core.api import (
 from apps.core.roles import ADMIN, OPERATOR
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
-from apps.jobs import services as jobs
 
 # --- serializers -------------------------------------------------------------------------------------
 
@@ -140,9 +140,9 @@ class BackupFilter(django_filters.FilterSet):
 # --- views -------------------------------------------------------------------------------------------
 
 
-def _accepted(*, job, backup: Backup) -> Response:
-    body = {"job_id": job.pk, "backup_id": backup.pk, "status": job.status,
-            "links": {"job": job_link(job.pk), "backup": backup_link(backup.pk)}}
+def _accepted(*, job, backup_id: str) -> Response:
+    body = {"job_id": job.pk, "backup_id": backup_id, "status": job.status,
+            "links": {"job": job_link(job.pk), "backup": backup_link(backup_id)}}
     return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
@@ -160,11 +160,10 @@ class FullBackupView(ActorMixin, generics.GenericAPIView):
     def post(self, request):
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        backup = services.request_database_backup(
+        job = DatabaseBackupJob.enqueue(
             target=data.validated_data["target"], fmt=data.validated_data["format"], actor=self.actor
         )
-        job = jobs.enqueue(job=backup.job)
-        return _accepted(job=job, backup=backup)
+        return _accepted(job=job, backup_id=job.args["backup_id"])
 
 
 class BackupQuerysetMixin:
@@ -209,10 +208,9 @@ class RestoreView(ActorMixin, generics.GenericAPIView):
                              sslmode=target.sslmode).redacted()
         restore = restores.RestoreRequest(table=v["table"] or None, schema=v["schema"] or None, create=v["create"],
                                           no_owner=v["no_owner"])
-        job = restores.request_restore(backup=backup, destination=destination, request=restore, actor=self.actor,
-                                       target=target, dbname=dbname)
-        job = jobs.enqueue(job=job)
-        return _accepted(job=job, backup=backup)
+        job = RestoreDatabaseJob.enqueue(backup=backup, destination=destination, request=restore, actor=self.actor,
+                                         target=target, dbname=dbname)
+        return _accepted(job=job, backup_id=backup.pk)
 
 
 class StatisticsView(generics.GenericAPIView):

@@ -1,27 +1,58 @@
-"""Job handlers for backups and restores: thin, they call services."""
+"""Job runners for database backups and restores: thin, they call services."""
+from django.db import transaction
+
 from apps.backups import restores, services
-from apps.backups.models import Backup
+from apps.backups.models import Backup, BackupFormat
 from apps.core.errors import UserError
+from apps.core.services import Actor
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
-from apps.jobs.registry import handler
+from apps.jobs.models import Job
+from apps.jobs.runner import JobRunner
 
 
-@handler("backup.database")
-def backup_database(job, ctx, **_runtime) -> dict:
-    backup = services.run_database_backup(backup=Backup.objects.get(pk=job.args["backup_id"]), ctx=ctx)
-    return {"backup_id": backup.pk, "status": backup.status, "size_bytes": backup.size_stored, "sha256": backup.sha256}
+class DatabaseBackupJob(JobRunner):
+    """A full logical backup of a target. The job's backup is `Backup.objects.get(pk=job.args["backup_id"])`."""
+
+    name = "backup.database"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, target: DatabaseTarget, fmt: str = BackupFormat.CUSTOM) -> Job:
+        with transaction.atomic():
+            backup = services.request_database_backup(target=target, fmt=fmt, actor=actor)
+            backup.job = cls.create_job(args={"backup_id": backup.pk}, actor=actor)
+            backup.save(update_fields=["job"])
+        return backup.job
+
+    def run(self, **_runtime) -> dict:
+        backup = services.run_database_backup(backup=Backup.objects.get(pk=self.job.args["backup_id"]), ctx=self.ctx)
+        return {"backup_id": backup.pk, "status": backup.status, "size_bytes": backup.size_stored,
+                "sha256": backup.sha256}
 
 
-@handler("restore.database")
-def restore_database(job, ctx, conn: PgConn | None = None, **_runtime) -> dict:
-    args = job.args
-    if conn is None:
-        if not args.get("target_id"):
-            raise UserError("This restore was requested with credentials that are not stored; run it again.")
-        conn = PgConn.for_target(DatabaseTarget.objects.get(pk=args["target_id"])).with_db(args["dbname"])
-    request = restores.RestoreRequest(
-        table=args.get("table"), schema=args.get("schema"), create=args.get("create", False),
-        no_owner=args.get("no_owner", False),
-    )
-    return restores.run_restore(backup=Backup.objects.get(pk=args["backup_id"]), conn=conn, request=request, ctx=ctx)
+class RestoreDatabaseJob(JobRunner):
+    """Restore a backup into a database: on a target's server (credentials looked up when it runs) or, from the
+    command line, into a connection given at run time (`runtime={"conn": PgConn}`, never stored)."""
+
+    name = "restore.database"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, backup: Backup, destination: str, request: restores.RestoreRequest,
+                target: DatabaseTarget | None = None, dbname: str | None = None) -> Job:
+        with transaction.atomic():
+            args = restores.request_restore(backup=backup, destination=destination, request=request, actor=actor,
+                                            target=target, dbname=dbname)
+            return cls.create_job(args=args, actor=actor)
+
+    def run(self, conn: PgConn | None = None, **_runtime) -> dict:
+        args = self.job.args
+        if conn is None:
+            if not args.get("target_id"):
+                raise UserError("This restore was requested with credentials that are not stored; run it again.")
+            conn = PgConn.for_target(DatabaseTarget.objects.get(pk=args["target_id"])).with_db(args["dbname"])
+        request = restores.RestoreRequest(
+            table=args.get("table"), schema=args.get("schema"), create=args.get("create", False),
+            no_owner=args.get("no_owner", False),
+        )
+        return restores.run_restore(backup=Backup.objects.get(pk=args["backup_id"]), conn=conn, request=request,
+                                    ctx=self.ctx)

@@ -8,8 +8,6 @@ from apps.databases import catalog
 from apps.databases.connection import PgConn
 from apps.databases.engines import logical
 from apps.databases.models import DatabaseTarget
-from apps.jobs import services as jobs
-from apps.jobs.models import Job
 from apps.jobs.progress import JobContext
 from apps.pipeline.artifact import Decoder
 from apps.pipeline.keys import configured_keyring
@@ -32,8 +30,11 @@ class RestoreRequest:
 def request_restore(
     *, backup: Backup, destination: str, request: RestoreRequest, actor: Actor, target: DatabaseTarget | None = None,
     dbname: str | None = None,
-) -> Job:
-    """Record a restore job. `destination` is a redacted DSN; credentials come from `target` or at run time."""
+) -> dict:
+    """Validate and audit a restore request; returns the arguments of its job (RestoreDatabaseJob).
+
+    `destination` is a redacted DSN; credentials come from `target` or at run time, never from the job row.
+    """
     if backup.status != BackupStatus.SUCCEEDED:
         raise UserError(f"Backup {backup.pk} is {backup.status}; only a succeeded backup can be restored.")
     if (request.table or request.schema) and backup.format != BackupFormat.CUSTOM:
@@ -42,9 +43,8 @@ def request_restore(
             "create": request.create, "no_owner": request.no_owner}
     if target is not None:
         args.update(target_id=target.pk, dbname=dbname or target.dbname)
-    job = jobs.create_job(job_type="restore.database", args=args, actor=actor)
     audit(actor=actor, action="backup.restore.requested", obj=backup, details={k: v for k, v in args.items()})
-    return job
+    return args
 
 
 def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None):

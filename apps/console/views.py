@@ -6,18 +6,18 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.backups import selectors as backup_selectors
-from apps.backups.restores import RestoreRequest, request_restore
-from apps.backups.services import LOGICAL_FORMATS, request_database_backup
+from apps.backups.jobs import DatabaseBackupJob, RestoreDatabaseJob
+from apps.backups.restores import RestoreRequest
+from apps.backups.services import LOGICAL_FORMATS
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
 from apps.core.admin_utils import admin_actor
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs import selectors as job_selectors
-from apps.jobs import services as jobs
 from apps.jobs.models import JobStatus
 from apps.verification.models import VerificationLevel
-from apps.verification.services import request_verification
+from apps.verification.jobs import VerifyBackupsJob
 
 
 def _require_viewer(request):
@@ -53,11 +53,10 @@ def backup_now(request, target_id: int):
     target = get_object_or_404(DatabaseTarget, pk=target_id)
     fmt = request.POST.get("format", "custom")
     try:
-        backup = request_database_backup(target=target, fmt=fmt, actor=admin_actor(request))
+        job = DatabaseBackupJob.enqueue(target=target, fmt=fmt, actor=admin_actor(request))
     except UserError as exc:
         messages.error(request, f"{target.name}: {exc}")
         return redirect("console:dashboard")
-    job = jobs.enqueue(job=backup.job)
     messages.success(request, f"Backup of {target.name} queued.")
     return redirect("console:job", job_id=job.pk)
 
@@ -92,7 +91,7 @@ def backup_detail(request, backup_id: str):
             target = data["target"]
             conn = PgConn.for_target(target).with_db(data["dbname"])
             try:
-                job = request_restore(
+                job = RestoreDatabaseJob.enqueue(
                     backup=backup, destination=conn.redacted(),
                     request=RestoreRequest(table=data["table"] or None, create=data["create"]),
                     actor=admin_actor(request), target=target, dbname=data["dbname"],
@@ -100,7 +99,6 @@ def backup_detail(request, backup_id: str):
             except UserError as exc:
                 messages.error(request, str(exc))
             else:
-                jobs.enqueue(job=job)
                 return redirect("console:job", job_id=job.pk)
     context = {
         "backup": backup,
@@ -123,10 +121,9 @@ def verify_now(request, backup_id: str):
         messages.error(request, "Verifying needs the operator role.")
         return redirect("console:backup", backup_id=backup.pk)
     try:
-        job = request_verification(backup_ids=[backup.pk], level=request.POST.get("level", "checksum"),
-                                   actor=admin_actor(request))
+        job = VerifyBackupsJob.enqueue(backup_ids=[backup.pk], level=request.POST.get("level", "checksum"),
+                                       actor=admin_actor(request))
     except UserError as exc:
         messages.error(request, str(exc))
         return redirect("console:backup", backup_id=backup.pk)
-    jobs.enqueue(job=job)
     return redirect("console:job", job_id=job.pk)

@@ -1,13 +1,12 @@
 from django import forms
 from django.contrib import admin, messages
 
-from apps.backups.services import request_database_backup
+from apps.backups.jobs import DatabaseBackupJob
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
 from apps.databases.models import DatabaseTarget
 from apps.databases.services import save_target
-from apps.jobs import services as jobs
 
 
 class DatabaseTargetForm(forms.ModelForm):
@@ -55,9 +54,9 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
             return
         for target in queryset:
             try:
-                backup = request_database_backup(target=target, actor=admin_actor(request))
+                job = DatabaseBackupJob.enqueue(target=target, actor=admin_actor(request))
             except UserError as exc:
                 self.message_user(request, f"{target.name}: {exc}", messages.ERROR)
                 continue
-            job = jobs.enqueue(job=backup.job)
-            self.message_user(request, f"{target.name}: backup {backup.pk} queued as job {job.pk}.", messages.SUCCESS)
+            self.message_user(request, f"{target.name}: backup {job.args['backup_id']} queued as job {job.pk}.",
+                              messages.SUCCESS)

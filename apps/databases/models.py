@@ -37,6 +37,7 @@ class DatabaseTarget(TimeStampedModel):
     # Mutual exclusion of backups of this target (see backups.locks).
     backup_lock = models.CharField(max_length=26, blank=True, editable=False)
     backup_lock_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
+    backup_lock_owner = models.CharField(max_length=128, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -1,19 +1,79 @@
-"""What a running job reports: log lines and bytes done, written at most once a second."""
+"""What a running job reports: log lines, bytes done (written at most once a second), and a heartbeat.
+
+The heartbeat is a thread that stamps the job every JOB_HEARTBEAT_SECONDS whatever
+the work is doing: a job blocked behind a table lock for an hour is still alive,
+and one whose process was killed stops beating at once. Other liveness records
+(a backup's lease on its target) ride on the same beat through `on_beat`.
+"""
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
+from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
-from apps.jobs.models import Job
+from apps.jobs.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 WRITE_EVERY_SECONDS = 1.0
 
 
+class Heartbeat(threading.Thread):
+    def __init__(self, job_id: str, interval: float, callbacks: list[Callable[[], None]]):
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.job_id, self.interval, self.callbacks = job_id, interval, callbacks
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.wait(self.interval):
+                self.beat()
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def beat(self) -> None:
+        try:
+            Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+        except Exception as exc:  # a busy metadata database: the next beat tries again
+            log.warning("Job %s: heartbeat not written: %s", self.job_id, exc)
+        for callback in list(self.callbacks):
+            try:
+                callback()
+            except Exception as exc:
+                log.warning("Job %s: heartbeat callback failed: %s", self.job_id, exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=10)
+
+
 class JobContext:
-    def __init__(self, job: Job, on_heartbeat: Callable[[], None] | None = None):
+    def __init__(self, job: Job):
         self.job = job
         self._last_write = 0.0
-        self.on_heartbeat = on_heartbeat
+        self._on_beat: list[Callable[[], None]] = []
+
+    def on_beat(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` on every heartbeat (from the heartbeat thread) until `remove_beat(callback)`."""
+        self._on_beat.append(callback)
+        return callback
+
+    def remove_beat(self, callback: Callable[[], None]) -> None:
+        if callback in self._on_beat:
+            self._on_beat.remove(callback)
+
+    @contextmanager
+    def beating(self) -> Iterator[None]:
+        beat = Heartbeat(self.job.pk, settings.JOB_HEARTBEAT_SECONDS, self._on_beat)
+        beat.start()
+        try:
+            yield
+        finally:
+            beat.stop()
 
     def log(self, message: str) -> None:
         line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
@@ -30,8 +90,6 @@ class JobContext:
             Job.objects.filter(pk=self.job.pk).update(
                 progress_done=self.job.progress_done, progress_total=self.job.progress_total, heartbeat_at=timezone.now()
             )
-            if self.on_heartbeat is not None:
-                self.on_heartbeat()
 
     def count(self, chunks: Iterable[bytes], start: int = 0) -> Iterator[bytes]:
         """Pass chunks through, reporting the running byte count."""

@@ -1,14 +1,13 @@
+"""Writes for job rows: create, finish, and settle jobs whose process died."""
 import logging
-import traceback
+from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
-from django_q.tasks import async_task
 
-from apps.core.errors import JobFailed
 from apps.core.services import Actor
-from apps.jobs import registry
+from apps.jobs import liveness
 from apps.jobs.models import Job, JobStatus
-from apps.jobs.progress import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -18,46 +17,33 @@ def create_job(*, job_type: str, args: dict, actor: Actor) -> Job:
     return Job.objects.create(type=job_type, args=args, requested_by=user, via=actor.via)
 
 
-def enqueue(*, job: Job) -> Job:
-    """Hand the job to the django-q2 cluster (inline when Q_CLUSTER['sync'] is on)."""
-    task_id = async_task("apps.jobs.tasks.run_job", job.pk, task_name=f"{job.type}:{job.pk}")
-    Job.objects.filter(pk=job.pk).update(task_id=task_id or "")
-    job.refresh_from_db()
-    return job
-
-
-def run(*, job: Job, **runtime) -> Job:
-    """Run a job in this process. `runtime` carries what must not be stored (e.g. a password)."""
-    claimed = Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+def finish(*, job: Job, status: str, result: dict, error: str = "") -> None:
+    """Final state of a job that ran here; a job already settled (reaped as dead) is left as it is."""
+    Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        status=status, result=result, error=error, finished_at=timezone.now(),
+        progress_done=job.progress_done, progress_total=job.progress_total,
     )
-    job.refresh_from_db()
-    if not claimed:
-        log.warning("Job %s is %s, not queued; not running it again.", job.pk, job.status)
-        return job
-    ctx = JobContext(job)
-    try:
-        result = registry.get(job.type)(job, ctx, **runtime) or {}
-    except Exception as exc:
-        log.info("Job %s failed: %s", job.pk, exc)
-        log.debug("%s", traceback.format_exc())
-        ctx.log(f"failed: {exc}")
-        Job.objects.filter(pk=job.pk).update(
-            status=JobStatus.FAILED, error=str(exc) or type(exc).__name__, finished_at=timezone.now(),
-            result=exc.result if isinstance(exc, JobFailed) else {},
-            progress_done=ctx.job.progress_done, progress_total=ctx.job.progress_total,
-        )
-    else:
-        ctx.log("succeeded")
-        Job.objects.filter(pk=job.pk).update(
-            status=JobStatus.SUCCEEDED, result=result, finished_at=timezone.now(),
-            progress_done=ctx.job.progress_done, progress_total=ctx.job.progress_total,
-        )
-    job.refresh_from_db()
-    return job
 
 
 def fail_abandoned(*, job_id: str, reason: str) -> None:
     Job.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
         status=JobStatus.FAILED, error=reason, finished_at=timezone.now()
     )
+
+
+def reap_dead_jobs() -> int:
+    """Fail running jobs whose process is gone (same host) or whose heartbeat stopped (any host)."""
+    stale = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    reaped = 0
+    for job in Job.objects.filter(status=JobStatus.RUNNING).only("pk", "type", "worker", "heartbeat_at"):
+        if job.worker and liveness.is_dead(job.worker):
+            host, _, rest = job.worker.partition(":")
+            reason = f"Abandoned: the process running it (pid {rest.partition(':')[0]} on {host}) died."
+        elif job.heartbeat_at is not None and job.heartbeat_at < stale:
+            reason = f"Abandoned: no heartbeat for more than {settings.JOB_STALE_SECONDS} s (worker killed or cut off)."
+        else:
+            continue
+        log.warning("Job %s (%s): %s", job.pk, job.type, reason)
+        fail_abandoned(job_id=job.pk, reason=reason)
+        reaped += 1
+    return reaped

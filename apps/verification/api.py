@@ -10,8 +10,7 @@ from apps.backups.models import Backup, BackupStatus
 from apps.core.api import COMMON_ERRORS, ERROR_404, FIELD_ERRORS, ActorMixin, JobAcceptedSerializer, job_accepted
 from apps.core.roles import OPERATOR
 from apps.databases.models import DatabaseTarget
-from apps.jobs import services as jobs
-from apps.verification import services
+from apps.verification.jobs import VerifyBackupsJob
 from apps.verification.models import VerificationLevel, VerificationResult, VerificationRun
 
 
@@ -75,9 +74,8 @@ class VerifyBackupView(ActorMixin, generics.GenericAPIView):
         backup = get_object_or_404(Backup, pk=pk)
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = services.request_verification(backup_ids=[backup.pk], level=data.validated_data["level"],
-                                            actor=self.actor)
-        return _accepted(jobs.enqueue(job=job), 1)
+        job = VerifyBackupsJob.enqueue(backup_ids=[backup.pk], level=data.validated_data["level"], actor=self.actor)
+        return _accepted(job, 1)
 
 
 class VerifyAllView(ActorMixin, generics.GenericAPIView):
@@ -96,8 +94,8 @@ class VerifyAllView(ActorMixin, generics.GenericAPIView):
             backup_selectors.backups(target=target.name if target else None, status=BackupStatus.SUCCEEDED)
             .values_list("pk", flat=True)
         )
-        job = services.request_verification(backup_ids=ids, level=data.validated_data["level"], actor=self.actor)
-        return _accepted(jobs.enqueue(job=job), len(ids))
+        job = VerifyBackupsJob.enqueue(backup_ids=ids, level=data.validated_data["level"], actor=self.actor)
+        return _accepted(job, len(ids))
 
 
 @extend_schema(summary="List verification runs",

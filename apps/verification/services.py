@@ -5,10 +5,7 @@ from django.utils import timezone
 
 from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
 from apps.core.errors import UserError
-from apps.core.services import Actor, audit
 from apps.databases.engines import dump_rows, logical
-from apps.jobs import services as jobs
-from apps.jobs.models import Job
 from apps.jobs.progress import JobContext
 from apps.pipeline.artifact import ArtifactError, Decoder
 from apps.pipeline.keys import KeyError_, configured_keyring
@@ -18,7 +15,8 @@ from apps.verification.models import VerificationLevel, VerificationResult, Veri
 VERIFIABLE = [BackupStatus.SUCCEEDED]
 
 
-def request_verification(*, backup_ids: list[str], level: str, actor: Actor) -> Job:
+def request_verification(*, backup_ids: list[str], level: str) -> dict:
+    """Validate a verification request; returns the arguments of its job (VerifyBackupsJob)."""
     if level not in VerificationLevel.values:
         raise UserError(f"Unknown verification level {level!r}; choose one of {', '.join(VerificationLevel.values)}.")
     if not backup_ids:
@@ -30,9 +28,7 @@ def request_verification(*, backup_ids: list[str], level: str, actor: Actor) -> 
     unverifiable = [pk for pk, st in statuses.items() if st not in VERIFIABLE]
     if unverifiable:
         raise UserError(f"Backup {unverifiable[0]} is {statuses[unverifiable[0]]}; only succeeded backups can be verified.")
-    job = jobs.create_job(job_type="verify.backups", args={"backup_ids": backup_ids, "level": level}, actor=actor)
-    audit(actor=actor, action="backup.verify.requested", obj=job, details={"backups": len(backup_ids), "level": level})
-    return job
+    return {"backup_ids": backup_ids, "level": level}
 
 
 def verify_backup(*, backup: Backup, level: str, ctx: JobContext | None = None) -> list[VerificationRun]:

@@ -1,11 +1,11 @@
 from django.core.management.base import BaseCommand
 
 from apps.backups import services
-from apps.backups.models import BackupStatus
+from apps.backups.jobs import DatabaseBackupJob
+from apps.backups.models import Backup, BackupStatus
 from apps.core.commands import cli_actor, fail, print_json
 from apps.core.errors import UserError
 from apps.databases.models import DatabaseTarget
-from apps.jobs import services as jobs
 
 
 class Command(BaseCommand):
@@ -16,20 +16,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name", help="Target name")
         parser.add_argument("--format", default="custom", choices=services.LOGICAL_FORMATS)
+        parser.add_argument("--queue", action="store_true",
+                            help="Hand the backup to the job worker (manage.py qcluster) and return at once")
 
-    def handle(self, *args, name, format, **options):
+    def handle(self, *args, name, format, queue, **options):
         target = DatabaseTarget.objects.filter(name=name).first()
         if target is None:
             raise fail(f"No target named {name!r}; add it with target_add.")
+        runner = DatabaseBackupJob.enqueue if queue else DatabaseBackupJob.run_now
         try:
-            backup = services.request_database_backup(target=target, fmt=format, actor=cli_actor())
+            job = runner(target=target, fmt=format, actor=cli_actor())
         except UserError as exc:
             raise fail(str(exc))
-        job = jobs.run(job=backup.job)
-        backup.refresh_from_db()
+        backup = Backup.objects.get(pk=job.args["backup_id"])
         data = {"id": backup.pk, "status": backup.status, "target": target.name, "format": backup.format,
                 "size_bytes": backup.size_stored, "size_raw_bytes": backup.size_raw, "sha256": backup.sha256,
                 "job_id": job.pk, "error": backup.error or None}
         print_json(self, data)
-        if backup.status != BackupStatus.SUCCEEDED:
+        if not queue and backup.status != BackupStatus.SUCCEEDED:
             raise fail(f"Backup {backup.pk} failed: {backup.error or job.error}")

@@ -4,11 +4,11 @@ from dataclasses import replace
 from django.core.management.base import BaseCommand
 
 from apps.backups import restores
+from apps.backups.jobs import RestoreDatabaseJob
 from apps.backups.models import Backup
 from apps.core.commands import add_password_options, cli_actor, fail, password_from_options, print_json
 from apps.core.errors import UserError
 from apps.databases.connection import PgConn
-from apps.jobs import services as jobs
 from apps.jobs.models import JobStatus
 
 
@@ -38,11 +38,11 @@ class Command(BaseCommand):
             if password and not conn.password:
                 conn = replace(conn, password=password)
             request = restores.RestoreRequest(table=table, schema=schema, create=create, no_owner=no_owner)
-            job = restores.request_restore(backup=backup, destination=conn.redacted(), request=request,
-                                           actor=cli_actor())
+            # The password stays in memory (runtime), never in the job row.
+            job = RestoreDatabaseJob.run_now(backup=backup, destination=conn.redacted(), request=request,
+                                             actor=cli_actor(), runtime={"conn": conn})
         except UserError as exc:
             raise fail(str(exc))
-        job = jobs.run(job=job, conn=conn)  # the password stays in memory, never in the job row
         print_json(self, {"job_id": job.pk, "status": job.status, **job.result, "error": job.error or None})
         if job.status != JobStatus.SUCCEEDED:
             raise fail(f"Restore failed: {job.error}")

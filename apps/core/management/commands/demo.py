@@ -243,17 +243,15 @@ class Command(BaseCommand):
         return target, ("registered" if created else f"updated to port {conn.port}")
 
     def ensure_first_backup(self, target):
-        from apps.backups import services as backups
+        from apps.backups.jobs import DatabaseBackupJob
         from apps.backups.models import Backup, BackupStatus
-        from apps.jobs import services as jobs
 
         done = Backup.objects.filter(database_target=target, status=BackupStatus.SUCCEEDED).order_by("-created_at")
         if done.exists():
             return done.first(), "first backup already taken"
         self.stdout.write(f"Taking the first backup of {target.name} ...")
-        backup = backups.request_database_backup(target=target, actor=DEMO_ACTOR)
-        job = jobs.run(job=backup.job)
-        backup.refresh_from_db()
+        job = DatabaseBackupJob.run_now(target=target, actor=DEMO_ACTOR)
+        backup = Backup.objects.get(pk=job.args["backup_id"])
         if backup.status != BackupStatus.SUCCEEDED:
             raise CommandError(f"The first backup of {target.name} failed: {backup.error or job.error}")
         return backup, "first backup taken now"

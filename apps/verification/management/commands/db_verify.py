@@ -3,9 +3,8 @@ from django.core.management.base import BaseCommand
 from apps.backups.models import Backup, BackupStatus
 from apps.core.commands import cli_actor, fail, print_json
 from apps.core.errors import UserError
-from apps.jobs import services as jobs
 from apps.jobs.models import JobStatus
-from apps.verification import services
+from apps.verification.jobs import VerifyBackupsJob
 from apps.verification.models import VerificationLevel
 
 
@@ -29,10 +28,9 @@ class Command(BaseCommand):
                 raise fail(f"No backup with id {backup_id!r}.")
             ids = [backup_id]
         try:
-            job = services.request_verification(backup_ids=ids, level=level, actor=cli_actor())
+            job = VerifyBackupsJob.run_now(backup_ids=ids, level=level, actor=cli_actor())
         except UserError as exc:
             raise fail(str(exc))
-        job = jobs.run(job=job)
         print_json(self, {"job_id": job.pk, "status": job.status, "level": level, "backups": len(ids),
                           "error": job.error or None})
         if job.status != JobStatus.SUCCEEDED:

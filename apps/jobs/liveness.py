@@ -1,0 +1,41 @@
+"""Who runs a job, and whether that process still exists.
+
+An identity is "host:pid:start", where start is the process start time in
+clock ticks since boot (/proc/PID/stat field 22): a pid reused by another
+process after a crash does not pass for the original holder.
+"""
+import os
+import socket
+
+
+def _start_ticks(pid: int) -> str:
+    """Start time of a running process; "" when there is none (no such pid, or a zombie: killed, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    # The command name (field 2) may hold spaces and parentheses: split after its closing one.
+    fields = stat[stat.rfind(")") + 2:].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return ""
+    return fields[19]
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def is_dead(identity: str) -> bool:
+    """True only when the process is known to be gone: same host, and its pid is unused or reused.
+
+    A holder on another host cannot be checked from here; its heartbeat going stale decides.
+    """
+    host, _, rest = identity.partition(":")
+    pid, _, start = rest.partition(":")
+    if not host or host != socket.gethostname() or not pid.isdigit():
+        return False
+    if not os.path.isdir("/proc"):
+        return False  # no way to tell here: rely on the heartbeat
+    current = _start_ticks(int(pid))
+    return not current or (bool(start) and current != start)
