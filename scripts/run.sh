@@ -31,6 +31,7 @@ export BACKUP_ENCRYPTION_KEYS_FILE="$ROOT/var/encryption.keys"
 unset SECRET_KEY BACKUP_ENCRYPTION_KEYS
 
 "$PY" manage.py migrate --noinput
+"$PY" manage.py setup_schedules
 "$PY" manage.py demo --url "http://$ADDR/"
 
 QPID=""
@@ -42,7 +43,7 @@ cleanup() {
     if [ -n "$QPID" ] && kill -0 "$QPID" 2>/dev/null; then
         # Exactly one SIGTERM: django-q2 hangs if a second signal interrupts its shutdown. It finishes the
         # task at hand first; after the grace period the whole worker group is killed (an interrupted
-        # backup is later marked failed by the stale-lock check).
+        # backup is marked failed by the next request or the minute sweep: its process is gone).
         kill -TERM "$QPID" 2>/dev/null
         for _ in $(seq 1 "${WORKER_STOP_GRACE:-30}"); do
             kill -0 "$QPID" 2>/dev/null || break

@@ -115,3 +115,31 @@ def test_every_job_type_is_a_runner_class():
     assert string_dispatch == []
     with pytest.raises(Exception, match="No job runner"):
         JobRunner.for_type("nope")
+
+
+def test_the_scheduled_sweep_settles_a_dead_backup_and_frees_its_target(target):
+    """Without waiting for the next request: the minute sweep fails the backup of a dead job and frees the lease."""
+    from apps.backups import locks
+    from apps.jobs import tasks
+
+    job = DatabaseBackupJob.prepare(target=target, actor=SYSTEM)
+    backup_id = job.args["backup_id"]
+    Backup.objects.filter(pk=backup_id).update(status=BackupStatus.RUNNING, started_at=timezone.now())
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, worker=_dead_identity(), heartbeat_at=timezone.now())
+    locks.acquire(target=target, backup_id=backup_id)
+    DatabaseTarget.objects.filter(pk=target.pk).update(backup_lock_owner=liveness.this_process())  # looks alive
+    assert tasks.reap_dead_jobs() == 1
+    backup = Backup.objects.get(pk=backup_id)
+    assert backup.status == BackupStatus.FAILED and "died" in backup.error
+    assert DatabaseTarget.objects.get(pk=target.pk).backup_lock == ""
+
+
+def test_setup_schedules_can_run_twice(db):
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    call_command("setup_schedules")
+    call_command("setup_schedules")
+    sweep = Schedule.objects.get(name="Settle dead jobs")
+    assert sweep.func == "apps.jobs.tasks.reap_dead_jobs" and sweep.minutes == 1
+    assert Schedule.objects.filter(name="Settle dead jobs").count() == 1

@@ -74,6 +74,14 @@ def reap_abandoned(*, target: DatabaseTarget | None = None) -> int:
     return reaped
 
 
+def settle_backup_of_dead_job(*, job, reason: str, **_signal) -> None:
+    """A backup's job died (jobs.signals.job_abandoned): the backup fails with it and its lease is freed."""
+    for backup in Backup.objects.filter(job_id=job.pk, status__in=[BackupStatus.PENDING, BackupStatus.RUNNING]):
+        steps.fail_backup(backup.pk, reason)
+        if backup.database_target_id:
+            locks.release(target=backup.database_target, backup_id=backup.pk)
+
+
 def set_legal_hold(*, backup: Backup, hold: bool, actor: Actor) -> Backup:
     """A backup on legal hold is never deleted by retention, whatever its age."""
     # Compared with the stored value: a form may already have set the attribute on this instance.

@@ -8,6 +8,7 @@ from django.utils import timezone
 from apps.core.services import Actor
 from apps.jobs import liveness
 from apps.jobs.models import Job, JobStatus
+from apps.jobs.signals import job_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -45,5 +46,6 @@ def reap_dead_jobs() -> int:
             continue
         log.warning("Job %s (%s): %s", job.pk, job.type, reason)
         fail_abandoned(job_id=job.pk, reason=reason)
+        job_abandoned.send(sender=Job, job=job, reason=reason)
         reaped += 1
     return reaped

@@ -1,0 +1,5 @@
+"""Signals of the jobs app: other apps settle what a dead job was working on."""
+from django.dispatch import Signal
+
+# Sent with `job` (the Job row, already failed) when a job whose process died is settled.
+job_abandoned = Signal()
