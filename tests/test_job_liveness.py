@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import create_database
+from tests.helpers import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
 STALE = 3  # seconds: BACKUP_LOCK_STALE_SECONDS / JOB_STALE_SECONDS in the child processes
@@ -26,11 +26,13 @@ STALE = 3  # seconds: BACKUP_LOCK_STALE_SECONDS / JOB_STALE_SECONDS in the child
 class Site:
     """A metadata database file and the environment of child manage.py processes that use it."""
 
-    def __init__(self, base: Path, source):
+    def __init__(self, base: Path, source, database_url: str | None = None):
         self.db = base / "meta.sqlite3"
         self.source = source
+        self.pg_meta = database_url  # a PostgreSQL metadata database instead of the SQLite file
         self.env = {
-            **os.environ, "DATABASE_URL": f"sqlite:///{self.db}", "BACKUP_LOCAL_ROOT": str(base / "backups"),
+            **os.environ, "DATABASE_URL": database_url or f"sqlite:///{self.db}",
+            "BACKUP_LOCAL_ROOT": str(base / "backups"),
             "Q_SYNC": "false", "JOB_HEARTBEAT_SECONDS": "0.5", "BACKUP_LOCK_STALE_SECONDS": str(STALE),
             "JOB_STALE_SECONDS": str(STALE), "Q_WORKERS": "1",
         }
@@ -51,6 +53,9 @@ class Site:
         return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"stderr": done.stderr}
 
     def rows(self, query: str, *params) -> list[tuple]:
+        if self.pg_meta:
+            with psycopg.connect(self.pg_meta) as c:
+                return c.execute(query.replace("?", "%s"), params).fetchall()
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as c:
             return c.execute(query, params).fetchall()
 
@@ -87,11 +92,19 @@ def lock_db(pg_cluster):
     return conn
 
 
-@pytest.fixture(scope="module")
-def site(lock_db, tmp_path_factory):
-    site = Site(tmp_path_factory.mktemp("site"), lock_db)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(request, pg_cluster, lock_db, tmp_path_factory):
+    """The metadata database of the demo (SQLite) and of production (PostgreSQL, on the session cluster)."""
+    url = None
+    if request.param == "postgresql":
+        create_database(pg_cluster, "meta")
+        c = pg_cluster.conn("meta")
+        url = f"postgres://{c.user}@{c.host}:{c.port}/{c.dbname}"
+    site = Site(tmp_path_factory.mktemp("site"), lock_db, url)
     site.manage("migrate", "-v0")
-    return site
+    yield site
+    if url:
+        drop_database(pg_cluster, "meta")
 
 
 @contextmanager
@@ -153,7 +166,7 @@ def test_killed_worker_process_frees_the_target(site, lock_db):
         assert dead["status"] == "failed" and dead["error"].startswith("Abandoned"), dead
         assert dead["job_status"] == "failed", dead
     finally:
-        os.killpg(cluster.pid, signal.SIGTERM)
+        cluster.terminate()  # one SIGTERM to the main process only: django-q2 stops its workers itself
         try:
             cluster.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -35,7 +35,7 @@ def request_database_backup(*, target: DatabaseTarget, fmt: str = BackupFormat.C
     with transaction.atomic():
         # Lock the target row (SQLite: the IMMEDIATE transaction already serialises writers), so two requests
         # cannot both see "nothing queued" and both insert.
-        DatabaseTarget.objects.select_for_update().filter(pk=target.pk).exists()
+        list(DatabaseTarget.objects.select_for_update().filter(pk=target.pk).values_list("pk", flat=True))
         running = locks.holder(target=target)
         if running:
             raise ConflictError(f"A backup of {target.name} is already running (backup {running}).")
