@@ -39,7 +39,7 @@ class Command(BaseCommand):
                 conn = replace(conn, password=password)
             request = restores.RestoreRequest(table=table, schema=schema, create=create, no_owner=no_owner)
             job = restores.request_restore(backup=backup, destination=conn.redacted(), request=request,
-                                           actor=cli_actor())
+                                           actor=cli_actor(), dbname=conn.dbname)  # dbname: to be checked
         except UserError as exc:
             raise fail(str(exc))
         job = jobs.run(job=job, conn=conn)  # the password stays in memory, never in the job row
