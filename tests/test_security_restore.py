@@ -144,6 +144,37 @@ def test_decrypt_verification_refuses_a_downgraded_artifact(target, backup_root)
     assert run.result == "failed" and "unencrypted artifact" in run.error, run.error
 
 
+def test_decrypt_tool_refuses_a_downgraded_artifact(tmp_path):
+    """tools/decrypt_artifact.py: no unencrypted artifact when keys are given; the manifest's header fields hold."""
+    from tests.test_decrypt_tool import SPEC, assert_failed, make_artifact, run_tool, tool_env
+
+    raw = b"\\! id\n" + b"-- x\n" * 1000
+    genuine, forged = tmp_path / "dump.sql.zst.aead", tmp_path / "forged" / "dump.sql.zst.aead"
+    forged.parent.mkdir()
+    stats = make_artifact(genuine, raw)
+    forged_stats = make_artifact(forged, raw, keyring=None)
+    for keys, env in (("--keys", tool_env()), (None, tool_env(BACKUP_ENCRYPTION_KEYS=SPEC))):
+        proc = run_tool(forged, *([keys, SPEC] if keys else []), "-o", tmp_path / "out", env=env)
+        assert_failed(proc, "not encrypted", "keys were given")
+        assert not (tmp_path / "out").exists()
+    # The manifest of the genuine artifact, given with the forged one: refused on its header, keys or not.
+    manifest = tmp_path / "manifest.json"
+    entry = {"name": "dump.sql", "key": "targets/t/backups/X/dump.sql.zst.aead", **stats.as_manifest()}
+    manifest.write_text(json.dumps({"manifest_version": 1, "artifacts": [entry]}))
+    proc = run_tool(forged, "--manifest", manifest)
+    assert_failed(proc, "header says cipher 'none' but the manifest says 'aes-256-gcm'")
+    assert proc.stdout == b""
+    gzip_art = tmp_path / "gz" / "dump.sql.zst.aead"
+    gzip_art.parent.mkdir()
+    make_artifact(gzip_art, raw, compression="gzip")
+    assert_failed(run_tool(gzip_art, "--keys", SPEC, "--manifest", manifest), "compression 'gzip'")
+    # Without keys, an unencrypted artifact still reads (DEBUG setups), held to its own manifest entry.
+    entry.update(forged_stats.as_manifest())
+    manifest.write_text(json.dumps({"manifest_version": 1, "artifacts": [entry]}))
+    proc = run_tool(forged, "--manifest", manifest)
+    assert proc.returncode == 0 and proc.stdout == raw, proc.stderr
+
+
 # --- item 2: a database name is never a connection string ------------------------------------------------
 
 
