@@ -89,7 +89,7 @@ def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext
     backend = backends.for_location(backup.storage_location)
     keyring = configured_keyring()
     if artifact.cipher == "none":
-        if keyring is not None:
+        if keyring is not None:  # the decoder would refuse it too, but only after the checksum read below
             raise UserError(f"{artifact.key} is not encrypted, but encryption keys are configured: an artifact "
                             "that cannot be authenticated is not restored.")
         # Without AEAD, a corrupt byte would only show at the end: check the whole file before using any of it.

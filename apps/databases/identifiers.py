@@ -18,9 +18,9 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]*")
 def check_name(value: str, *, what: str = "database") -> str:
     """Return `value` if it is an acceptable `what` name, else raise UserError saying why."""
     if not isinstance(value, str) or not _IDENT.fullmatch(value) or len(value) > MAX_LEN:
-        shown = value if isinstance(value, str) and len(value) <= 100 else "the value given"
+        # The value is not echoed: a would-be connection string may hold a password.
         raise UserError(
-            f"{shown!r} is not an acceptable {what} name: use 1 to {MAX_LEN} ASCII letters, digits, "
+            f"That is not an acceptable {what} name: use 1 to {MAX_LEN} ASCII letters, digits, "
             f"'_', '$' or '-', starting with a letter or '_'."
         )
     return value
