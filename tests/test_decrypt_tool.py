@@ -89,7 +89,8 @@ def test_round_trip_is_byte_identical(tmp_path, compression, encrypted):
     stats = make_artifact(art, raw, compression=compression, keyring=KEYRING if encrypted else None)
     assert stats.frames > 3  # really multi-frame
     out = tmp_path / "out.bin"
-    proc = run_tool(art, "-o", out, "--keys", SPEC, "--expect-sha256", stats.sha256_stored)
+    keys = ["--keys", SPEC] if encrypted else []  # keys given: an unencrypted artifact is refused
+    proc = run_tool(art, "-o", out, *keys, "--expect-sha256", stats.sha256_stored)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == b""
     assert out.read_bytes() == raw
@@ -203,11 +204,12 @@ def test_zstd_program_fallback(tmp_path, zstd_blocked, encrypted):
     stats = make_artifact(art, raw, keyring=KEYRING if encrypted else None)
     env = tool_env(PYTHONPATH=str(zstd_blocked))
     out = tmp_path / "out"
-    proc = run_tool(art, "-o", out, "--keys", SPEC, "-v", "--expect-sha256", stats.sha256_stored, env=env)
+    keys = ["--keys", SPEC] if encrypted else []  # keys given: an unencrypted artifact is refused
+    proc = run_tool(art, "-o", out, *keys, "-v", "--expect-sha256", stats.sha256_stored, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "using the zstd program" in proc.stderr.decode()
     assert out.read_bytes() == raw
-    proc = run_tool(art, "--keys", SPEC, env=env)  # to stdout
+    proc = run_tool(art, *keys, env=env)  # to stdout
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == raw
 
@@ -298,9 +300,10 @@ def test_truncation_is_rejected(tmp_path, encrypted, compression):
         "before the final frame": starts[-1],
         "in the final frame": len(full) - 1,
     }
+    keys = ["--keys", SPEC] if encrypted else []  # keys given: an unencrypted artifact is refused
     for label, cut in cuts.items():
         art.write_bytes(full[:cut])
-        proc = run_tool(art, "--keys", SPEC)
+        proc = run_tool(art, *keys)
         assert_failed(proc), label
         if cut >= header_end:
             assert "truncated" in proc.stderr.decode(), (label, proc.stderr)

@@ -22,6 +22,11 @@ mismatch ends the run with a non-zero status and one line on stderr. With
 once everything has been checked, so a failed run leaves no FILE behind. On
 stdout (the default, or -o -) bytes already written cannot be taken back: the
 non-zero exit status is the signal (use `set -o pipefail` in shells).
+
+An unencrypted artifact is refused when keys are given (from the options or the
+environment): nothing in it can be authenticated, so it may be a downgraded or
+swapped file. With --manifest, a header whose cipher, compression or key id
+differs from the manifest's entry is refused before any output.
 """
 from __future__ import annotations
 
@@ -103,7 +108,7 @@ def _read_key_file(path: str) -> str:
         raise Fail(f"cannot read the key file {path}: {exc.strerror or exc}") from None
 
 
-def data_key(header: dict, args) -> bytes:
+def data_key(header: dict, keys: dict[str, bytes], source: str) -> bytes:
     """Unwrap the artifact's data key with the master key its header names."""
     try:
         from cryptography.exceptions import InvalidTag
@@ -113,8 +118,6 @@ def data_key(header: dict, args) -> bytes:
     key_id = header.get("key_id")
     if not isinstance(key_id, str) or not key_id:
         raise Fail("the artifact header names no key_id")
-    spec, source = key_spec(args)
-    keys = parse_keys(spec)
     if not keys:
         raise Fail(f"the artifact is encrypted with master key {key_id!r} but no keys were given "
                    "(--keys, --keys-file, BACKUP_ENCRYPTION_KEYS or BACKUP_ENCRYPTION_KEYS_FILE)")
@@ -358,7 +361,8 @@ def make_sink(compression: str, out, note):
 # --- expected checksum ------------------------------------------------------------------------------
 
 
-def expected_from_manifest(path: str, artifact_path: str) -> tuple[str, int | None]:
+def expected_from_manifest(path: str, artifact_path: str) -> tuple[str, int | None, dict]:
+    """(sha256_stored, size_stored, {cipher, compression, key_id} the header must have) of the artifact."""
     try:
         with open(path, "rb") as fh:
             manifest = json.load(fh)
@@ -379,7 +383,17 @@ def expected_from_manifest(path: str, artifact_path: str) -> tuple[str, int | No
     if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise Fail(f"the manifest records no valid sha256_stored for {base!r}")
     size = matches[0].get("size_stored")
-    return sha, size if isinstance(size, int) else None
+    header = {name: matches[0][name] for name in ("cipher", "compression", "key_id") if name in matches[0]}
+    return sha, size if isinstance(size, int) else None, header
+
+
+def check_header(header: dict, expected: dict) -> None:
+    """Refuse a header whose cipher, compression or key id differs from the manifest's (swapped or downgraded)."""
+    found = {"cipher": header.get("cipher", "none"), "compression": header.get("compression", "none"),
+             "key_id": header.get("key_id", "")}
+    for name, value in expected.items():
+        if found[name] != (value or ""):
+            raise Fail(f"the artifact header says {name} {found[name]!r} but the manifest says {value!r}")
 
 
 def normalise_hex(value: str) -> str:
@@ -433,11 +447,11 @@ class Output:
 
 def run(args) -> dict:
     note = (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr)) if args.verbose else (lambda msg: None)
-    expected, expected_size = None, None
+    expected, expected_size, expected_header = None, None, {}
     if args.expect_sha256:
         expected = normalise_hex(args.expect_sha256)
     if args.manifest:
-        sha, expected_size = expected_from_manifest(args.manifest, args.artifact)
+        sha, expected_size, expected_header = expected_from_manifest(args.manifest, args.artifact)
         sha = normalise_hex(sha)
         if expected is not None and expected != sha:
             raise Fail("--expect-sha256 and the manifest disagree on the expected SHA-256")
@@ -454,9 +468,16 @@ def run(args) -> dict:
         cipher = header.get("cipher", "none")
         note(f"format {header['format']}, compression {compression}, cipher {cipher}"
              + (f", master key {header.get('key_id')!r}" if cipher != "none" else ""))
+        check_header(header, expected_header)
+        spec, source = key_spec(args)
+        keys = parse_keys(spec)
         if cipher == "aes-256-gcm":
-            key = data_key(header, args)
+            key = data_key(header, keys, source)
         elif cipher == "none":
+            if keys:  # an artifact with keys around is meant to be encrypted: this one may have been swapped
+                raise Fail(f"the artifact is not encrypted, so nothing in it can be authenticated, and keys were "
+                           f"given ({source}); to read it anyway, give no keys and check it with --manifest "
+                           "or --expect-sha256")
             key = None
         else:
             raise Fail(f"unknown cipher {cipher!r}")

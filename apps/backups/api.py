@@ -13,7 +13,9 @@ from apps.core.api import (
     COMMON_ERRORS, ERROR_404, ERROR_409, FIELD_ERRORS, AcceptedLinksSerializer, ActorMixin,
     backup_link, job_link,
 )
+from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR
+from apps.databases import identifiers
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 
@@ -49,10 +51,27 @@ class RestoreInputSerializer(serializers.Serializer):
     )
     no_owner = serializers.BooleanField(default=False, help_text="Skip ownership and privilege commands.")
 
+    # Names only, never connection strings: the checks shared with the console, the CLI and the service.
     def validate_dbname(self, value: str) -> str:
-        if "\x00" in value or not value.strip():
-            raise serializers.ValidationError("Not a valid database name.")
+        _checked(identifiers.check_name, value)
         return value
+
+    def validate_schema(self, value: str | None) -> str | None:
+        if value:
+            _checked(identifiers.check_name, value, what="schema")
+        return value
+
+    def validate_table(self, value: str | None) -> str | None:
+        if value:
+            _checked(identifiers.check_table, value)
+        return value
+
+
+def _checked(check, *args, **kwargs) -> None:
+    try:
+        check(*args, **kwargs)
+    except UserError as exc:
+        raise serializers.ValidationError(str(exc)) from None
 
 
 class BackupAcceptedSerializer(serializers.Serializer):

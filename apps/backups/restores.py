@@ -1,4 +1,5 @@
 """Writes for restores: request one, stream an artifact back authenticated, restore it, compare row counts."""
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupStatus
@@ -6,6 +7,7 @@ from apps.core.errors import UserError
 from apps.core.services import Actor, audit
 from apps.databases import catalog
 from apps.databases.connection import PgConn
+from apps.databases.identifiers import check_name, check_table
 from apps.databases.engines import logical
 from apps.databases.models import DatabaseTarget
 from apps.jobs.progress import JobContext
@@ -13,18 +15,43 @@ from apps.pipeline.artifact import Decoder
 from apps.pipeline.keys import configured_keyring
 from apps.storage import backends
 
+
 @dataclass(frozen=True)
 class RestoreRequest:
+    """What to restore. Names are checked on creation, whoever builds one (API, console, CLI, job handler)."""
+
     table: str | None = None  # "schema.table" or "table"
     schema: str | None = None
     create: bool = False
     no_owner: bool = False
 
+    def __post_init__(self):
+        if self.schema:
+            check_name(self.schema, what="schema")
+        if self.table:
+            table_schema, _ = check_table(self.table)
+            if table_schema and self.schema and table_schema != self.schema:
+                raise UserError(f"Table {self.table!r} is not in schema {self.schema!r}.")
+
     def split_table(self) -> tuple[str | None, str | None]:
         if not self.table:
             return self.schema, None
-        schema, dot, name = self.table.partition(".")
-        return (schema, name) if dot else (self.schema, schema)
+        schema, name = check_table(self.table)
+        return schema or self.schema, name
+
+    def check_in_backup(self, backup: Backup) -> None:
+        """Refuse a table or schema the backup does not hold: pg_restore would "succeed" restoring nothing.
+
+        The backup's row counts list every table whose data is in the dump (empty ones included), read
+        from the dump itself when it was taken; they are the catalog's record, not the stored bytes.
+        """
+        schema, table = self.split_table()
+        if not table and not schema:
+            return
+        held = [name.split(".", 1) for name in backup.row_counts]
+        if not any((schema is None or s == schema) and (table is None or t == table) for s, t in held):
+            what = f"table {self.table!r}" if table else f"schema {schema!r}"
+            raise UserError(f"Backup {backup.pk} holds no {what}; nothing would be restored.")
 
 
 def request_restore(
@@ -34,11 +61,15 @@ def request_restore(
     """Validate and audit a restore request; returns the arguments of its job (RestoreDatabaseJob).
 
     `destination` is a redacted DSN; credentials come from `target` or at run time, never from the job row.
+    `dbname` is the destination database (default: the target's); the CLI passes it too, to have it checked.
     """
     if backup.status != BackupStatus.SUCCEEDED:
         raise UserError(f"Backup {backup.pk} is {backup.status}; only a succeeded backup can be restored.")
     if (request.table or request.schema) and backup.format != BackupFormat.CUSTOM:
         raise UserError("Restoring a single table or schema needs a backup in the custom format.")
+    request.check_in_backup(backup)
+    if dbname or target is not None:
+        check_name(dbname or target.dbname)
     args = {"backup_id": backup.pk, "destination": destination, "table": request.table, "schema": request.schema,
             "create": request.create, "no_owner": request.no_owner}
     if target is not None:
@@ -47,20 +78,34 @@ def request_restore(
     return args
 
 
-def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None):
-    """Raw bytes of an artifact, authenticated frame by frame; unencrypted ones are checksummed first."""
+def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None) -> Iterator[bytes]:
+    """Raw bytes of an artifact, held to the catalog's record of it and authenticated frame by frame.
+
+    The first chunk is decoded before returning, so a refused header (downgraded, substituted) or a
+    frame 0 that fails authentication raises before the caller creates a database or starts a tool.
+    """
     backend = backends.for_location(backup.storage_location)
     keyring = configured_keyring()
     if artifact.cipher == "none":
+        if keyring is not None:  # the decoder would refuse it too, but only after the checksum read below
+            raise UserError(f"{artifact.key} is not encrypted, but encryption keys are configured: an artifact "
+                            "that cannot be authenticated is not restored.")
         # Without AEAD, a corrupt byte would only show at the end: check the whole file before using any of it.
         verify_stored_checksum(backend=backend, artifact=artifact)
-    decoder = Decoder(keyring=keyring, expected_sha256_stored=artifact.sha256_stored,
-                      expected_sha256_raw=artifact.sha256_raw)
-    stream = decoder.decode(backend.get_stream(artifact.key))
+    stream = Decoder.for_record(artifact, keyring=keyring).decode(backend.get_stream(artifact.key))
+    first = next(stream, None)
     if ctx is not None:
         ctx.progress(0, artifact.size_raw, force=True)
-        stream = ctx.count(stream)
-    return stream
+    return _resume(first, stream, ctx)
+
+
+def _resume(first: bytes | None, rest: Iterator[bytes], ctx: JobContext | None) -> Iterator[bytes]:
+    def chunks():
+        if first is not None:
+            yield first
+        yield from rest
+
+    return ctx.count(chunks()) if ctx is not None else chunks()
 
 
 def verify_stored_checksum(*, backend, artifact: BackupArtifact) -> None:
@@ -69,17 +114,19 @@ def verify_stored_checksum(*, backend, artifact: BackupArtifact) -> None:
 
 
 def run_restore(*, backup: Backup, conn: PgConn, request: RestoreRequest, ctx: JobContext) -> dict:
+    check_name(conn.dbname)  # again here: a job may have been recorded before names were checked
+    request.check_in_backup(backup)
     schema, table = request.split_table()
+    artifact = backup.artifacts.get()
+    stream = artifact_stream(backup=backup, artifact=artifact, ctx=ctx)  # header and frame 0 authenticated
     if request.create:
         catalog.create_database(conn)
         ctx.log(f"created database {conn.dbname}")
     elif not catalog.database_exists(conn):
         raise UserError(f"Database {conn.dbname!r} does not exist; pass --create to create it.")
     logical.check_restorable_into(conn, table=table, schema=schema)
-    artifact = backup.artifacts.get()
     ctx.log(f"restoring {artifact.key} into {conn.redacted()}" + (f" (table {request.table})" if table else ""))
-    logical.restore(conn, artifact_stream(backup=backup, artifact=artifact, ctx=ctx), fmt=backup.format,
-                    table=table, schema=schema, no_owner=request.no_owner)
+    logical.restore(conn, stream, fmt=backup.format, table=table, schema=schema, no_owner=request.no_owner)
     compared = _compare_row_counts(backup=backup, conn=conn, schema=schema, table=table)
     ctx.log(f"restore complete; row counts match for {len(compared)} tables")
     return {"backup_id": backup.pk, "destination": conn.redacted(), "tables_compared": len(compared),

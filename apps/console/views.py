@@ -12,6 +12,7 @@ from apps.backups.services import LOGICAL_FORMATS
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
 from apps.core.admin_utils import admin_actor
+from apps.databases import identifiers
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs import selectors as job_selectors
@@ -75,6 +76,24 @@ class RestoreForm(forms.Form):
     dbname = forms.CharField(max_length=63, help_text="Destination database on that server.")
     create = forms.BooleanField(required=False, initial=True, help_text="Create the database first.")
     table = forms.CharField(required=False, max_length=200, help_text="Only this table (SCHEMA.TABLE); custom format.")
+
+    # Names only, never connection strings: the checks shared with the API, the CLI and the service.
+    def clean_dbname(self) -> str:
+        return _checked(identifiers.check_name, self.cleaned_data["dbname"])
+
+    def clean_table(self) -> str:
+        value = self.cleaned_data["table"]
+        if value:
+            _checked(identifiers.check_table, value)
+        return value
+
+
+def _checked(check, value):
+    try:
+        check(value)
+    except UserError as exc:
+        raise forms.ValidationError(str(exc)) from None
+    return value
 
 
 @login_required

@@ -199,6 +199,12 @@ class Decoder:
     With `expected_sha256_stored` / `expected_sha256_raw` set, a mismatch raises
     at the end of the stream (before the generator finishes, so a consumer that
     commits only on a clean end never commits bad data).
+
+    The header is checked before anything else: an unencrypted artifact is refused
+    while keys are configured (nothing in it could be authenticated), and so is a
+    header whose cipher, key id or compression differs from the `expected_*` given
+    (what the catalog or manifest recorded). An encrypted header is authenticated by
+    frame 0, so nothing is yielded before that frame has passed.
     """
 
     def __init__(
@@ -207,11 +213,38 @@ class Decoder:
         keyring: Keyring | None,
         expected_sha256_stored: str | None = None,
         expected_sha256_raw: str | None = None,
+        expected_cipher: str | None = None,
+        expected_key_id: str | None = None,
+        expected_compression: str | None = None,
     ):
         self._keyring = keyring
         self._expected = expected_sha256_stored
         self._expected_raw = expected_sha256_raw
+        self._expected_header = {"cipher": expected_cipher, "key id": expected_key_id,
+                                 "compression": expected_compression}
         self.stats = ArtifactStats()
+
+    @classmethod
+    def for_record(cls, record, *, keyring: Keyring | None) -> "Decoder":
+        """A decoder holding the artifact to what `record` says of it (a BackupArtifact or a manifest entry)."""
+        return cls(
+            keyring=keyring, expected_sha256_stored=record.sha256_stored, expected_sha256_raw=record.sha256_raw,
+            expected_cipher=record.cipher, expected_key_id=record.key_id or "",
+            expected_compression=record.compression,
+        )
+
+    def _check_header(self) -> None:
+        st = self.stats
+        if st.cipher == "none" and self._keyring is not None:
+            raise ArtifactError("Refusing an unencrypted artifact while encryption keys are configured: "
+                                "nothing in it can be authenticated.")
+        found = {"cipher": st.cipher, "key id": st.key_id, "compression": st.compression}
+        for name, expected in self._expected_header.items():
+            if expected is not None and found[name] != expected:
+                raise ArtifactError(
+                    f"The artifact header says {name} {found[name]!r} but the catalog records {expected!r}: "
+                    "refusing a substituted or downgraded artifact."
+                )
 
     def decode(self, stored_chunks: Iterable[bytes]) -> Iterator[bytes]:
         reader = _Reader(stored_chunks)
@@ -222,6 +255,7 @@ class Decoder:
         st.cipher = header.get("cipher", "none")
         st.key_id = header.get("key_id", "")
         st.wrapped_key = header.get("wrapped_key", "")
+        self._check_header()
         if st.compression not in compression.CHOICES:
             raise ArtifactError(f"Unknown compression {st.compression!r} in the artifact header.")
         aead = prefix = None

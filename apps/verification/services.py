@@ -100,8 +100,7 @@ def _decrypt_and_parse(*, backup: Backup, artifact, backend, on_progress) -> tup
     authenticates, the data decompresses to the recorded raw SHA-256, and the dump
     parses with the per-table row counts recorded at backup time.
     """
-    decoder = Decoder(keyring=configured_keyring(), expected_sha256_stored=artifact.sha256_stored,
-                      expected_sha256_raw=artifact.sha256_raw)
+    decoder = Decoder.for_record(artifact, keyring=configured_keyring())  # header held to the catalog too
     counter = dump_rows.counter_for(backup.format) if backup.format in logical.FORMATS else None
     done = 0
     try:

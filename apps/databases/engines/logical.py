@@ -7,6 +7,7 @@ stream cannot be read for counts, a SQL count in that same snapshot is the
 fallback. Connection settings and the password go through the environment;
 arguments are a list; nothing runs through a shell.
 """
+import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -115,12 +116,21 @@ def restore(
     no_owner: bool = False,
     app_name: str = "backupsite-restore",
 ) -> None:
-    """Feed a dump to pg_restore (custom) or psql (plain SQL) in one transaction: all or nothing."""
+    """Feed a dump to pg_restore (custom) or psql (plain SQL) in one transaction: all or nothing.
+
+    The transaction commits only once `raw_chunks` has ended cleanly (every frame and checksum
+    passed), whatever happens to this process: if it dies, the tool sees its input end early,
+    and the server rolls back.
+    """
     tool = FORMATS[fmt][2]
     if (table or schema) and tool != "pg_restore":
         raise UserError("Restoring a single table or schema needs a backup in the custom format.")
+    prologue = epilogue = token = b""
     if tool == "pg_restore":
-        args = [pg_bin("pg_restore"), "--no-password", "--exit-on-error", "--single-transaction", f"--dbname={conn.dbname}"]
+        # An empty --dbname still restores into a database (not to a script), and libpq then takes the
+        # name from PGDATABASE, which it never reads as a connection string (a --dbname value it would).
+        # An archive cut short is a fatal error for pg_restore, so its own transaction never commits.
+        args = [pg_bin("pg_restore"), "--no-password", "--exit-on-error", "--single-transaction", "--dbname="]
         if no_owner:
             args += ["--no-owner", "--no-privileges"]
         if schema:
@@ -128,15 +138,22 @@ def restore(
         if table:
             args.append(f"--table={table}")
     else:
-        args = [pg_bin("psql"), "--no-password", "--no-psqlrc", "--quiet", "--single-transaction",
-                "--set=ON_ERROR_STOP=1", "--file=-"]
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=conn.env(app_name)
-        )
+        # Not psql --single-transaction: it commits at the end of its input, and a pipe ends just the same
+        # when we die. We open the transaction and send COMMIT only after a clean end of the stream, then
+        # a token that psql prints only if it really got there (not swallowed by a COPY or a quote).
+        args = [pg_bin("psql"), "--no-password", "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--file=-"]
+        token = secrets.token_hex(16).encode()
+        prologue, epilogue = b"BEGIN;\n", b"\nCOMMIT;\n\\echo " + token + b"\n"
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err, env=conn.env(app_name))
         try:
+            # The last chunk waits for the stream's clean end: without its final bytes the tool cannot finish.
+            pending = prologue
             for chunk in raw_chunks:
-                proc.stdin.write(chunk)
+                if pending:
+                    proc.stdin.write(pending)
+                pending = chunk
+            proc.stdin.write(pending + epilogue)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # the tool stopped early; its status and message say why
@@ -147,6 +164,8 @@ def restore(
         rc = proc.wait()
         if rc != 0:
             raise RestoreError(f"{tool} exited with status {rc}: {_tail(err) or 'no message'}")
+        if token and not _tail(out, 200).endswith(token.decode()):
+            raise RestoreError("psql ended without reaching the final COMMIT; nothing was restored.")
 
 
 def check_restorable_into(conn: PgConn, *, table: str | None, schema: str | None) -> None:

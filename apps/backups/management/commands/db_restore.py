@@ -40,7 +40,8 @@ class Command(BaseCommand):
             request = restores.RestoreRequest(table=table, schema=schema, create=create, no_owner=no_owner)
             # The password stays in memory (runtime), never in the job row.
             job = RestoreDatabaseJob.run_now(backup=backup, destination=conn.redacted(), request=request,
-                                             actor=cli_actor(), runtime={"conn": conn})
+                                             actor=cli_actor(), dbname=conn.dbname,  # dbname: to be checked
+                                             runtime={"conn": conn})
         except UserError as exc:
             raise fail(str(exc))
         print_json(self, {"job_id": job.pk, "status": job.status, **job.result, "error": job.error or None})
