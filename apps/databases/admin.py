@@ -14,7 +14,8 @@ class DatabaseTargetForm(forms.ModelForm):
     # Write-only: the stored password is never rendered back into the page.
     password = forms.CharField(
         required=False, widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the stored password.",
+        help_text="Leave empty to keep the stored password. A change of host, port, user or SSL mode "
+                  "without a new password clears it: a password is never sent to another server.",
     )
     clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
 
