@@ -87,3 +87,15 @@ def test_dsn_upsert_to_another_server_clears_the_password_unless_given():
     target, _ = upsert_target_from_dsn(name="orders", dsn="postgresql://backup:pw2@other:5432/orders", actor=SYSTEM)
     assert DatabaseTarget.objects.get(pk=target.pk).get_password() == "pw2"
     assert last_event(target.pk).details == {"password_changed": True, "changed": ["host", "port", "sslmode"]}
+
+
+def test_admin_delete_of_a_target_is_audited(api_as):
+    pk = create(api_as("admin"))
+    User.objects.create_superuser("root", "root@example.invalid", PASSWORD)
+    browser = Client()
+    browser.login(username="root", password=PASSWORD)
+    r = browser.post(f"/admin/databases/databasetarget/{pk}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    assert not DatabaseTarget.objects.filter(pk=pk).exists()
+    event = last_event(pk)
+    assert event.action == "target.deleted" and event.via == "admin" and event.actor_name == "root"

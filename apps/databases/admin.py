@@ -6,7 +6,7 @@ from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
 from apps.databases.models import DatabaseTarget
-from apps.databases.services import save_target
+from apps.databases.services import delete_target, save_target
 from apps.jobs import services as jobs
 
 
@@ -48,6 +48,14 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         if form.cleaned_data.get("clear_password"):
             password = ""
         save_target(target=obj, actor=admin_actor(request), password=password)
+
+    def delete_model(self, request, obj):
+        # Through the service: audited, and refused while the target has backups.
+        delete_target(target=obj, actor=admin_actor(request))
+
+    def delete_queryset(self, request, queryset):
+        for target in queryset:
+            delete_target(target=target, actor=admin_actor(request))
 
     @admin.action(description="Back up now (custom format)")
     def backup_now(self, request, queryset):
