@@ -193,6 +193,9 @@ REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
     "rest_framework.parsers.FormParser",
     "rest_framework.parsers.MultiPartParser",
 ]
+# Reverse proxies in front of the server that append to X-Forwarded-For (0: use the peer address; the
+# header is then ignored, so a client cannot pick its own address to escape the throttle).
+REST_FRAMEWORK["NUM_PROXIES"] = env.int("NUM_PROXIES", default=0)
 # Token requests per client address and per username (DRF rate: N/sec, N/min, N/hour, N/day); "" turns it off.
 LOGIN_THROTTLE_RATE = env.str("LOGIN_THROTTLE_RATE", default="10/min")
 # Throttle counters live here. The default (local memory) is per process: with several web server

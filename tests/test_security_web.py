@@ -72,6 +72,13 @@ def test_token_endpoint_is_throttled_per_address(settings):
     assert "access" not in r.json() and int(r["Retry-After"]) > 0
 
 
+def test_a_forged_x_forwarded_for_does_not_escape_the_throttle(settings):
+    settings.LOGIN_THROTTLE_RATE = "10/min"
+    codes = [client().post(TOKEN, {"username": f"user{i}", "password": "x"}, format="json",
+                           HTTP_X_FORWARDED_FOR=f"203.0.113.{i}").status_code for i in range(11)]
+    assert codes == [401] * 10 + [429]
+
+
 def test_token_endpoint_is_throttled_per_username_across_addresses(settings):
     settings.LOGIN_THROTTLE_RATE = "10/min"
     make_user("ann", "viewer")
