@@ -34,7 +34,7 @@ def upsert_target_from_dsn(
 
 
 def _changed_fields(target: DatabaseTarget) -> list[str]:
-    """Fields whose value differs from the saved row (all of them for a new target)."""
+    """Fields whose value differs from the saved row (none for a new target)."""
     if target._state.adding or target.pk is None:
         return []
     saved = DatabaseTarget.objects.filter(pk=target.pk).values(*AUDITED_FIELDS).first() or {}

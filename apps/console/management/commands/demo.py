@@ -218,7 +218,10 @@ class Command(BaseCommand):
                 cluster.require_password(password)
             except Exception as exc:
                 (var / SANDBOX_PASSWORD_FILE).unlink(missing_ok=True)
-                raise CommandError(f"Could not give the sandbox cluster a password: {exc}") from None
+                raise CommandError(
+                    f"Could not give the sandbox cluster a password: {exc}. If it already has one and "
+                    f"{var / SANDBOX_PASSWORD_FILE} was lost, start over: `make stop`, then remove {base}."
+                ) from None
             note = f"{note}, password logins only from now on"
         try:
             clusters.wait_accepting(cluster.conn(), app_name="backupsite-demo")
