@@ -132,3 +132,18 @@ def test_schema_and_docs_need_a_login(url, api_as):
     nobody = api_as(None)
     assert nobody.get(url).status_code == 403
     assert api_as("viewer").get(url).status_code == 200
+
+
+def test_console_and_admin_answer_too_many_fields_and_big_bodies_with_400():
+    from django.test import Client
+
+    User.objects.create_superuser("root", "root@example.invalid", PASSWORD)
+    browser = Client(raise_request_exception=False)
+    browser.login(username="root", password=PASSWORD)
+    query = "&".join(f"f{i}=1" for i in range(2000))
+    for url in ("/admin/backups/backup/", "/admin/core/auditevent/"):
+        assert browser.get(f"{url}?{query}").status_code == 400, url
+    anonymous = Client(raise_request_exception=False)
+    r = anonymous.post("/admin/login/", data=b"username=" + b"a" * 3_000_000,
+                       content_type="application/x-www-form-urlencoded")
+    assert r.status_code in (400, 403, 413), r.status_code
