@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from apps.backups import api as backups
+from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
 from apps.storage.api import StorageLocationViewSet
@@ -20,7 +21,9 @@ job_list = JobViewSet.as_view({"get": "list"})
 job_detail = JobViewSet.as_view({"get": "retrieve"})
 
 urlpatterns = [
-    path("auth/token/", TokenObtainPairView.as_view(permission_classes=[AllowAny]), name="token-obtain"),
+    path("auth/token/", TokenObtainPairView.as_view(
+        permission_classes=[AllowAny], throttle_classes=[LoginRateThrottle, LoginUsernameRateThrottle],
+    ), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(permission_classes=[AllowAny]), name="token-refresh"),
     # Seed endpoints (no trailing slash, as published).
     path("backup-recovery/database/backup/full", backups.FullBackupView.as_view(), name="backup-full"),

@@ -186,3 +186,28 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django_q": {"level": "WARNING"}},
 }
+
+# --- Request limits, login throttling, token revocation (security block) -----
+
+# Bodies above this answer 413 (the API's bodies are small); more fields than this in a query string or
+# form answer 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env.int("DATA_UPLOAD_MAX_NUMBER_FIELDS", default=1000)
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "apps.core.parsers.SafeJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+# Reverse proxies in front of the server that append to X-Forwarded-For (0: use the peer address; the
+# header is then ignored, so a client cannot pick its own address to escape the throttle).
+REST_FRAMEWORK["NUM_PROXIES"] = env.int("NUM_PROXIES", default=0)
+# Token requests per client address and per username (DRF rate: N/sec, N/min, N/hour, N/day); "" turns it off.
+LOGIN_THROTTLE_RATE = env.str("LOGIN_THROTTLE_RATE", default="10/min")
+# Throttle counters live here. The default (local memory) is per process: with several web server
+# processes use a shared cache, e.g. CACHE_URL=dbcache://backupsite_cache and `manage.py createcachetable`.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# A password change revokes every token of that user (access and refresh).
+SIMPLE_JWT.update({
+    "CHECK_REVOKE_TOKEN": True,
+    "TOKEN_REFRESH_SERIALIZER": "apps.core.auth.RevocableTokenRefreshSerializer",
+})

@@ -2,10 +2,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.core.permissions import RolePermission
+
+# The schema describes every endpoint: served to authenticated users with a role, like the API itself.
+schema_permissions = [RolePermission]
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("backupsite.api")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=schema_permissions), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=schema_permissions),
+         name="swagger-ui"),
     path("", include("apps.console.urls")),
 ]

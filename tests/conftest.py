@@ -46,6 +46,16 @@ def fresh_db(pg_cluster):
 
 
 @pytest.fixture(autouse=True)
+def clear_cache():
+    """Throttle counters live in the cache: each test starts with none (all tests log in from 127.0.0.1)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     """Tests create users and log in a lot: a cheap hasher keeps them fast (never in production)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

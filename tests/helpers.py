@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group, User
 from psycopg import sql
 from rest_framework.test import APIClient
 
+from apps.databases import clusters
 from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
 
 PASSWORD = "correct-horse-battery-staple-42"
@@ -40,13 +41,11 @@ def throwaway_cluster(prefix: str = "pgtest-", *, start: bool = True):
 
 
 def create_database(cluster: LocalCluster, name: str) -> None:
-    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    clusters.create_database(cluster.conn(), name)
 
 
 def drop_database(cluster: LocalCluster, name: str) -> None:
-    with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    clusters.drop_database(cluster.conn(), name)
 
 
 def table_contents(conn, table: str) -> list[tuple]:

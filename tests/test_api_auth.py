@@ -104,5 +104,7 @@ def test_openapi_schema_generates_without_warnings(tmp_path, settings):
     assert "password_sealed" not in text
 
     client = APIClient()
+    assert client.get("/api/schema/").status_code == 401  # served to logged-in users only
+    client.force_login(make_user("sam", "viewer"))
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200

@@ -123,7 +123,8 @@ def test_storage_location_crud(api_as, tmp_path):
     assert r.status_code == 201, r.content
     first = r.json()
     assert first["is_primary"] is True and first["enabled"] is True
-    r = admin.post(LOCATIONS, {"name": "offsite", "kind": "s3", "bucket": "dr-backups", "region": "eu-west-1",
+    # s3 has no backend yet, so it is refused (tests/test_storage_kinds.py); a second local disk stands in.
+    r = admin.post(LOCATIONS, {"name": "offsite", "kind": "local", "path": str(tmp_path / "b"),
                                "credentials_ref": "env:AWS_PROFILE_DR", "is_primary": True}, format="json")
     assert r.status_code == 201, r.content
     second = r.json()
@@ -132,7 +133,8 @@ def test_storage_location_crud(api_as, tmp_path):
     viewer = api_as("viewer")
     listing = viewer.get(LOCATIONS).json()
     assert [loc["name"] for loc in listing["results"]] == ["offsite", "primary"]
-    assert viewer.get(LOCATIONS, {"kind": "s3"}).json()["count"] == 1
+    assert viewer.get(LOCATIONS, {"kind": "local"}).json()["count"] == 2
+    assert viewer.get(LOCATIONS, {"is_primary": True}).json()["count"] == 1
     assert viewer.post(LOCATIONS, {"name": "x", "kind": "local", "path": "/tmp/x"}, format="json").status_code == 403
 
     r = admin.patch(f"{LOCATIONS}{second['id']}/", {"enabled": False, "storage_class": "STANDARD_IA"}, format="json")

@@ -1,16 +1,18 @@
 """`manage.py demo` (what `make run` calls) against a real sandbox cluster in a temporary var dir."""
 import io
+import os
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from apps.backups.models import Backup, BackupStatus
-from apps.databases.clusters import LocalCluster, server_bin_dir
+from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
 from apps.databases.models import DatabaseTarget
 
 ROWS = 100  # small: the test is about reuse, not volume
@@ -66,6 +68,8 @@ def test_demo_sets_everything_up_once_and_reuses_it(var_dir):
     assert [b.status for b in backups] == [BackupStatus.SUCCEEDED]
     assert backups.get().row_counts["public.properties"] == ROWS
     assert backups.get().encryption_key_id  # pytest-env configures keys, so the demo backup is encrypted
+    assert_password_only(var_dir, base, port)
+    assert target.get_password() == (var_dir / "sandbox-pg-password").read_text().strip()
 
     # Second run: same cluster process, same password, no second backup, no reload of the sample data.
     pid = postmaster_pid(var_dir)
@@ -97,18 +101,77 @@ def test_demo_sets_everything_up_once_and_reuses_it(var_dir):
     assert LocalCluster(base=base, port=new_port).is_running()
 
 
-def test_sandbox_moves_out_of_a_var_dir_the_postgres_user_cannot_reach():
-    import os
+def assert_password_only(var: Path, base: Path, port: int) -> None:
+    """The sandbox accepts no login without its password (it used to trust every local user)."""
+    secret = var / "sandbox-pg-password"
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_text().strip()
+    hba = [line.split() for line in (base / "data" / "pg_hba.conf").read_text().splitlines()
+           if line.strip() and not line.lstrip().startswith("#")]
+    assert hba and all(line[-1] == "scram-sha-256" for line in hba), hba
+    for host in ("127.0.0.1", str(base)):  # TCP and the unix socket
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", connect_timeout=5).close()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", password="wrong",
+                            connect_timeout=5).close()
+    psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                    password=secret.read_text().strip()).close()
 
-    from apps.core.management.commands.demo import sandbox_base
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_demo_gives_a_sandbox_that_trusted_everyone_a_password(var_dir):
+    """A sandbox made by an older demo (trust authentication) wants a password after the next run."""
+    base = var_dir / "sandbox-pg"
+    old = LocalCluster(base=base, port=free_port())
+    old.initdb()  # no password: trust, as the old demo made it
+    (base / "port").write_text(f"{old.port}\n")
+    old.start()
+    out = demo(var_dir)
+    assert "password logins only from now on" in out
+    port = int((base / "port").read_text())
+    assert_password_only(var_dir, base, port)
+    target = DatabaseTarget.objects.get(name="demo")
+    assert target.get_password() == (var_dir / "sandbox-pg-password").read_text().strip()
+    assert Backup.objects.get(database_target=target).status == BackupStatus.SUCCEEDED
+    assert "already running" in demo(var_dir)  # and the next run just reuses it
+
+
+def test_sandbox_moves_out_of_a_var_dir_the_postgres_user_cannot_reach():
+    from apps.console.management.commands.demo import sandbox_base
 
     if os.geteuid() != 0:
         pytest.skip("only root runs the server as another user")
-    var = Path(tempfile.mkdtemp(prefix="demo-private-"))  # mode 0700, like /root or /tmp/pytest-of-root
+    made = []
+    vars_ = [Path(tempfile.mkdtemp(prefix="demo-private-")) for _ in range(2)]  # mode 0700, like /root
     try:
-        base = sandbox_base(var)
+        base = sandbox_base(vars_[0])
+        made.append(base)
         assert base.parent == Path("/var/tmp") and base.name.startswith("backupsite-sandbox-")
-        assert (var / "sandbox-pg.path").read_text().strip() == str(base)
-        assert sandbox_base(var) == base  # recorded, so later runs find the same cluster
+        st = os.lstat(base)
+        assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o700  # fresh and private
+        assert (vars_[0] / "sandbox-pg.path").read_text().strip() == str(base)
+        assert sandbox_base(vars_[0]) == base  # recorded, so later runs find the same cluster
+
+        other = sandbox_base(vars_[1])
+        made.append(other)
+        assert other != base  # not derived from anything predictable
+
+        # The recorded directory vanished and someone planted a symlink under its name: never followed.
+        bait = Path(tempfile.mkdtemp(prefix="demo-bait-"))
+        made.append(bait)
+        base.rmdir()
+        base.symlink_to(bait)
+        replaced = sandbox_base(vars_[0])
+        made.append(replaced)
+        assert replaced != base and not replaced.is_symlink() and replaced.parent == Path("/var/tmp")
+        assert (vars_[0] / "sandbox-pg.path").read_text().strip() == str(replaced)
+        assert list(bait.iterdir()) == []
     finally:
-        shutil.rmtree(var, ignore_errors=True)
+        for path in made:
+            if path.is_symlink():
+                path.unlink()
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        for var in vars_:
+            shutil.rmtree(var, ignore_errors=True)

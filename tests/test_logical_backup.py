@@ -285,10 +285,14 @@ def test_target_add_keeps_the_password_out_of_argv(db, tmp_path):
     assert (target.host, target.port, target.dbname, target.user) == ("db.example", 5433, "prod", "app")
     assert target.get_password() == "s3cret-from-file"
     # Updating without any password keeps the stored one; the sealed value never holds the plaintext.
-    call_command("target_add", "filepw", "--dsn", "postgresql://app@db.example:5434/prod")
+    call_command("target_add", "filepw", "--dsn", "postgresql://app@db.example:5433/prod2")
     target.refresh_from_db()
-    assert target.port == 5434 and target.get_password() == "s3cret-from-file"
+    assert target.dbname == "prod2" and target.get_password() == "s3cret-from-file"
     assert "s3cret" not in target.password_sealed
+    # ...unless it points at another server (host, port, user, sslmode): then the password is dropped.
+    call_command("target_add", "filepw", "--dsn", "postgresql://app@db.example:5434/prod2")
+    target.refresh_from_db()
+    assert target.port == 5434 and not target.has_password
     with pytest.raises(CommandError, match="DSN must look like"):
         call_command("target_add", "bad", "--dsn", "mysql://x@y/z")
     with pytest.raises(CommandError, match="Cannot read the password file"):

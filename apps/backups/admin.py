@@ -1,11 +1,13 @@
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
+from apps.backups.deletion import delete_backup
 from apps.backups.models import Backup, BackupArtifact, Replica
 from apps.backups.services import set_legal_hold
 from apps.core.admin_utils import RecordAdmin, admin_actor
 from apps.core.errors import UserError
-from apps.core.roles import OPERATOR, has_role
+from apps.core.roles import ADMIN, OPERATOR, has_role
 from apps.verification.models import VerificationLevel
 from apps.verification.jobs import VerifyBackupsJob
 
@@ -33,11 +35,16 @@ class BackupAdmin(admin.ModelAdmin):
     search_fields = ["id", "database_target__name", "sha256", "error"]
     date_hierarchy = "created_at"
     inlines = [ArtifactInline, ReplicaInline]
-    actions = ["verify_exists", "verify_checksum"]
+    actions = ["verify_exists", "verify_checksum", "delete_backups"]
     readonly_fields = [f.name for f in Backup._meta.fields if f.name != "legal_hold"]
 
     def has_add_permission(self, request):
         return False  # backups are taken with "Back up now" on a target, not typed in
+
+    def has_delete_permission(self, request, obj=None):
+        # Never Django's row delete: it ignored legal hold, left the stored objects and was not audited.
+        # The "Delete backups" action goes through apps.backups.deletion instead.
+        return False
 
     def save_model(self, request, obj, form, change):
         # Only the legal hold is editable here; it goes through the service so that it is audited.
@@ -72,6 +79,24 @@ class BackupAdmin(admin.ModelAdmin):
     @admin.action(description="Verify: read back and check SHA-256")
     def verify_checksum(self, request, queryset):
         self._verify(request, queryset, VerificationLevel.CHECKSUM)
+
+    @admin.action(description="Delete backups (stored objects too; audited)")
+    def delete_backups(self, request, queryset):
+        if not has_role(request.user, ADMIN):
+            self.message_user(request, "Deleting backups needs the admin role.", messages.ERROR)
+            return None
+        if request.POST.get("confirm") != "yes":
+            context = {**self.admin_site.each_context(request), "backups": list(queryset),
+                       "title": "Delete backups", "opts": self.model._meta}
+            return TemplateResponse(request, "admin/backups/backup/delete_backups.html", context)
+        for backup in queryset:
+            try:
+                delete_backup(backup=backup, actor=admin_actor(request))
+            except UserError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Backup {backup.pk} deleted.", messages.SUCCESS)
+        return None
 
 
 @admin.register(BackupArtifact)

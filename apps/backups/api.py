@@ -2,11 +2,11 @@
 import django_filters
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
-from apps.backups import restores, selectors, services
+from apps.backups import deletion, restores, selectors, services
 from apps.backups.jobs import DatabaseBackupJob, RestoreDatabaseJob
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupKind, BackupStatus, Replica
 from apps.core.api import (
@@ -200,9 +200,25 @@ class BackupListView(BackupQuerysetMixin, generics.ListAPIView):
     filterset_class = BackupFilter
 
 
-@extend_schema(summary="Show a database backup", responses={200: BackupSerializer, 404: ERROR_404, **COMMON_ERRORS})
-class BackupDetailView(BackupQuerysetMixin, generics.RetrieveAPIView):
+@extend_schema_view(
+    get=extend_schema(summary="Show a database backup", responses={200: BackupSerializer, 404: ERROR_404,
+                                                                    **COMMON_ERRORS}),
+    delete=extend_schema(
+        summary="Delete a database backup (admin)",
+        description="Removes its manifest (first) and artifacts from every storage location; the record stays, "
+                    "with status `deleted`. Refused (409) under legal hold, while pending or running, or when "
+                    "other backups depend on it.",
+        responses={200: BackupSerializer, 404: ERROR_404, 409: ERROR_409, **COMMON_ERRORS},
+    ),
+)
+class BackupDetailView(ActorMixin, BackupQuerysetMixin, generics.RetrieveDestroyAPIView):
     """One backup with its artifacts (sizes, checksums, cipher), replicas and per-table row counts."""
+
+    write_role = ADMIN
+
+    def destroy(self, request, *args, **kwargs):
+        backup = deletion.delete_backup(backup=self.get_object(), actor=self.actor)
+        return Response(self.get_serializer(self.get_queryset().get(pk=backup.pk)).data)
 
 
 class RestoreView(ActorMixin, generics.GenericAPIView):

@@ -108,7 +108,9 @@ def backup_detail(request, backup_id: str):
         elif form.is_valid():
             data = form.cleaned_data
             target = data["target"]
-            conn = PgConn.for_target(target).with_db(data["dbname"])
+            # Only the redacted destination is needed here: never unseal the password in the web request.
+            conn = PgConn(host=target.host, port=target.port, dbname=data["dbname"], user=target.user,
+                          sslmode=target.sslmode)
             try:
                 job = RestoreDatabaseJob.enqueue(
                     backup=backup, destination=conn.redacted(),

@@ -7,10 +7,14 @@ def admin_actor(request) -> Actor:
 
 
 class RecordAdmin:
-    """Admin mixin for records the system writes (jobs, runs, artifacts): viewable, never typed in or edited."""
+    """Admin mixin for records the system writes (jobs, runs, artifacts): viewable, never typed in, edited or
+    deleted (a deleted record would hide history, and its stored objects would stay behind)."""
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

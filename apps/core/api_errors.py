@@ -1,6 +1,8 @@
 """JSON errors for every failure: field errors for bad input, a clear message otherwise, never an HTML 500."""
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from rest_framework import exceptions, status
@@ -12,7 +14,25 @@ from apps.core.errors import ConflictError, NotFound, UserError
 log = logging.getLogger(__name__)
 
 
+def _bad_request(exc) -> Response | None:
+    """Requests Django or the parser refuse (too big, too many fields, nested too deeply): 413 or 400."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response({"detail": f"The request body is too large (at most {limit} bytes)."},
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return Response({"detail": "The request has too many parameters or fields."},
+                        status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, SuspiciousOperation):
+        return Response({"detail": "The request was refused as malformed."}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RecursionError):
+        return Response({"detail": "The request is nested too deeply."}, status=status.HTTP_400_BAD_REQUEST)
+    return None
+
+
 def exception_handler(exc, context):
+    if (response := _bad_request(exc)) is not None:
+        return response
     if isinstance(exc, ConflictError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, NotFound):

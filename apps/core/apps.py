@@ -9,5 +9,6 @@ class CoreConfig(AppConfig):
     def ready(self):
         from apps.core.roles import sync_group_permissions
 
-        # Permissions exist only after migrate has created them, so groups are synced then.
-        post_migrate.connect(sync_group_permissions, sender=self)
+        # Permissions exist only after migrate has created them for every app; `migrate` sends post_migrate
+        # once per app, so the sync listens to all of them and acts on the last one (see sync_group_permissions).
+        post_migrate.connect(sync_group_permissions, dispatch_uid="core.sync_group_permissions")

@@ -25,17 +25,28 @@ def has_role(user: AbstractBaseUser | None, role: str) -> bool:
 PROJECT_APPS = ["core", "storage", "databases", "backups", "verification", "jobs"]
 
 
-def sync_group_permissions(**_kwargs) -> None:
+def _last_migrated_app():
+    """post_migrate goes to every app with models, in INSTALLED_APPS order; this one hears it last."""
+    from django.apps import apps
+
+    return [config for config in apps.get_app_configs() if config.models_module is not None][-1]
+
+
+def sync_group_permissions(sender=None, using: str = "default", **_kwargs) -> None:
     """Console rights per role: viewers and operators see everything, admins may also change configuration.
 
-    What operators may *do* (back up, verify) is checked by role in the actions themselves.
+    Runs when post_migrate reaches the last app: only then do the permissions of every app exist (auth
+    creates them app by app, on the same signal). What operators may *do* (back up, verify) is checked by
+    role in the actions themselves.
     """
+    if sender is not None and sender is not _last_migrated_app():
+        return
     from django.contrib.auth.models import Group, Permission
 
-    perms = Permission.objects.filter(content_type__app_label__in=PROJECT_APPS)
+    perms = Permission.objects.using(using).filter(content_type__app_label__in=PROJECT_APPS)
     view = list(perms.filter(codename__startswith="view_"))
     for name in (VIEWER, OPERATOR):
-        group, _ = Group.objects.get_or_create(name=name)
+        group, _ = Group.objects.using(using).get_or_create(name=name)
         group.permissions.set(view)
-    group, _ = Group.objects.get_or_create(name=ADMIN)
+    group, _ = Group.objects.using(using).get_or_create(name=ADMIN)
     group.permissions.set(list(perms))

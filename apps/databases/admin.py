@@ -6,14 +6,15 @@ from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
 from apps.databases.models import DatabaseTarget
-from apps.databases.services import save_target
+from apps.databases.services import delete_target, save_target
 
 
 class DatabaseTargetForm(forms.ModelForm):
     # Write-only: the stored password is never rendered back into the page.
     password = forms.CharField(
         required=False, widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the stored password.",
+        help_text="Leave empty to keep the stored password. A change of host, port, user or SSL mode "
+                  "without a new password clears it: a password is never sent to another server.",
     )
     clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
 
@@ -46,6 +47,14 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         if form.cleaned_data.get("clear_password"):
             password = ""
         save_target(target=obj, actor=admin_actor(request), password=password)
+
+    def delete_model(self, request, obj):
+        # Through the service: audited, and refused while the target has backups.
+        delete_target(target=obj, actor=admin_actor(request))
+
+    def delete_queryset(self, request, queryset):
+        for target in queryset:
+            delete_target(target=target, actor=admin_actor(request))
 
     @admin.action(description="Back up now (custom format)")
     def backup_now(self, request, queryset):

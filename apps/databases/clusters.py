@@ -2,14 +2,20 @@
 
 The server refuses to run as root, so when we are root every server program
 runs as the `postgres` system user, in a directory that user owns.
+
+A cluster given a `password` accepts only SCRAM password logins (local socket and TCP alike); without
+one it trusts every local connection, which only throwaway test clusters may do.
 """
 import os
 import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
 
 from apps.databases.connection import PgConn
 
@@ -31,6 +37,73 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_accepting(conn: PgConn, *, timeout: float = 60, app_name: str = "backupsite") -> None:
+    """Wait until the server behind `conn` accepts a login (not only TCP connections); RuntimeError if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(**conn.kwargs(app_name)):
+                return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL on {conn.host}:{conn.port} does not accept connections: {exc}") from None
+            time.sleep(0.2)
+
+
+def create_database(conn: PgConn, name: str, *, if_missing: bool = False) -> bool:
+    """CREATE DATABASE name, connected as `conn` (a superuser); False if it existed and `if_missing`."""
+    with psycopg.connect(**conn.kwargs(), autocommit=True) as c:
+        if if_missing and c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return False
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return True
+
+
+def drop_database(conn: PgConn, name: str) -> None:
+    with psycopg.connect(**conn.kwargs(), autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def recorded_port(base: Path) -> int | None:
+    """The port a cluster under `base` was given: base/port, else what the running or configured server says."""
+    candidates = []
+    port_file = base / "port"
+    if port_file.exists():
+        candidates.append(port_file.read_text().strip())
+    pid_file = base / "data" / "postmaster.pid"
+    if pid_file.exists():
+        lines = pid_file.read_text().splitlines()
+        if len(lines) > 3:
+            candidates.append(lines[3].strip())
+    auto_conf = base / "data" / "postgresql.auto.conf"
+    if auto_conf.exists():
+        ports = [line.split("=", 1)[1].strip() for line in auto_conf.read_text().splitlines()
+                 if line.split("=", 1)[0].strip() == "port"]
+        candidates.extend(reversed(ports))
+    for value in candidates:
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+# Password logins only, over the socket and TCP alike (what initdb --auth=scram-sha-256 writes, and what
+# require_password() writes into a cluster that trusted everyone).
+SCRAM_HBA = "".join(
+    f"{kind:<6} {db:<11} all {addr:<15} scram-sha-256\n"
+    for db in ("all", "replication")
+    for kind, addr in (("local", ""), ("host", "127.0.0.1/32"), ("host", "::1/128"))
+)
+
+
 def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", RUN_AS, "--", *cmd] if os.geteuid() == 0 else cmd
 
@@ -40,6 +113,7 @@ class LocalCluster:
     base: Path
     port: int
     user: str = "postgres"
+    password: str = field(default="", repr=False)
 
     @property
     def data(self) -> Path:
@@ -50,7 +124,8 @@ class LocalCluster:
         return self.base / "server.log"
 
     def conn(self, dbname: str = "postgres") -> PgConn:
-        return PgConn(host="127.0.0.1", port=self.port, dbname=dbname, user=self.user, sslmode="disable")
+        return PgConn(host="127.0.0.1", port=self.port, dbname=dbname, user=self.user, password=self.password,
+                      sslmode="disable")
 
     def _run(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
         result = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, **kw)
@@ -64,8 +139,22 @@ class LocalCluster:
             shutil.chown(self.base, RUN_AS, RUN_AS)
         os.chmod(self.base, 0o700 if os.geteuid() != 0 else 0o755)
         bindir = server_bin_dir()
-        self._run([f"{bindir}/initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-                   "--locale=C.UTF-8", "--no-sync"])
+        cmd = [f"{bindir}/initdb", "-D", str(self.data), "-U", self.user, "-E", "UTF8", "--locale=C.UTF-8",
+               "--no-sync"]
+        if not self.password:
+            self._run([*cmd, "--auth=trust"])
+        else:
+            # The password goes through a private file, never the command line.
+            pwfile = self.base / f".initdb-pw-{os.getpid()}"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(self.password + "\n")
+                if os.geteuid() == 0:
+                    shutil.chown(pwfile, RUN_AS, RUN_AS)
+                self._run([*cmd, "--auth=scram-sha-256", f"--pwfile={pwfile}"])
+            finally:
+                pwfile.unlink(missing_ok=True)
         conf = {
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.base}'",
@@ -81,6 +170,20 @@ class LocalCluster:
         # Later lines win, so appending overrides; the file stays owned by the server user.
         with open(self.data / "postgresql.auto.conf", "a") as fh:
             fh.write("".join(f"{k} = {v}\n" for k, v in conf.items()))
+
+    def require_password(self, password: str) -> None:
+        """Turn a running cluster that trusted every local connection into a SCRAM-password-only one.
+
+        Only the SCRAM verifier (computed here by libpq) is sent to the server, never the password.
+        """
+        with psycopg.connect(**self.conn().kwargs("backupsite-setup"), autocommit=True) as c:
+            verifier = c.pgconn.encrypt_password(password.encode(), self.user.encode(), b"scram-sha-256").decode()
+            c.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.user), sql.Literal(verifier)))
+        with open(self.data / "pg_hba.conf", "w") as fh:  # truncating keeps the file's owner
+            fh.write(SCRAM_HBA)
+        self.password = password
+        self._run([f"{server_bin_dir()}/pg_ctl", "-D", str(self.data), "reload"])
+        wait_accepting(self.conn(), timeout=30, app_name="backupsite-setup")
 
     def set_port(self, port: int) -> None:
         self.port = port

@@ -8,11 +8,18 @@ from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 
 
+# The stored password belongs to this server, user and transport: when one of them changes, it goes.
+CREDENTIAL_FIELDS = ("host", "port", "user", "sslmode")
+AUDITED_FIELDS = ("name", "description", "host", "port", "dbname", "user", "sslmode", "storage_location_id",
+                  "wal_archiving", "tags", "enabled")
+
+
 @transaction.atomic
 def upsert_target_from_dsn(
     *, name: str, dsn: str, actor: Actor, password: str | None = None, **fields
 ) -> tuple[DatabaseTarget, bool]:
-    """`password` (if given) wins over one inside the DSN; with neither, a stored password is kept."""
+    """`password` (if given) wins over one inside the DSN; with neither, a stored password is kept
+    unless the host, port, user or sslmode change (see save_target)."""
     conn = PgConn.from_dsn(dsn)
     if password is not None:
         conn = replace(conn, password=password)
@@ -23,16 +30,32 @@ def upsert_target_from_dsn(
     target.sslmode = conn.sslmode
     for key, value in fields.items():
         setattr(target, key, value)
-    if conn.password:
-        target.set_password(conn.password)
-    return save_target(target=target, actor=actor), created
+    return save_target(target=target, actor=actor, password=conn.password or None), created
 
 
+def _changed_fields(target: DatabaseTarget) -> list[str]:
+    """Fields whose value differs from the saved row (none for a new target)."""
+    if target._state.adding or target.pk is None:
+        return []
+    saved = DatabaseTarget.objects.filter(pk=target.pk).values(*AUDITED_FIELDS).first() or {}
+    return [f for f in AUDITED_FIELDS if f in saved and saved[f] != getattr(target, f)]
+
+
+@transaction.atomic
 def save_target(*, target: DatabaseTarget, actor: Actor, password: str | None = None) -> DatabaseTarget:
-    """Validate and save; `password` None keeps the stored one, "" clears it."""
+    """Validate and save; `password` None keeps the stored one, "" clears it.
+
+    A change of host, port, user or sslmode clears the stored password unless a new one comes with it:
+    the old server's password is never sent to a new server. The audit event lists the changed fields.
+    """
     created = target._state.adding
+    changed = _changed_fields(target)
+    password_cleared = False
     if password is not None:
         target.set_password(password)
+    elif target.has_password and set(changed) & set(CREDENTIAL_FIELDS):
+        target.password_sealed = ""
+        password_cleared = True
     try:
         target.full_clean()
     except Exception as exc:
@@ -41,8 +64,12 @@ def save_target(*, target: DatabaseTarget, actor: Actor, password: str | None = 
             raise UserError("; ".join(f"{k}: {' '.join(v)}" for k, v in messages.items())) from None
         raise
     target.save()
-    audit(actor=actor, action="target.created" if created else "target.updated", obj=target,
-          details={"password_changed": password is not None})
+    details = {"password_changed": password is not None or password_cleared}
+    if not created:
+        details["changed"] = changed
+        if password_cleared:
+            details["password_cleared"] = "host, port, user or sslmode changed without a new password"
+    audit(actor=actor, action="target.created" if created else "target.updated", obj=target, details=details)
     return target
 
 

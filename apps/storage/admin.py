@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from apps.core.admin_utils import admin_actor
 from apps.storage.models import StorageLocation
@@ -10,6 +11,8 @@ class StorageLocationAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "region", "bucket", "path", "storage_class", "is_primary", "enabled"]
     list_filter = ["kind", "is_primary", "enabled"]
     search_fields = ["name", "bucket", "path", "region"]
+    # The kind's choices come from the backend registry (the model field's callable choices).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def save_model(self, request, obj, form, change):
         save_location(location=obj, actor=admin_actor(request))

@@ -14,6 +14,10 @@ class StorageLocationSerializer(serializers.ModelSerializer):
             "is_primary", "capacity_bytes", "enabled", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
+        # The kind's choices come from the backend registry (the model field's callable choices).
+        extra_kwargs = {"kind": {"error_messages": {
+            "invalid_choice": "Unknown storage kind \"{input}\": no backend for it.",
+        }}}
 
 
 @crud_schema(StorageLocationSerializer, "storage location", deletable=False)

@@ -2,18 +2,19 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.core.models import TimeStampedModel
+from apps.storage.backends import kind_choices
 
 
 class StorageKind(models.TextChoices):
+    """Kinds the code refers to by name. Which kinds may be used is what the backend registry knows."""
+
     LOCAL = "local", "Local disk"
-    S3 = "s3", "Amazon S3"
-    AZURE = "azure", "Azure Blob Storage"
-    GCS = "gcs", "Google Cloud Storage"
 
 
 class StorageLocation(TimeStampedModel):
     name = models.SlugField(max_length=64, unique=True)
-    kind = models.CharField(max_length=16, choices=StorageKind.choices, default=StorageKind.LOCAL)
+    # Choices from the backend registry (a callable: registering a backend needs no migration).
+    kind = models.CharField(max_length=16, choices=kind_choices, default=StorageKind.LOCAL)
     region = models.CharField(max_length=64, blank=True)
     bucket = models.CharField(max_length=255, blank=True, help_text="Bucket (S3, GCS) or container (Azure).")
     path = models.CharField(max_length=1024, blank=True, help_text="Root directory (local) or key prefix (cloud).")

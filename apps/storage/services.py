@@ -3,6 +3,7 @@ from django.db import transaction
 
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
+from apps.storage import backends
 from apps.storage.models import StorageKind, StorageLocation
 
 DEFAULT_LOCATION_NAME = "local"
@@ -25,6 +26,9 @@ def ensure_default_location() -> StorageLocation:
 
 @transaction.atomic
 def save_location(*, location: StorageLocation, actor: Actor) -> StorageLocation:
+    if location.kind not in backends.kinds():
+        raise UserError(f"Unknown storage kind {location.kind!r}: no backend for it "
+                        f"(available: {', '.join(backends.kinds())}).")
     if location.kind == StorageKind.LOCAL and location.path and not location.path.startswith("/"):
         raise UserError("A local location's path must be absolute.")
     if location.is_primary:

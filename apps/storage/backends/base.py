@@ -40,6 +40,7 @@ def clean_key(key: str) -> str:
 
 class StorageBackend(ABC):
     kind: str = ""
+    label: str = ""  # shown in forms and the API schema
 
     def __init__(self, location):
         self.location = location

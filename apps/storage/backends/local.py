@@ -15,6 +15,7 @@ PARTIAL_MARK = ".partial-"
 @register
 class LocalBackend(StorageBackend):
     kind = "local"
+    label = "Local disk"
 
     @property
     def root(self) -> Path:

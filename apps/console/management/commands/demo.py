@@ -1,37 +1,47 @@
 """`manage.py demo`: everything the local demo console needs, made once and reused afterwards.
 
 - the demo admin (superuser `admin`) with a random password kept in VAR/demo-admin-password;
-- a sandbox PostgreSQL cluster under VAR/sandbox-pg (or under /var/tmp when the postgres user cannot
-  reach VAR), started if it is not running, moved to a free port if its port is taken;
+- a sandbox PostgreSQL cluster under VAR/sandbox-pg (or, when the postgres user cannot reach VAR, in a
+  fresh private directory made under /var/tmp and recorded in VAR/sandbox-pg.path), started if it is not
+  running, moved to a free port if its port is taken. It accepts SCRAM password logins only: its
+  superuser's random password is kept in VAR/sandbox-pg-password (mode 600) and in the target;
 - database `propchain` with sample property data;
 - target `demo` pointing at it;
 - a first backup, taken only while the target has no succeeded backup.
 
 `make run` calls it before starting the web server and the job worker; `make stop` calls `demo --stop`.
 """
-import hashlib
 import os
 import secrets
 import shutil
-import socket
+import stat
 import subprocess
-import time
+import tempfile
 from pathlib import Path
 
 import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from psycopg import sql
 
+from apps.backups.jobs import DatabaseBackupJob
+from apps.backups.models import Backup, BackupStatus
+from apps.core.errors import UserError
 from apps.core.models import Interface
 from apps.core.services import Actor
+from apps.databases import clusters, sample_data
+from apps.databases.clusters import LocalCluster
+from apps.databases.models import DatabaseTarget
+from apps.databases.services import upsert_target_from_dsn
 
 ADMIN_USERNAME = "admin"
 ADMIN_EMAIL = "admin@example.invalid"
 PASSWORD_FILE = "demo-admin-password"
 SANDBOX_DIR = "sandbox-pg"
 SANDBOX_POINTER = "sandbox-pg.path"  # written when the sandbox lives outside VAR
+SANDBOX_PASSWORD_FILE = "sandbox-pg-password"  # the sandbox superuser's password
+ELSEWHERE_ROOT = Path("/var/tmp")
+ELSEWHERE_PREFIX = "backupsite-sandbox-"
 DEMO_DB = "propchain"
 TARGET_NAME = "demo"
 DEMO_ACTOR = Actor(via=Interface.SYSTEM, extra={"name": "demo"})
@@ -44,62 +54,63 @@ def reachable_by_server_user(path: Path) -> bool:
     """Can the user that runs the PostgreSQL server traverse every directory down to `path`?"""
     if os.geteuid() != 0:
         return True  # the server runs as ourselves
-    from apps.databases.clusters import RUN_AS
-
-    result = subprocess.run(["runuser", "-u", RUN_AS, "--", "test", "-x", str(path)], capture_output=True)
+    result = subprocess.run(["runuser", "-u", clusters.RUN_AS, "--", "test", "-x", str(path)], capture_output=True)
     return result.returncode == 0
 
 
+def _server_uid() -> int | None:
+    import pwd
+
+    try:
+        return pwd.getpwnam(clusters.RUN_AS).pw_uid
+    except KeyError:
+        return None
+
+
+def is_private_dir(path: Path) -> bool:
+    """A real directory (not a symlink), owned by us or the server user, writable by nobody else."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid in {os.geteuid(), _server_uid()}
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def sandbox_base(var_dir: Path) -> Path:
-    """VAR/sandbox-pg if the postgres user can reach it, else a fixed directory under /var/tmp (recorded)."""
+    """VAR/sandbox-pg if the postgres user can reach it, else a fresh private directory under /var/tmp.
+
+    The directory outside VAR is made by mkdtemp (a new, unpredictable name, mode 700: nothing planted in
+    advance can be in it) and recorded in VAR/sandbox-pg.path. A recorded directory that is gone, or is
+    now a symlink or someone else's, is never reused: a new one is made.
+    """
     pointer = var_dir / SANDBOX_POINTER
     if pointer.exists():
-        return Path(pointer.read_text().strip())
+        recorded = Path(pointer.read_text().strip())
+        if recorded.is_absolute() and is_private_dir(recorded):
+            return recorded
+        pointer.unlink()
     local = var_dir / SANDBOX_DIR
     if (local / "data").exists() or reachable_by_server_user(var_dir):
         return local
-    digest = hashlib.sha256(str(var_dir.resolve()).encode()).hexdigest()[:12]
-    elsewhere = Path("/var/tmp") / f"backupsite-sandbox-{digest}"
-    pointer.write_text(f"{elsewhere}\n")
+    elsewhere = Path(tempfile.mkdtemp(prefix=ELSEWHERE_PREFIX, dir=ELSEWHERE_ROOT))
+    write_private(pointer, f"{elsewhere}\n")
     return elsewhere
 
 
 def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.chmod(path, 0o600)
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def stored_port(base: Path) -> int | None:
-    """The port the sandbox was given: base/port, else what the running or configured server says."""
-    candidates = []
-    port_file = base / "port"
-    if port_file.exists():
-        candidates.append(port_file.read_text().strip())
-    pid_file = base / "data" / "postmaster.pid"
-    if pid_file.exists():
-        lines = pid_file.read_text().splitlines()
-        if len(lines) > 3:
-            candidates.append(lines[3].strip())
-    auto_conf = base / "data" / "postgresql.auto.conf"
-    if auto_conf.exists():
-        ports = [line.split("=", 1)[1].strip() for line in auto_conf.read_text().splitlines()
-                 if line.split("=", 1)[0].strip() == "port"]
-        candidates.extend(reversed(ports))
-    for value in candidates:
-        if value.isdigit():
-            return int(value)
-    return None
+def private_secret(path: Path) -> tuple[str, bool]:
+    """The secret kept in `path` (mode 600), made at random the first time: (secret, made now)."""
+    made = not path.exists() or not path.read_text().strip()
+    if made:
+        write_private(path, secrets.token_urlsafe(18) + "\n")
+    return path.read_text().strip(), made
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -168,58 +179,57 @@ class Command(BaseCommand):
             return password, "NOT the current password: changed in the console"
         return password, "existing admin user"
 
-    def ensure_cluster(self, var: Path):
-        from apps.databases.clusters import LocalCluster, free_port, server_bin_dir
-
+    def ensure_cluster(self, var: Path) -> tuple[LocalCluster, str]:
         try:
-            server_bin_dir()
+            clusters.server_bin_dir()
         except RuntimeError as exc:
             raise CommandError(f"{exc} Run `make setup` first.") from None
         base = sandbox_base(var)
         if (var / SANDBOX_POINTER).exists():
             self.stdout.write(f"The postgres user cannot reach {var}; the sandbox lives in {base} "
                               f"(recorded in {var / SANDBOX_POINTER}).")
-        cluster = LocalCluster(base=base, port=stored_port(base) or free_port())
+        password, new_password = private_secret(var / SANDBOX_PASSWORD_FILE)
+        cluster = LocalCluster(base=base, port=clusters.recorded_port(base) or clusters.free_port(),
+                               password=password)
         note = "reused"
         if not (cluster.data / "PG_VERSION").exists():
             if cluster.data.exists():  # an initdb that did not finish
                 shutil.rmtree(cluster.data)
-            cluster.port = free_port()
+            cluster.port = clusters.free_port()
             self.stdout.write(f"Creating the sandbox PostgreSQL cluster in {cluster.data} ...")
-            cluster.initdb()
+            cluster.initdb()  # password logins only (SCRAM)
             (base / "port").write_text(f"{cluster.port}\n")
             note = "created"
+            new_password = False
         if cluster.is_running():
             note = "already running" if note == "reused" else note
         else:
-            if not port_is_free(cluster.port):
+            if not clusters.port_is_free(cluster.port):
                 old = cluster.port
-                cluster.set_port(free_port())
+                cluster.set_port(clusters.free_port())
                 self.stdout.write(f"Port {old} is taken; the sandbox moves to port {cluster.port}.")
             cluster.start()
             (base / "port").write_text(f"{cluster.port}\n")  # start() may have moved to another port
             note = f"{note}, started"
-        self.wait_accepting(cluster)
+        if new_password:
+            # A sandbox made by an older demo trusted every local connection: it now wants the password.
+            try:
+                cluster.require_password(password)
+            except Exception as exc:
+                (var / SANDBOX_PASSWORD_FILE).unlink(missing_ok=True)
+                raise CommandError(
+                    f"Could not give the sandbox cluster a password: {exc}. If it already has one and "
+                    f"{var / SANDBOX_PASSWORD_FILE} was lost, start over: `make stop`, then remove {base}."
+                ) from None
+            note = f"{note}, password logins only from now on"
+        try:
+            clusters.wait_accepting(cluster.conn(), app_name="backupsite-demo")
+        except RuntimeError as exc:
+            raise CommandError(f"{exc} (log: {cluster.log})") from None
         return cluster, note
 
-    def wait_accepting(self, cluster, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with psycopg.connect(**cluster.conn().kwargs("backupsite-demo")):
-                    return
-            except psycopg.OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise CommandError(f"The sandbox cluster does not accept connections: {exc} "
-                                       f"(log: {cluster.log})") from None
-                time.sleep(0.2)
-
-    def ensure_database(self, cluster, *, rows: int) -> str:
-        from apps.databases import sample_data
-
-        with psycopg.connect(**cluster.conn().kwargs("backupsite-demo"), autocommit=True) as c:
-            if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DEMO_DB]).fetchone():
-                c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
+    def ensure_database(self, cluster: LocalCluster, *, rows: int) -> str:
+        clusters.create_database(cluster.conn(), DEMO_DB, if_missing=True)
         with psycopg.connect(**cluster.conn(DEMO_DB).kwargs("backupsite-demo")) as c:
             loaded = c.execute("SELECT to_regclass('public.properties') IS NOT NULL").fetchone()[0]
         if loaded:
@@ -228,24 +238,24 @@ class Command(BaseCommand):
         sample_data.load(cluster.conn(DEMO_DB), rows=rows)  # one transaction: all or nothing
         return f"sample data loaded, {rows} rows per table"
 
-    def ensure_target(self, cluster):
-        from apps.databases.models import DatabaseTarget
-        from apps.databases.services import upsert_target_from_dsn
-
+    def ensure_target(self, cluster: LocalCluster) -> tuple[DatabaseTarget, str]:
         conn = cluster.conn(DEMO_DB)
         existing = DatabaseTarget.objects.filter(name=TARGET_NAME).first()
         wanted = (conn.host, conn.port, conn.dbname, conn.user, "disable")
         if existing is not None and (existing.host, existing.port, existing.dbname, existing.user,
                                      existing.sslmode) == wanted:
-            return existing, "exists"
+            try:
+                if existing.get_password() == conn.password:
+                    return existing, "exists"
+            except UserError:  # sealed under another SECRET_KEY: set it again below
+                pass
         dsn = f"postgresql://{conn.user}@{conn.host}:{conn.port}/{conn.dbname}?sslmode=disable"
-        target, created = upsert_target_from_dsn(name=TARGET_NAME, dsn=dsn, actor=DEMO_ACTOR)
-        return target, ("registered" if created else f"updated to port {conn.port}")
+        # The password travels as an argument, not inside the DSN.
+        target, created = upsert_target_from_dsn(name=TARGET_NAME, dsn=dsn, password=conn.password,
+                                                 actor=DEMO_ACTOR)
+        return target, ("registered" if created else f"updated (port {conn.port})")
 
-    def ensure_first_backup(self, target):
-        from apps.backups.jobs import DatabaseBackupJob
-        from apps.backups.models import Backup, BackupStatus
-
+    def ensure_first_backup(self, target: DatabaseTarget) -> tuple[Backup, str]:
         done = Backup.objects.filter(database_target=target, status=BackupStatus.SUCCEEDED).order_by("-created_at")
         if done.exists():
             return done.first(), "first backup already taken"
@@ -257,14 +267,12 @@ class Command(BaseCommand):
         return backup, "first backup taken now"
 
     def stop_sandbox(self, var: Path) -> None:
-        from apps.databases.clusters import LocalCluster
-
         pointer = var / SANDBOX_POINTER
         base = Path(pointer.read_text().strip()) if pointer.exists() else var / SANDBOX_DIR
-        if not (base / "data" / "PG_VERSION").exists():
+        if not is_private_dir(base) or not (base / "data" / "PG_VERSION").exists():
             self.stdout.write(f"No sandbox cluster in {base}.")
             return
-        cluster = LocalCluster(base=base, port=stored_port(base) or 0)
+        cluster = LocalCluster(base=base, port=clusters.recorded_port(base) or 0)
         if cluster.is_running():
             cluster.stop()
             self.stdout.write(f"Stopped the sandbox cluster in {cluster.data}.")

@@ -1,0 +1,113 @@
+"""Deleting a backup: its stored objects leave every location; its row stays, marked `deleted`, for history.
+
+The manifest is the commit marker (docs/FORMAT.md): a backup whose manifest is present looks complete. So
+deletion runs in the reverse order of a backup:
+
+1. every location's manifest is removed FIRST — from then on no location offers the backup as complete,
+   whatever happens next;
+2. then its artifacts (and any other object under the backup's prefix);
+3. then the rows: replicas and the backup are marked `deleted` and the deletion is audited.
+
+A crash or storage error after step 1 leaves artifacts without a manifest — garbage that verification and a
+catalog rebuild reject, never a half-deleted backup that looks restorable — and the row still says what it
+was, so running the deletion again finishes it (an object already gone is not an error).
+
+Refused: a backup under legal hold, one still pending or running, one a kept backup depends on (its
+incrementals), and one already deleted. The backup row is locked while it is being deleted, so a legal hold
+set meanwhile waits for the deletion to finish (on PostgreSQL; SQLite serializes writers anyway).
+"""
+import logging
+import posixpath
+
+from django.db import transaction
+
+from apps.backups import layout
+from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
+from apps.core.errors import ConflictError, UserError
+from apps.core.services import Actor, audit
+from apps.storage import backends
+from apps.storage.backends import StorageError
+
+log = logging.getLogger(__name__)
+
+IN_PROGRESS = (BackupStatus.PENDING, BackupStatus.RUNNING)
+
+
+def refusal(backup: Backup) -> str | None:
+    """Why this backup may not be deleted now, or None."""
+    if backup.status == BackupStatus.DELETED:
+        return f"Backup {backup.pk} is already deleted."
+    if backup.legal_hold:
+        return f"Backup {backup.pk} is under legal hold; release the hold first."
+    if backup.status in IN_PROGRESS:
+        return f"Backup {backup.pk} is {backup.status}; wait for it to finish."
+    if backup.children.exclude(status=BackupStatus.DELETED).exists():
+        return f"Backup {backup.pk} has backups that depend on it; delete those first."
+    return None
+
+
+def _prefix(backup: Backup) -> str | None:
+    if backup.manifest_key:
+        return posixpath.dirname(backup.manifest_key)
+    if backup.database_target is not None:
+        return layout.backup_prefix(backup.database_target.name, backup.pk)
+    return None
+
+
+def _locations(backup: Backup) -> list:
+    """Every location that may hold objects of the backup: where it was written and every replica."""
+    locations = {backup.storage_location_id: backup.storage_location}
+    for replica in backup.replicas.select_related("location"):
+        locations.setdefault(replica.location_id, replica.location)
+    return [locations[pk] for pk in sorted(locations)]
+
+
+def _delete_objects(backup: Backup) -> list[str]:
+    """Remove the backup's objects from every location, manifests first; returns the keys removed."""
+    try:
+        stores = [backends.for_location(location) for location in _locations(backup)]
+    except StorageError as exc:
+        raise UserError(f"Backup {backup.pk} cannot be deleted: {exc}") from None
+    prefix = _prefix(backup)
+    manifest = backup.manifest_key or (f"{prefix}/manifest.json" if prefix else "")
+    artifact_keys = list(backup.artifacts.values_list("key", flat=True))
+    removed: list[str] = []
+    if manifest:
+        for store in stores:  # the commit marker goes first, in every location
+            store.delete(manifest)
+            removed.append(f"{store.location.name}:{manifest}")
+    for store in stores:
+        keys = list(artifact_keys)
+        if prefix:  # anything else under the backup's prefix (e.g. an object of an interrupted replication)
+            keys += [info.key for info in store.list(prefix + "/") if info.key not in keys and info.key != manifest]
+        for key in keys:
+            store.delete(key)
+            removed.append(f"{store.location.name}:{key}")
+    return removed
+
+
+def delete_backup(*, backup: Backup, actor: Actor) -> Backup:
+    """Delete a backup's stored objects everywhere and mark it deleted; audited. Raises ConflictError if refused."""
+    try:
+        with transaction.atomic():
+            locked = (Backup.objects.select_for_update().select_related("database_target", "storage_location")
+                      .get(pk=backup.pk))
+            if (reason := refusal(locked)) is not None:
+                raise ConflictError(reason)
+            previous = locked.status
+            removed = _delete_objects(locked)
+            Replica.objects.filter(backup=locked).update(status=ReplicaStatus.DELETED)
+            Backup.objects.filter(pk=locked.pk).update(status=BackupStatus.DELETED)
+            audit(actor=actor, action="backup.deleted", obj=locked,
+                  details={"previous_status": previous, "objects_removed": removed})
+    except ConflictError:
+        raise
+    except Exception as exc:
+        # Objects may be half removed (never the manifest last): say so in the audit log; running it again finishes.
+        log.exception("Deleting backup %s failed", backup.pk)
+        audit(actor=actor, action="backup.delete.failed", obj=backup, details={"error": str(exc)[:500]})
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"Deleting backup {backup.pk} failed part way ({exc}); run the deletion again.") from exc
+    backup.refresh_from_db()
+    return backup
