@@ -6,6 +6,7 @@ SIGKILL while the server is in the middle of COPYing the big table: nothing may 
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,13 @@ def test_kill_9_in_the_middle_of_a_restore_commits_nothing(pg_cluster, backups, 
                 time.sleep(0.05)
         with catalog.connect(dest) as c:
             assert catalog.user_tables(c.cursor()) == []  # not a table, not a row: one transaction, rolled back
+        # The killed restore's job does not stay `running`: the next job request settles it.
+        manage("db_verify", ids[fmt], "--level", "exists", env=env)
+        db = env["DATABASE_URL"].removeprefix("sqlite:///")
+        with sqlite3.connect(db) as meta:
+            status, error = meta.execute("SELECT status, error FROM jobs_job WHERE type = 'restore.database' "
+                                         "ORDER BY created_at DESC LIMIT 1").fetchone()
+        assert status == "failed" and "Abandoned" in error and "died" in error
     finally:
         drop_database(pg_cluster, dest.dbname)
 
