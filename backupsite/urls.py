@@ -15,3 +15,9 @@ urlpatterns = [
          name="swagger-ui"),
     path("", include("apps.console.urls")),
 ]
+
+# The API answers JSON whatever fails, even before a view runs (no route, an id of the wrong shape).
+handler400 = "apps.core.api_errors.bad_request"
+handler403 = "apps.core.api_errors.permission_denied"
+handler404 = "apps.core.api_errors.page_not_found"
+handler500 = "apps.core.api_errors.server_error"

@@ -195,3 +195,21 @@ def test_names_starting_with_a_dash_are_accepted_as_names_and_never_become_optio
     assert table_contents(dest, "public.marker") == table_contents(dashed_database, "public.marker")
     with catalog.connect(dest) as c:
         assert catalog.row_counts(c.cursor()) == {"public.marker": 7}
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/..%2Fetc", "/v1/jobs/%00", "/v1/no-such-route",
+                                  "/v1/backup-recovery/database/backups/" + "u" * 26])
+def test_api_paths_that_match_no_route_answer_json(api_as, path):
+    """An id of the wrong shape never reaches a query (no driver error on NUL bytes): a JSON 404."""
+    r = api_as("viewer").get(path)
+    assert r.status_code == 404 and r["Content-Type"].startswith("application/json")
+    assert r.json() == {"detail": "Not found."}
+
+
+def test_ids_are_case_insensitive_ulids(api_as, target):
+    from apps.backups.jobs import DatabaseBackupJob
+    from apps.core.services import SYSTEM
+
+    job = DatabaseBackupJob.run_now(target=target, actor=SYSTEM)
+    r = api_as("viewer").get(f"/v1/jobs/{job.pk.lower()}")
+    assert r.status_code == 200 and r.json()["id"] == job.pk

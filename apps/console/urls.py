@@ -7,7 +7,7 @@ app_name = "console"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("targets/<int:target_id>/backup/", views.backup_now, name="backup-now"),
-    path("jobs/<str:job_id>/", views.job_detail, name="job"),
-    path("backups/<str:backup_id>/", views.backup_detail, name="backup"),
-    path("backups/<str:backup_id>/verify/", views.verify_now, name="verify"),
+    path("jobs/<ulid:job_id>/", views.job_detail, name="job"),
+    path("backups/<ulid:backup_id>/", views.backup_detail, name="backup"),
+    path("backups/<ulid:backup_id>/verify/", views.verify_now, name="verify"),
 ]

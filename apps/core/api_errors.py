@@ -5,6 +5,8 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -55,3 +57,25 @@ def exception_handler(exc, context):
         log.exception("Unhandled API error")
         return Response({"detail": "Internal error; see the server log."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     return response
+
+
+# --- errors raised outside DRF views (no URL matched, an id of the wrong shape, a crash) ----------------
+
+API_PREFIXES = ("/v1/", "/api/")
+
+
+def _json_or(default_view, status_code: int, detail: str):
+    """A Django error handler: JSON under the API's prefixes, Django's own page elsewhere (console, admin)."""
+
+    def view(request, exception=None):
+        if request.path.startswith(API_PREFIXES):
+            return JsonResponse({"detail": detail}, status=status_code)
+        return default_view(request, exception) if exception is not None else default_view(request)
+
+    return view
+
+
+bad_request = _json_or(defaults.bad_request, 400, "Bad request.")
+permission_denied = _json_or(defaults.permission_denied, 403, "Your role does not allow this action.")
+page_not_found = _json_or(defaults.page_not_found, 404, "Not found.")
+server_error = _json_or(defaults.server_error, 500, "Internal error; it was logged.")

@@ -7,6 +7,7 @@ class CoreConfig(AppConfig):
     label = "core"
 
     def ready(self):
+        from apps.core import converters  # noqa: F401  (registers <ulid:...> before any URLconf is loaded)
         from apps.core.roles import sync_group_permissions
 
         # Permissions exist only after migrate has created them for every app; `migrate` sends post_migrate
