@@ -184,7 +184,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django_q": {"level": "WARNING"}},
+    # django-q2 logs as "django-q": every scheduled sweep at INFO would drown the log.
+    "loggers": {"django-q": {"level": "WARNING"}},
 }
 
 # --- Request limits, login throttling, token revocation (security block) -----
