@@ -76,7 +76,7 @@ def test_a_location_without_backend_is_refused_when_the_backup_is_requested(api_
 def _dead_identity() -> str:
     proc = subprocess.Popen(["true"])
     proc.wait()
-    return f"{socket.gethostname()}:{proc.pid}:1"
+    return f"{socket.gethostname()}:{proc.pid}:1:{liveness._pid_namespace()}"
 
 
 def test_jobs_whose_process_died_or_went_silent_are_failed(target):
@@ -101,10 +101,12 @@ def test_jobs_whose_process_died_or_went_silent_are_failed(target):
 
 def test_liveness_tells_a_reused_pid_from_the_original():
     me = liveness.this_process()
-    host, pid, start = me.split(":")
+    host, pid, start, pidns = me.split(":")
     assert not liveness.is_dead(me)
-    assert liveness.is_dead(f"{host}:{pid}:{int(start) + 1}")  # same pid, another process
-    assert not liveness.is_dead(f"another-host:{pid}:1")  # cannot tell from here: the heartbeat decides
+    assert liveness.is_dead(f"{host}:{pid}:{int(start) + 1}:{pidns}")  # same pid, another process
+    # Cannot tell from here (another host, or another container's PID namespace): the heartbeat decides.
+    assert not liveness.is_dead(f"another-host:{pid}:1:{pidns}")
+    assert not liveness.is_dead(f"{host}:{pid}:{int(start) + 1}:4026500000")
 
 
 def test_every_job_type_is_a_runner_class():

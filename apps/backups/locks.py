@@ -1,6 +1,6 @@
 """At most one backup per target at a time: a lease on the target row.
 
-The lease names the backup holding it and the process running it (host:pid:start)
+The lease names the backup holding it and the process running it (host:pid:start:pidns)
 and is renewed by the job heartbeat thread, independently of data progress: a
 backup blocked behind a table lock keeps it; a killed one loses it at once on the
 same host (its process is gone) or after BACKUP_LOCK_STALE_SECONDS elsewhere.

@@ -1,8 +1,9 @@
 """Who runs a job, and whether that process still exists.
 
-An identity is "host:pid:start", where start is the process start time in
-clock ticks since boot (/proc/PID/stat field 22): a pid reused by another
-process after a crash does not pass for the original holder.
+An identity is "host:pid:start:pidns". `start` is the process start time in clock
+ticks since boot (/proc/PID/stat field 22), so a pid reused after a crash does not
+pass for the original holder; `pidns` names the PID namespace, so two containers
+that share a host name (host networking) never judge each other's pids.
 """
 import os
 import socket
@@ -22,18 +23,29 @@ def _start_ticks(pid: int) -> str:
     return fields[19]
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    except OSError:
+        return ""
+
+
 def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}:{_pid_namespace()}"
+
+
+def describe(identity: str) -> str:
+    host, pid = (identity.split(":") + ["", ""])[:2]
+    return f"pid {pid} on {host}"
 
 
 def is_dead(identity: str) -> bool:
-    """True only when the process is known to be gone: same host, and its pid is unused or reused.
+    """True only when the process is known to be gone: same host and PID namespace, and its pid unused or reused.
 
-    A holder on another host cannot be checked from here; its heartbeat going stale decides.
+    A holder elsewhere cannot be checked from here; its heartbeat going stale decides.
     """
-    host, _, rest = identity.partition(":")
-    pid, _, start = rest.partition(":")
-    if not host or host != socket.gethostname() or not pid.isdigit():
+    host, pid, start, pidns = (identity.split(":") + ["", "", "", ""])[:4]
+    if not host or host != socket.gethostname() or not pid.isdigit() or pidns != _pid_namespace():
         return False
     if not os.path.isdir("/proc"):
         return False  # no way to tell here: rely on the heartbeat

@@ -28,7 +28,7 @@ class Job(UlidModel):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=128, blank=True, help_text="host:pid:start of the process running it.")
+    worker = models.CharField(max_length=128, blank=True, help_text="host:pid:start:pidns of the process running it.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -38,8 +38,7 @@ def reap_dead_jobs() -> int:
     reaped = 0
     for job in Job.objects.filter(status=JobStatus.RUNNING).only("pk", "type", "worker", "heartbeat_at"):
         if job.worker and liveness.is_dead(job.worker):
-            host, _, rest = job.worker.partition(":")
-            reason = f"Abandoned: the process running it (pid {rest.partition(':')[0]} on {host}) died."
+            reason = f"Abandoned: the process running it ({liveness.describe(job.worker)}) died."
         elif job.heartbeat_at is not None and job.heartbeat_at < stale:
             reason = f"Abandoned: no heartbeat for more than {settings.JOB_STALE_SECONDS} s (worker killed or cut off)."
         else:

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='job',
             name='worker',
-            field=models.CharField(blank=True, help_text='host:pid:start of the process running it.', max_length=128),
+            field=models.CharField(blank=True, help_text='host:pid:start:pidns of the process running it.', max_length=128),
         ),
     ]
