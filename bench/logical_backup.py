@@ -64,7 +64,7 @@ RSS_STABILITY = 0.10
 
 METHODS = {
     "a": "pg_dump -Fc (gzip)",
-    "b": "pg_dump -Fc -Z0 \\| zstd -3",
+    "b": "pg_dump -Fc -Z0 \\| zstd -3 -T2",
     "c": "manage.py db_backup",
 }
 EXTRA_METHODS = {
@@ -215,7 +215,7 @@ def run_pg_dump_zstd(cluster: LocalCluster, out: Path, size_mb: int, rep: int) -
         t0 = time.perf_counter()
         dump = subprocess.Popen(["pg_dump", "--no-password", "-Fc", "-Z0"], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, env=env)
-        zstd = subprocess.Popen(["zstd", "-3", "-q", "-c"], stdin=dump.stdout, stdout=fh)
+        zstd = subprocess.Popen(["zstd", "-3", "-T2", "-q", "-c"], stdin=dump.stdout, stdout=fh)
         dump.stdout.close()  # zstd holds the only read end: pg_dump sees EPIPE if zstd dies
         mon = TreeMonitor({dump.pid: "pg_dump", zstd.pid: "zstd"})
         mon.start()
@@ -405,24 +405,92 @@ def wait_backends_gone(cluster: LocalCluster, baseline: int, timeout: float = 5.
 # --- database -------------------------------------------------------------------------------------------
 
 
-def make_database(cluster: LocalCluster, size_mb: int) -> dict:
-    scale = max(1, round(size_mb / 15))
+PGBENCH_SHARE = 0.3  # mixed dataset: share of the target size given to pgbench; the rest is the documents table
+ATTACHMENT_SHARE = 0.15  # mixed dataset: rows of the documents table that carry a random (incompressible) bytea
+
+
+def make_database(cluster: LocalCluster, size_mb: int, dataset: str = "pgbench") -> dict:
+    """pgbench only, or (dataset "mixed") pgbench plus a documents table of text, jsonb and random bytea.
+
+    The database is created once: if it is already there (a kept cluster, --cluster-dir), it is reused.
+    """
     with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {DBNAME}")
+        exists = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DBNAME,)).fetchone()
+        if not exists:
+            c.execute(f"CREATE DATABASE {DBNAME}")
+    share = PGBENCH_SHARE if dataset == "mixed" else 1.0
+    scale = max(1, round(size_mb * share / 15))
     env = cluster.conn(DBNAME).env("bench-init")
     t0 = time.perf_counter()
-    subprocess.run(["pgbench", "-i", "-s", str(scale), "-q"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not exists:
+        subprocess.run(["pgbench", "-i", "-s", str(scale), "-q"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if dataset == "mixed":
+            fill_documents(cluster, size_mb * MB)
     init_s = time.perf_counter() - t0
     with psycopg.connect(**cluster.conn(DBNAME).kwargs(), autocommit=True) as c:
         c.execute("CHECKPOINT")  # no dirty buffers left for the checkpointer to write during the runs
         db_bytes = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         server_version = c.execute("SHOW server_version").fetchone()[0]
         rows = c.execute("SELECT count(*) FROM pgbench_accounts").fetchone()[0]
+        scale = c.execute("SELECT count(*) FROM pgbench_branches").fetchone()[0]
+        docs = c.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()[0]
+        doc_rows = doc_bytes = attachments = 0
+        if docs:
+            doc_rows, attachments = c.execute(
+                "SELECT count(*), count(attachment) FROM documents").fetchone()
+            doc_bytes = c.execute("SELECT pg_total_relation_size('documents')").fetchone()[0]
     ratio = db_bytes / (size_mb * MB)
     if not 0.75 <= ratio <= 1.33:
         log(f"warning: database is {db_bytes / MB:.0f} MB for a {size_mb} MB target (scale {scale})")
-    return {"scale": scale, "db_bytes": db_bytes, "server_version": server_version, "accounts": rows, "init_s": init_s}
+    return {"scale": scale, "db_bytes": db_bytes, "server_version": server_version, "accounts": rows, "init_s": init_s,
+            "dataset": "mixed" if docs else "pgbench", "doc_rows": doc_rows, "doc_bytes": doc_bytes,
+            "attachments": attachments}
+
+
+def fill_documents(cluster: LocalCluster, total_bytes: int) -> None:
+    """Add `documents` (text, jsonb, 15 % random bytea) until the database reaches total_bytes.
+
+    Text is drawn from a Zipf-like vocabulary of made-up words (compresses about 3:1 like prose);
+    jsonb holds typical metadata; attachments are os.urandom, i.e. incompressible. Seeded: every
+    run builds the same data.
+    """
+    import json
+    import random
+
+    rnd = random.Random(20261125)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "pe", "da", "gri", "sto", "pla", "en", "or",
+                 "al", "is", "um", "ther", "con", "pro", "ment", "tion", "ver", "back", "up", "da", "ta"]
+    vocab = sorted({"".join(rnd.choice(syllables) for _ in range(rnd.randint(1, 4))) for _ in range(8000)})
+    weights = [1 / (i + 1) for i in range(len(vocab))]
+    authors = [f"{rnd.choice(vocab).title()} {rnd.choice(vocab).title()}" for _ in range(500)]
+    tags = vocab[:300]
+    with psycopg.connect(**cluster.conn(DBNAME).kwargs(), autocommit=True) as c:
+        c.execute("""CREATE TABLE documents (
+            id bigint PRIMARY KEY, title text NOT NULL, body text NOT NULL, meta jsonb NOT NULL,
+            created_at timestamptz NOT NULL, attachment bytea)""")
+        target = total_bytes * 0.98
+        next_id = 1
+        while c.execute("SELECT pg_database_size(current_database())").fetchone()[0] < target:
+            with c.cursor().copy("COPY documents (id, title, body, meta, created_at, attachment) FROM STDIN") as cp:
+                for _ in range(20000):
+                    words = rnd.choices(vocab, weights, k=rnd.randint(60, 360))
+                    sentences = []
+                    for i in range(0, len(words), 12):
+                        s = " ".join(words[i:i + 12])
+                        sentences.append(s[:1].upper() + s[1:] + ".")
+                    meta = {"author": rnd.choice(authors), "tags": rnd.sample(tags, rnd.randint(0, 5)),
+                            "version": rnd.randint(1, 40), "score": round(rnd.random() * 100, 2),
+                            "lang": rnd.choice(["en", "de", "fr", "es"]), "pages": rnd.randint(1, 300),
+                            "reviewed": rnd.random() < 0.5,
+                            "props": {"source": rnd.choice(["upload", "mail", "scan", "api"]),
+                                      "checksum": "%032x" % rnd.getrandbits(128)}}
+                    attachment = os.urandom(rnd.randint(2048, 14336)) if rnd.random() < ATTACHMENT_SHARE else None
+                    created = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=rnd.randint(0, 2 ** 27))
+                    cp.write_row((next_id, " ".join(rnd.choices(vocab, weights, k=rnd.randint(3, 9))).title(),
+                                  " ".join(sentences), json.dumps(meta), created, attachment))
+                    next_id += 1
+        c.execute("VACUUM ANALYZE documents")
 
 
 def warm_up(cluster: LocalCluster, raw_path: Path | None) -> float:
@@ -713,6 +781,11 @@ def main() -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="also run (e) db_backup's pipeline in-process without Django and (f) the same plus row counts")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    ap.add_argument("--dataset", choices=("pgbench", "mixed"), default="pgbench",
+                    help="pgbench only, or mixed: pgbench plus a documents table of text, jsonb and 15%% random "
+                         "bytea (default pgbench)")
+    ap.add_argument("--cluster-dir", type=Path, default=None,
+                    help="keep the generated clusters here and reuse them on the next run (never removed)")
     args = ap.parse_args()
     methods = dict(METHODS, **(EXTRA_METHODS if args.skip_checks_variant else {}),
                    **(ABLATION_METHODS if args.ablation else {}))
@@ -735,12 +808,30 @@ def main() -> int:
     clusters: list[LocalCluster] = []
     try:
         for size in sizes:
-            cluster = LocalCluster(base=work / f"cluster-{size}", port=free_port())
-            clusters.append(cluster)
-            log(f"{size} MB: initdb + start on port {cluster.port}")
-            cluster.initdb()
+            if args.cluster_dir:
+                base = args.cluster_dir.resolve() / f"cluster-{args.dataset}-{size}"
+                args.cluster_dir.mkdir(parents=True, exist_ok=True)
+                args.cluster_dir.resolve().chmod(0o755)
+            else:
+                base = work / f"cluster-{size}"
+            cluster = LocalCluster(base=base, port=free_port())
+            if args.cluster_dir and cluster.data.exists() and not (base / "complete").exists():
+                log(f"{size} MB: {base} was left incomplete; building it again")
+                cluster.destroy()
+            if args.cluster_dir and cluster.data.exists():
+                if cluster.is_running():
+                    cluster.stop()
+                cluster.set_port(cluster.port)
+                log(f"{size} MB: reusing {base}, start on port {cluster.port}")
+            else:
+                log(f"{size} MB: initdb + start on port {cluster.port}")
+                cluster.initdb()
+            if not args.cluster_dir:
+                clusters.append(cluster)
             cluster.start()
-            dbs[size] = make_database(cluster, size)
+            dbs[size] = make_database(cluster, size, args.dataset)
+            if args.cluster_dir:
+                (base / "complete").touch()
             d = dbs[size]
             log(f"{size} MB: pgbench scale {d['scale']} in {d['init_s']:.1f} s -> {mb(d['db_bytes'])} MiB")
             raw = work / f"raw-{size}.pgc" if args.analyze else None
@@ -779,8 +870,11 @@ def main() -> int:
                 extras["analyze"][size] = analyze(cluster, raw)
                 if not args.keep:
                     raw.unlink(missing_ok=True)
-            if not args.keep:
+            if args.cluster_dir:
+                cluster.stop()
+            elif not args.keep:
                 cluster.destroy()
+            if not args.keep:
                 shutil.rmtree(app.work, ignore_errors=True)
     finally:
         if not args.keep:

@@ -1,7 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
 
-from apps.backups.services import request_database_backup
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
@@ -53,6 +52,10 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         if not has_role(request.user, OPERATOR):
             self.message_user(request, "Taking backups needs the operator role.", messages.ERROR)
             return
+        # Imported here: the backup services pull in pg_dump's engine, psycopg, zstd and cryptography, which
+        # every management command would otherwise load at start-up through admin autodiscovery.
+        from apps.backups.services import request_database_backup
+
         for target in queryset:
             try:
                 backup = request_database_backup(target=target, actor=admin_actor(request))

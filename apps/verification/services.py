@@ -6,7 +6,7 @@ from django.utils import timezone
 from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
-from apps.databases.engines import dump_rows, logical
+from apps.databases import selectors as databases
 from apps.jobs import services as jobs
 from apps.jobs.models import Job
 from apps.jobs.progress import JobContext
@@ -106,7 +106,7 @@ def _decrypt_and_parse(*, backup: Backup, artifact, backend, on_progress) -> tup
     """
     decoder = Decoder(keyring=configured_keyring(), expected_sha256_stored=artifact.sha256_stored,
                       expected_sha256_raw=artifact.sha256_raw)
-    counter = dump_rows.counter_for(backup.format) if backup.format in logical.FORMATS else None
+    counter = databases.dump_row_counter(fmt=backup.format)
     done = 0
     try:
         for raw in decoder.decode(backend.get_stream(artifact.key)):
