@@ -73,6 +73,10 @@ EXTRA_METHODS = {
     # Same code as (c); only Django's system checks (run before every management command) are skipped.
     "d": "manage.py db_backup --skip-checks",
 }
+# (g), with --baseline-tree DIR: the same command run from another source tree (e.g. `git archive BASE | tar -x`),
+# to compare before and after side by side in one run.
+BASELINE_TREE: Path | None = None
+
 ABLATION_METHODS = {
     # db_backup's data path without Django: pg_dump -Fc -Z0 read in 1 MiB chunks -> apps.pipeline Encoder
     # (zstd-3, AES-256-GCM, both SHA-256) -> file + fsync, in this process.
@@ -365,8 +369,11 @@ def run_db_backup(app: App, size_mb: int, rep: int, keep: bool, method: str = "c
     env, db, root = app.fresh()
     load = os.getloadavg()[0]
     extra_args = ["--skip-checks"] if method == "d" else []
+    tree = BASELINE_TREE if method == "g" else ROOT
+    if method == "g":
+        env = dict(env, PYTHONPYCACHEPREFIX=env["PYTHONPYCACHEPREFIX"] + "-baseline")
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "db_backup", TARGET, *extra_args], cwd=ROOT, env=env,
+    p = subprocess.Popen([sys.executable, str(tree / "manage.py"), "db_backup", TARGET, *extra_args], cwd=tree, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     mon = TreeMonitor({p.pid: "python"})
     mon.start()
@@ -699,7 +706,7 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
     lines.append("")
     lines.append("- Details per run (wall s / load 1m): " + "; ".join(
         f"{r.size_mb} MB ({r.method})#{r.repeat} {r.wall:.2f} / {r.load_before:.1f}" for r in runs) + ".")
-    c_runs = [r for r in runs if r.method in ("c", "d")]
+    c_runs = [r for r in runs if r.method in ("c", "d", "g")]
     lines.append("- db_backup inside the job (Backup.started_at → finished_at, i.e. without Django start-up, system "
                  "checks and the final catalog writes): " + "; ".join(
                      f"{r.size_mb} MB ({r.method})#{r.repeat} {r.job_wall:.2f} s" for r in c_runs if r.job_wall is not None)
@@ -827,6 +834,8 @@ def main() -> int:
     ap.add_argument("--methods", default="",
                     help="comma-separated subset of methods to run, e.g. b,c (b and c are always run); "
                          "(a), gzip, takes minutes on incompressible data")
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="also run (g): manage.py db_backup from this source tree (an older commit), side by side")
     ap.add_argument("--dataset", choices=("pgbench", "mixed"), default="pgbench",
                     help="pgbench only, or mixed: pgbench plus a documents table of text, jsonb and 15%% random "
                          "bytea (default pgbench)")
@@ -835,8 +844,13 @@ def main() -> int:
     args = ap.parse_args()
     methods = dict(METHODS, **(EXTRA_METHODS if args.skip_checks_variant else {}),
                    **(ABLATION_METHODS if args.ablation else {}))
+    if args.baseline_tree:
+        global BASELINE_TREE
+        BASELINE_TREE = args.baseline_tree.resolve()
+        commit = (BASELINE_TREE / ".commit").read_text().strip() if (BASELINE_TREE / ".commit").exists() else "?"
+        methods["g"] = f"manage.py db_backup, baseline tree (commit {commit})"
     if args.methods:
-        keep = set(args.methods.split(",")) | {"b", "c"}
+        keep = set(args.methods.split(",")) | {"b", "c", "g"}
         methods = {k: v for k, v in methods.items() if k in keep}
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     for tool in ("pg_dump", "pgbench", "zstd"):
