@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Logical backup benchmark: `pg_dump -Fc` vs `pg_dump -Fc -Z0 | zstd -3` vs `manage.py db_backup`.
+"""Logical backup benchmark: `pg_dump -Fc` vs `pg_dump -Fc -Z0 | zstd -3 -T2` vs `manage.py db_backup`.
 
 For each size (MB) a throwaway PostgreSQL cluster is created, filled with
-`pgbench -i -s N -q` (N ~ size/15), checkpointed and warmed up with one untimed
-dump; then, in the same run and against the same database:
+`pgbench -i -s N -q` (N ~ size/15) or, with --dataset mixed, pgbench at 30 % of the
+size plus a `documents` table (text, jsonb, 15 % of rows with a random bytea
+attachment) up to the size; checkpointed and warmed up with one untimed dump; then,
+in the same run and against the same database:
 
   (a) pg_dump -Fc > file                        (default gzip compression)
-  (b) pg_dump -Fc -Z0 | zstd -3 > file          (two processes joined by a pipe, no shell)
+  (b) pg_dump -Fc -Z0 | zstd -3 -T2 > file      (two processes joined by a pipe, no shell)
   (c) manage.py db_backup NAME                  (zstd-3 + AES-256-GCM + SHA-256, local storage,
                                                  fresh sqlite metadata db, generated key)
 
@@ -20,11 +22,19 @@ data path (pg_dump -Z0 -> apps.pipeline Encoder -> file + fsync) in this process
 and (f) the same with the exact row counts beside it (--ablation). They split (c)'s time into
 process start-up, row counts and the pipeline itself.
 
+--baseline-tree DIR adds (g): the same db_backup command from another source tree
+(an older commit, e.g. `git archive BASE | tar -x -C DIR`), for before/after in one run.
+--cluster-dir DIR keeps the generated clusters there and reuses them next time.
+manage.py runs with a private bytecode cache (as an installed application would) and
+`manage.py help` start-up is timed with and without one.
+
 Results go to stdout as markdown and replace the results section of
 docs/BENCHMARKS.md (unless --no-docs). Everything is removed afterwards unless --keep.
 
     .venv/bin/python bench/logical_backup.py [--sizes 100,1000] [--repeat 1] [--keep] [--analyze]
                                              [--profile] [--skip-checks-variant] [--ablation] [--no-docs]
+                                             [--dataset pgbench|mixed] [--methods b,c] [--baseline-tree DIR]
+                                             [--cluster-dir DIR]
 """
 import argparse
 import datetime as dt
@@ -665,6 +675,8 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
         f"- Command: `.venv/bin/python bench/logical_backup.py --sizes {args.sizes} --repeat {args.repeat}"
         + (f" --dataset {args.dataset}" if args.dataset != "pgbench" else "")
         + (f" --methods {args.methods}" if args.methods else "")
+        + (f" --baseline-tree {args.baseline_tree}" if args.baseline_tree else "")
+        + (f" --cluster-dir {args.cluster_dir}" if args.cluster_dir else "")
         + (" --analyze" if args.analyze else "") + (" --profile" if args.profile else "")
         + (" --skip-checks-variant" if args.skip_checks_variant else "") + (" --ablation" if args.ablation else "")
         + "`",
@@ -683,7 +695,7 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
         f"- Each method run {args.repeat}× per size (order rotated between repeats); "
         + ("median shown" if args.repeat > 1 else "single run") + ". Peak RSS = each process's own VmHWM (max over "
         "runs). Client CPU = user+sys of every client process (pg_dump, zstd, python); server CPU = the cluster's "
-        "processes, so it includes db_backup's row-count queries.",
+        "processes (db_backup counts rows from the stream: no count queries unless the stream is unreadable).",
         "",
         "| DB | method | wall s | wall / (b) | output MiB | client CPU s | server CPU s | peak RSS MiB | load 1m |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|",
