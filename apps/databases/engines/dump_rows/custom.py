@@ -334,7 +334,12 @@ class CustomFormatCounter(RowCounter):
         return cut
 
     def _frames(self, buf: bytes, pos: int) -> int:
-        """Walk the complete frames of a TABLE DATA block from pos (a frame header); return where it stopped."""
+        """Walk the complete frames of a TABLE DATA block from pos (a frame header); return where it stopped.
+
+        Newlines are counted over the walked bytes, except in long frames that end with a newline:
+        such a frame is one COPY row (pg_dump 12-16 write one frame per row, and COPY text escapes
+        every other newline in a row), so it counts 1 without scanning its payload.
+        """
         end = len(buf)
         head = 1 + self._int_size
         unpack = self._frame.unpack_from
@@ -343,6 +348,9 @@ class CustomFormatCounter(RowCounter):
         last = -1
         odd = []  # headers whose length field may hold newline bytes
         limit = end - head
+        rows = 0
+        seg = start  # bytes from here on are still to be counted
+        long_row = WALK_FROM_ROW_BYTES
         while pos <= limit:
             sign, length = unpack(buf, pos)
             if sign or length == 0:
@@ -352,10 +360,13 @@ class CustomFormatCounter(RowCounter):
             nxt = pos + head + length
             if nxt > end:
                 break
+            if length >= long_row and buf[nxt - 1] == 10:
+                rows += buf.count(b"\n", seg, pos + head) + 1  # the bytes before its payload, then the row
+                seg = nxt
             last = pos
             pos = nxt
         if pos > start:
-            rows = buf.count(b"\n", start, pos)
+            rows += buf.count(b"\n", seg, pos)
             for header in odd:
                 if header < pos:
                     rows -= buf.count(b"\n", header + 1, header + head)
