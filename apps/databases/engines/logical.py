@@ -3,9 +3,9 @@
 Per-table row counts are read from the dump stream itself as it passes
 (dump_rows), so they describe exactly the data in the artifact and cost the
 server nothing. The counter runs in a thread of its own beside the pipeline
-(_SideCounter), so it is not on the backup's critical path. pg_dump runs in a snapshot we export and hold, so when the
-stream cannot be read for counts, a SQL count in that same snapshot is the
-fallback. Connection settings and the password go through the environment;
+(_SideCounter), so it is not on the backup's critical path. pg_dump runs in a
+snapshot we export and hold, so when the stream cannot be read for counts, a
+SQL count in that same snapshot is the fallback. Connection settings and the password go through the environment;
 arguments are a list; nothing runs through a shell.
 """
 import queue
