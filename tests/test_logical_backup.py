@@ -378,9 +378,9 @@ def test_decrypt_level_checks_row_counts_against_the_catalog(target):
         call_command("db_verify", backup_id, "--level", "decrypt")
 
 
-def test_consumer_giving_up_stops_pg_dump_and_the_helper_threads(big_db):
-    """A storage error or cancel closes the dump mid-stream: pg_dump is killed and the read-ahead and
-    row-counting threads end (nothing left blocked on a full queue)."""
+def test_consumer_giving_up_stops_pg_dump_and_the_counting_thread(big_db):
+    """A storage error or cancel closes the dump mid-stream: pg_dump is killed and the row-counting
+    thread ends (nothing left blocked on a full queue)."""
     from apps.databases.engines import logical
 
     before = {t.name for t in threading.enumerate()}

@@ -100,60 +100,17 @@ class LogicalDump:
             proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=self.conn.env(self.app_name)
             )
-            reader = _ReadAhead(proc.stdout)
             try:
-                yield from reader
+                while chunk := proc.stdout.read(CHUNK):
+                    yield chunk
                 rc = proc.wait()
             finally:
                 if proc.poll() is None:  # the consumer gave up (storage error, cancel): stop pg_dump
                     proc.kill()
                     proc.wait()
-                reader.close()  # pg_dump is gone: the reader sees the end of the pipe and stops
                 proc.stdout.close()
             if rc != 0:
                 raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
-
-
-class _ReadAhead:
-    """Reads pg_dump's stdout in a thread of its own, up to QUEUED chunks ahead of the consumer.
-
-    The consumer (compress, hash, encrypt, write) sometimes blocks, e.g. while zstd's
-    workers are busy; pg_dump then keeps writing instead of stalling on a full 64 KiB pipe,
-    and the consumer finds data waiting instead of sleeping in read(). Memory stays bounded
-    by the queue (QUEUED x CHUNK).
-    """
-
-    QUEUED = 8
-
-    def __init__(self, stream):
-        self._stream = stream
-        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUED)
-        self._thread = threading.Thread(target=self._run, name="pg_dump-reader", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while chunk := self._stream.read(CHUNK):  # releases the GIL while waiting
-                self._queue.put(chunk)
-        except BaseException as exc:  # handed to the consumer
-            self._queue.put(exc)
-        finally:
-            self._queue.put(None)
-
-    def __iter__(self) -> Iterator[bytes]:
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        """Wait for the reader to stop, draining what it still hands over (call once the writer is gone)."""
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        self._thread.join()
 
 
 class _SideCounter:
