@@ -12,8 +12,11 @@ Both counters work in constant memory and touch the COPY data only with
 `bytes.count` / `bytes.find` over slices of the chunks they are given: no
 copies of large data, no Python work per row of text. The one exception is
 inherent to the custom format: pg_dump frames the data of a table as
-length-prefixed blocks and, with --compress=0, writes one block per row, so
-its framing has to be walked block by block (a few hundred nanoseconds each).
+length-prefixed blocks and, with --compress=0, writes one block per row. Runs
+of short rows are counted in bulk (newline count, corrected for length fields
+that hold a newline byte); long rows are walked block by block (a few hundred
+nanoseconds each), and a long block ending in a newline counts as one row
+without scanning it, since COPY text escapes every other newline.
 
 Layouts follow the PostgreSQL sources (src/bin/pg_dump): WriteHead/ReadHead,
 WriteToc/ReadToc, WriteInt/ReadInt, WriteStr/ReadStr, WriteOffset/ReadOffset in
@@ -27,7 +30,7 @@ others give None.
 Modules: `base` (RowCounter, shared helpers), `custom` (the custom-format
 archive parser), `plain` (the plain-SQL parser) and `sql` (its lexer tokens
 and the COPY-line parser). Other apps do not import these: they go through
-apps.databases.services / selectors.
+apps.databases.selectors.dump_row_counter.
 """
 from apps.databases.engines.dump_rows.base import RowCounter
 from apps.databases.engines.dump_rows.custom import CustomFormatCounter
