@@ -128,9 +128,12 @@ def test_memory_stays_flat_whatever_the_size():
         assert size == total
         return peak
 
-    small, large = run(8 << 20), run(64 << 20)
-    assert large < 16 << 20
-    assert large < small * 1.5 + (1 << 20)
+    # zstd's worker threads hand back up to a few MiB at once (jobs of compression.ZSTD_JOB_SIZE), so the
+    # bound is absolute plus flat: twice the data must not need more memory.
+    small, large, larger = run(8 << 20), run(64 << 20), run(128 << 20)
+    assert large < 32 << 20 and larger < 32 << 20
+    assert larger < large * 1.1 + (1 << 20)
+    assert small < 32 << 20
 
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])

@@ -8,7 +8,7 @@ import zstandard
 
 CHOICES = ("zstd", "gzip", "none")
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-ZSTD_JOB_SIZE = 1 << 20
+ZSTD_JOB_SIZE = 4 << 20
 
 
 class Compressor(Protocol):
@@ -42,7 +42,8 @@ class _Zstd:
     def __init__(self, level: int, threads: int = 0):
         # write_content_size off: the size is unknown when streaming.
         if threads:
-            # 1 MiB jobs: what one call hands back at once (the jobs finished or in flight) stays near a frame's size.
+            # 4 MiB jobs: each call hands back at most a few MiB (the jobs finished meanwhile), while highly
+            # compressible dumps (pgbench: 1 MiB jobs were 18 % larger) keep the single-threaded ratio.
             params = zstandard.ZstdCompressionParameters.from_level(
                 level, threads=threads, job_size=ZSTD_JOB_SIZE, write_checksum=True
             )
