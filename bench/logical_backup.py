@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Logical backup benchmark: `pg_dump -Fc` vs `pg_dump -Fc -Z0 | zstd -3` vs `manage.py db_backup`.
+"""Logical backup benchmark: `pg_dump -Fc` vs `pg_dump -Fc -Z0 | zstd -3 -T2` vs `manage.py db_backup`.
 
 For each size (MB) a throwaway PostgreSQL cluster is created, filled with
-`pgbench -i -s N -q` (N ~ size/15), checkpointed and warmed up with one untimed
-dump; then, in the same run and against the same database:
+`pgbench -i -s N -q` (N ~ size/15) or, with --dataset mixed, pgbench at 30 % of the
+size plus a `documents` table (text, jsonb, 15 % of rows with a random bytea
+attachment) up to the size; checkpointed and warmed up with one untimed dump; then,
+in the same run and against the same database:
 
   (a) pg_dump -Fc > file                        (default gzip compression)
-  (b) pg_dump -Fc -Z0 | zstd -3 > file          (two processes joined by a pipe, no shell)
+  (b) pg_dump -Fc -Z0 | zstd -3 -T2 > file      (two processes joined by a pipe, no shell)
   (c) manage.py db_backup NAME                  (zstd-3 + AES-256-GCM + SHA-256, local storage,
                                                  fresh sqlite metadata db, generated key)
 
@@ -20,11 +22,19 @@ data path (pg_dump -Z0 -> apps.pipeline Encoder -> file + fsync) in this process
 and (f) the same with the exact row counts beside it (--ablation). They split (c)'s time into
 process start-up, row counts and the pipeline itself.
 
+--baseline-tree DIR adds (g): the same db_backup command from another source tree
+(an older commit, e.g. `git archive BASE | tar -x -C DIR`), for before/after in one run.
+--cluster-dir DIR keeps the generated clusters there and reuses them next time.
+manage.py runs with a private bytecode cache (as an installed application would) and
+`manage.py help` start-up is timed with and without one.
+
 Results go to stdout as markdown and replace the results section of
 docs/BENCHMARKS.md (unless --no-docs). Everything is removed afterwards unless --keep.
 
     .venv/bin/python bench/logical_backup.py [--sizes 100,1000] [--repeat 1] [--keep] [--analyze]
                                              [--profile] [--skip-checks-variant] [--ablation] [--no-docs]
+                                             [--dataset pgbench|mixed] [--methods b,c] [--baseline-tree DIR]
+                                             [--cluster-dir DIR]
 """
 import argparse
 import datetime as dt
@@ -59,18 +69,24 @@ MB = 1 << 20
 POLL = 0.05
 
 WALL_RATIO_TARGET = 1.10
+JOB_RATIO_TARGET = 1.05  # the backup inside the worker (Backup.started_at -> finished_at)
+HELP_TARGET_S = 0.5  # `manage.py help` start-up
 RSS_TARGET_BYTES = 150_000_000  # "< 150 MB", read strictly as decimal MB
 RSS_STABILITY = 0.10
 
 METHODS = {
     "a": "pg_dump -Fc (gzip)",
-    "b": "pg_dump -Fc -Z0 \\| zstd -3",
+    "b": "pg_dump -Fc -Z0 \\| zstd -3 -T2",
     "c": "manage.py db_backup",
 }
 EXTRA_METHODS = {
     # Same code as (c); only Django's system checks (run before every management command) are skipped.
     "d": "manage.py db_backup --skip-checks",
 }
+# (g), with --baseline-tree DIR: the same command run from another source tree (e.g. `git archive BASE | tar -x`),
+# to compare before and after side by side in one run.
+BASELINE_TREE: Path | None = None
+
 ABLATION_METHODS = {
     # db_backup's data path without Django: pg_dump -Fc -Z0 read in 1 MiB chunks -> apps.pipeline Encoder
     # (zstd-3, AES-256-GCM, both SHA-256) -> file + fsync, in this process.
@@ -215,7 +231,7 @@ def run_pg_dump_zstd(cluster: LocalCluster, out: Path, size_mb: int, rep: int) -
         t0 = time.perf_counter()
         dump = subprocess.Popen(["pg_dump", "--no-password", "-Fc", "-Z0"], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, env=env)
-        zstd = subprocess.Popen(["zstd", "-3", "-q", "-c"], stdin=dump.stdout, stdout=fh)
+        zstd = subprocess.Popen(["zstd", "-3", "-T2", "-q", "-c"], stdin=dump.stdout, stdout=fh)
         dump.stdout.close()  # zstd holds the only read end: pg_dump sees EPIPE if zstd dies
         mon = TreeMonitor({dump.pid: "pg_dump", zstd.pid: "zstd"})
         mon.start()
@@ -287,12 +303,31 @@ class App:
         self.startup: Reaped | None = None
         self.startup_wall = 0.0
         self.startup_rss = 0
+        self.help_walls: dict[str, list[float]] = {}
 
     def env(self, db: Path, root: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(DATABASE_URL=f"sqlite:///{db}", BACKUP_LOCAL_ROOT=str(root), BACKUP_ENCRYPTION_KEYS=self.key_spec,
                    DEBUG="1", PYTHONUNBUFFERED="1")
+        # As an installed application runs: with compiled bytecode. (This machine sets PYTHONDONTWRITEBYTECODE,
+        # which would make every manage.py compile the project's modules again; a private cache avoids that.)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
         return env
+
+    def measure_help(self, runs: int = 7) -> None:
+        """`manage.py help` wall time, with the bytecode cache (as installed) and without any (compiling)."""
+        env = self.env(self.template, self.work / "backups-template")
+        nocache = dict(env, PYTHONDONTWRITEBYTECODE="1")
+        nocache.pop("PYTHONPYCACHEPREFIX")
+        for label, e in (("bytecode cached", env), ("no bytecode cache", nocache)):
+            walls = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, str(ROOT / "manage.py"), "help"], cwd=ROOT, env=e, check=True,
+                               stdout=subprocess.DEVNULL)
+                walls.append(time.perf_counter() - t0)
+            self.help_walls[label] = walls
 
     def manage(self, env: dict, *args: str, prefix: list[str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
         t0 = time.perf_counter()
@@ -344,8 +379,11 @@ def run_db_backup(app: App, size_mb: int, rep: int, keep: bool, method: str = "c
     env, db, root = app.fresh()
     load = os.getloadavg()[0]
     extra_args = ["--skip-checks"] if method == "d" else []
+    tree = BASELINE_TREE if method == "g" else ROOT
+    if method == "g":
+        env = dict(env, PYTHONPYCACHEPREFIX=env["PYTHONPYCACHEPREFIX"] + "-baseline")
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "db_backup", TARGET, *extra_args], cwd=ROOT, env=env,
+    p = subprocess.Popen([sys.executable, str(tree / "manage.py"), "db_backup", TARGET, *extra_args], cwd=tree, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     mon = TreeMonitor({p.pid: "python"})
     mon.start()
@@ -405,24 +443,92 @@ def wait_backends_gone(cluster: LocalCluster, baseline: int, timeout: float = 5.
 # --- database -------------------------------------------------------------------------------------------
 
 
-def make_database(cluster: LocalCluster, size_mb: int) -> dict:
-    scale = max(1, round(size_mb / 15))
+PGBENCH_SHARE = 0.3  # mixed dataset: share of the target size given to pgbench; the rest is the documents table
+ATTACHMENT_SHARE = 0.15  # mixed dataset: rows of the documents table that carry a random (incompressible) bytea
+
+
+def make_database(cluster: LocalCluster, size_mb: int, dataset: str = "pgbench") -> dict:
+    """pgbench only, or (dataset "mixed") pgbench plus a documents table of text, jsonb and random bytea.
+
+    The database is created once: if it is already there (a kept cluster, --cluster-dir), it is reused.
+    """
     with psycopg.connect(**cluster.conn().kwargs(), autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {DBNAME}")
+        exists = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DBNAME,)).fetchone()
+        if not exists:
+            c.execute(f"CREATE DATABASE {DBNAME}")
+    share = PGBENCH_SHARE if dataset == "mixed" else 1.0
+    scale = max(1, round(size_mb * share / 15))
     env = cluster.conn(DBNAME).env("bench-init")
     t0 = time.perf_counter()
-    subprocess.run(["pgbench", "-i", "-s", str(scale), "-q"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not exists:
+        subprocess.run(["pgbench", "-i", "-s", str(scale), "-q"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if dataset == "mixed":
+            fill_documents(cluster, size_mb * MB)
     init_s = time.perf_counter() - t0
     with psycopg.connect(**cluster.conn(DBNAME).kwargs(), autocommit=True) as c:
         c.execute("CHECKPOINT")  # no dirty buffers left for the checkpointer to write during the runs
         db_bytes = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         server_version = c.execute("SHOW server_version").fetchone()[0]
         rows = c.execute("SELECT count(*) FROM pgbench_accounts").fetchone()[0]
+        scale = c.execute("SELECT count(*) FROM pgbench_branches").fetchone()[0]
+        docs = c.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()[0]
+        doc_rows = doc_bytes = attachments = 0
+        if docs:
+            doc_rows, attachments = c.execute(
+                "SELECT count(*), count(attachment) FROM documents").fetchone()
+            doc_bytes = c.execute("SELECT pg_total_relation_size('documents')").fetchone()[0]
     ratio = db_bytes / (size_mb * MB)
     if not 0.75 <= ratio <= 1.33:
         log(f"warning: database is {db_bytes / MB:.0f} MB for a {size_mb} MB target (scale {scale})")
-    return {"scale": scale, "db_bytes": db_bytes, "server_version": server_version, "accounts": rows, "init_s": init_s}
+    return {"scale": scale, "db_bytes": db_bytes, "server_version": server_version, "accounts": rows, "init_s": init_s,
+            "dataset": "mixed" if docs else "pgbench", "doc_rows": doc_rows, "doc_bytes": doc_bytes,
+            "attachments": attachments}
+
+
+def fill_documents(cluster: LocalCluster, total_bytes: int) -> None:
+    """Add `documents` (text, jsonb, 15 % random bytea) until the database reaches total_bytes.
+
+    Text is drawn from a Zipf-like vocabulary of made-up words (compresses about 3:1 like prose);
+    jsonb holds typical metadata; attachments are os.urandom, i.e. incompressible. Seeded: every
+    run builds the same data.
+    """
+    import json
+    import random
+
+    rnd = random.Random(20261125)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "pe", "da", "gri", "sto", "pla", "en", "or",
+                 "al", "is", "um", "ther", "con", "pro", "ment", "tion", "ver", "back", "up", "da", "ta"]
+    vocab = sorted({"".join(rnd.choice(syllables) for _ in range(rnd.randint(1, 4))) for _ in range(8000)})
+    weights = [1 / (i + 1) for i in range(len(vocab))]
+    authors = [f"{rnd.choice(vocab).title()} {rnd.choice(vocab).title()}" for _ in range(500)]
+    tags = vocab[:300]
+    with psycopg.connect(**cluster.conn(DBNAME).kwargs(), autocommit=True) as c:
+        c.execute("""CREATE TABLE documents (
+            id bigint PRIMARY KEY, title text NOT NULL, body text NOT NULL, meta jsonb NOT NULL,
+            created_at timestamptz NOT NULL, attachment bytea)""")
+        target = total_bytes * 0.98
+        next_id = 1
+        while c.execute("SELECT pg_database_size(current_database())").fetchone()[0] < target:
+            with c.cursor().copy("COPY documents (id, title, body, meta, created_at, attachment) FROM STDIN") as cp:
+                for _ in range(20000):
+                    words = rnd.choices(vocab, weights, k=rnd.randint(60, 360))
+                    sentences = []
+                    for i in range(0, len(words), 12):
+                        s = " ".join(words[i:i + 12])
+                        sentences.append(s[:1].upper() + s[1:] + ".")
+                    meta = {"author": rnd.choice(authors), "tags": rnd.sample(tags, rnd.randint(0, 5)),
+                            "version": rnd.randint(1, 40), "score": round(rnd.random() * 100, 2),
+                            "lang": rnd.choice(["en", "de", "fr", "es"]), "pages": rnd.randint(1, 300),
+                            "reviewed": rnd.random() < 0.5,
+                            "props": {"source": rnd.choice(["upload", "mail", "scan", "api"]),
+                                      "checksum": "%032x" % rnd.getrandbits(128)}}
+                    attachment = os.urandom(rnd.randint(2048, 14336)) if rnd.random() < ATTACHMENT_SHARE else None
+                    created = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=rnd.randint(0, 2 ** 27))
+                    cp.write_row((next_id, " ".join(rnd.choices(vocab, weights, k=rnd.randint(3, 9))).title(),
+                                  " ".join(sentences), json.dumps(meta), created, attachment))
+                    next_id += 1
+        c.execute("VACUUM ANALYZE documents")
 
 
 def warm_up(cluster: LocalCluster, raw_path: Path | None) -> float:
@@ -567,6 +673,10 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
         f"### Results {started}",
         "",
         f"- Command: `.venv/bin/python bench/logical_backup.py --sizes {args.sizes} --repeat {args.repeat}"
+        + (f" --dataset {args.dataset}" if args.dataset != "pgbench" else "")
+        + (f" --methods {args.methods}" if args.methods else "")
+        + (f" --baseline-tree {args.baseline_tree}" if args.baseline_tree else "")
+        + (f" --cluster-dir {args.cluster_dir}" if args.cluster_dir else "")
         + (" --analyze" if args.analyze else "") + (" --profile" if args.profile else "")
         + (" --skip-checks-variant" if args.skip_checks_variant else "") + (" --ablation" if args.ablation else "")
         + "`",
@@ -578,11 +688,14 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
         f"- Code under test: {info['code']} (read when the run started)",
         "- Databases: " + "; ".join(
             f"{s} MB target = pgbench scale {dbs[s]['scale']}, pg_database_size {mb(dbs[s]['db_bytes'])} MiB, "
-            f"{dbs[s]['accounts']:,} accounts rows" for s in sizes),
+            f"{dbs[s]['accounts']:,} accounts rows"
+            + (f" + documents table {mb(dbs[s]['doc_bytes'])} MiB, {dbs[s]['doc_rows']:,} rows of text and jsonb, "
+               f"{dbs[s]['attachments']:,} ({dbs[s]['attachments'] / max(dbs[s]['doc_rows'], 1):.0%}) with a random "
+               f"bytea attachment of 2-14 KiB" if dbs[s].get("doc_rows") else "") for s in sizes),
         f"- Each method run {args.repeat}× per size (order rotated between repeats); "
         + ("median shown" if args.repeat > 1 else "single run") + ". Peak RSS = each process's own VmHWM (max over "
         "runs). Client CPU = user+sys of every client process (pg_dump, zstd, python); server CPU = the cluster's "
-        "processes, so it includes db_backup's row-count queries.",
+        "processes (db_backup counts rows from the stream: no count queries unless the stream is unreadable).",
         "",
         "| DB | method | wall s | wall / (b) | output MiB | client CPU s | server CPU s | peak RSS MiB | load 1m |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|",
@@ -605,7 +718,7 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
     lines.append("")
     lines.append("- Details per run (wall s / load 1m): " + "; ".join(
         f"{r.size_mb} MB ({r.method})#{r.repeat} {r.wall:.2f} / {r.load_before:.1f}" for r in runs) + ".")
-    c_runs = [r for r in runs if r.method in ("c", "d")]
+    c_runs = [r for r in runs if r.method in ("c", "d", "g")]
     lines.append("- db_backup inside the job (Backup.started_at → finished_at, i.e. without Django start-up, system "
                  "checks and the final catalog writes): " + "; ".join(
                      f"{r.size_mb} MB ({r.method})#{r.repeat} {r.job_wall:.2f} s" for r in c_runs if r.job_wall is not None)
@@ -616,6 +729,10 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
     if app.startup:
         lines.append(f"- Django CLI fixed cost (`manage.py target_add`): {app.startup_wall:.2f} s wall, "
                      f"peak RSS {mb(app.startup_rss)} MiB.")
+    if app and app.help_walls:
+        lines.append("- `manage.py help` start-up, median of " + "; ".join(
+            f"{len(w)} runs {label}: **{statistics.median(w):.2f} s** (min {min(w):.2f})"
+            for label, w in app.help_walls.items()) + ".")
     lines.append("")
 
     # Targets.
@@ -629,11 +746,17 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
         ok = ratio <= WALL_RATIO_TARGET
         ok_all &= ok
         v = f"{s} MB: wall(c)/wall(b) = {wc:.2f}/{wb:.2f} = **{ratio:.2f}** (target ≤ {WALL_RATIO_TARGET:.2f}) — {'met' if ok else 'MISSED'}"
-        jobs_ = [r.job_wall for r in runs if r.size_mb == s and r.method == "c" and r.job_wall is not None]
-        if jobs_:
-            v += f"; inside the job alone {statistics.median(jobs_):.2f}/{wb:.2f} = {statistics.median(jobs_) / wb:.2f}"
         lines.append(f"- {v}")
         verdicts.append(v)
+        jobs_ = [r.job_wall for r in runs if r.size_mb == s and r.method == "c" and r.job_wall is not None]
+        if jobs_:
+            jr = statistics.median(jobs_) / wb
+            ok = jr <= JOB_RATIO_TARGET
+            ok_all &= ok
+            v = (f"{s} MB: inside the job (worker) {statistics.median(jobs_):.2f}/{wb:.2f} = **{jr:.2f}** "
+                 f"(target ≤ {JOB_RATIO_TARGET:.2f}) — {'met' if ok else 'MISSED'}")
+            lines.append(f"- {v}")
+            verdicts.append(v)
     py = {s: max(r.rss["python"] for r in runs if r.size_mb == s and r.method == "c") for s in sizes}
     for s in sizes:
         ok = py[s] < RSS_TARGET_BYTES
@@ -648,6 +771,13 @@ def render(info: dict, dbs: dict, runs: list[Run], app: App, started: str, load_
         ok_all &= ok
         v = (f"python peak RSS {sizes[0]} MB → {sizes[-1]} MB: {mb(lo)} → {mb(hi)} MiB ({change:+.1%}, "
              f"target within ±{RSS_STABILITY:.0%}) — {'met' if ok else 'MISSED'}")
+        lines.append(f"- {v}")
+        verdicts.append(v)
+    if app and app.help_walls.get("bytecode cached"):
+        hw = statistics.median(app.help_walls["bytecode cached"])
+        ok = hw <= HELP_TARGET_S
+        ok_all &= ok
+        v = f"`manage.py help` start-up {hw:.2f} s (bytecode cached; target ≤ {HELP_TARGET_S:.2f} s) — {'met' if ok else 'MISSED'}"
         lines.append(f"- {v}")
         verdicts.append(v)
     lines.append(f"- Overall: {'all targets met' if ok_all else 'NOT all targets met'}")
@@ -713,9 +843,27 @@ def main() -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="also run (e) db_backup's pipeline in-process without Django and (f) the same plus row counts")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    ap.add_argument("--methods", default="",
+                    help="comma-separated subset of methods to run, e.g. b,c (b and c are always run); "
+                         "(a), gzip, takes minutes on incompressible data")
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="also run (g): manage.py db_backup from this source tree (an older commit), side by side")
+    ap.add_argument("--dataset", choices=("pgbench", "mixed"), default="pgbench",
+                    help="pgbench only, or mixed: pgbench plus a documents table of text, jsonb and 15%% random "
+                         "bytea (default pgbench)")
+    ap.add_argument("--cluster-dir", type=Path, default=None,
+                    help="keep the generated clusters here and reuse them on the next run (never removed)")
     args = ap.parse_args()
     methods = dict(METHODS, **(EXTRA_METHODS if args.skip_checks_variant else {}),
                    **(ABLATION_METHODS if args.ablation else {}))
+    if args.baseline_tree:
+        global BASELINE_TREE
+        BASELINE_TREE = args.baseline_tree.resolve()
+        commit = (BASELINE_TREE / ".commit").read_text().strip() if (BASELINE_TREE / ".commit").exists() else "?"
+        methods["g"] = f"manage.py db_backup, baseline tree (commit {commit})"
+    if args.methods:
+        keep = set(args.methods.split(",")) | {"b", "c", "g"}
+        methods = {k: v for k, v in methods.items() if k in keep}
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     for tool in ("pg_dump", "pgbench", "zstd"):
         if not shutil.which(tool):
@@ -735,12 +883,30 @@ def main() -> int:
     clusters: list[LocalCluster] = []
     try:
         for size in sizes:
-            cluster = LocalCluster(base=work / f"cluster-{size}", port=free_port())
-            clusters.append(cluster)
-            log(f"{size} MB: initdb + start on port {cluster.port}")
-            cluster.initdb()
+            if args.cluster_dir:
+                base = args.cluster_dir.resolve() / f"cluster-{args.dataset}-{size}"
+                args.cluster_dir.mkdir(parents=True, exist_ok=True)
+                args.cluster_dir.resolve().chmod(0o755)
+            else:
+                base = work / f"cluster-{size}"
+            cluster = LocalCluster(base=base, port=free_port())
+            if args.cluster_dir and cluster.data.exists() and not (base / "complete").exists():
+                log(f"{size} MB: {base} was left incomplete; building it again")
+                cluster.destroy()
+            if args.cluster_dir and cluster.data.exists():
+                if cluster.is_running():
+                    cluster.stop()
+                cluster.set_port(cluster.port)
+                log(f"{size} MB: reusing {base}, start on port {cluster.port}")
+            else:
+                log(f"{size} MB: initdb + start on port {cluster.port}")
+                cluster.initdb()
+            if not args.cluster_dir:
+                clusters.append(cluster)
             cluster.start()
-            dbs[size] = make_database(cluster, size)
+            dbs[size] = make_database(cluster, size, args.dataset)
+            if args.cluster_dir:
+                (base / "complete").touch()
             d = dbs[size]
             log(f"{size} MB: pgbench scale {d['scale']} in {d['init_s']:.1f} s -> {mb(d['db_bytes'])} MiB")
             raw = work / f"raw-{size}.pgc" if args.analyze else None
@@ -748,6 +914,7 @@ def main() -> int:
             app = App(work / f"app-{size}")
             app.work.mkdir()
             app.prepare_template(cluster)
+            app.measure_help()
             order = list(methods)
             pm_children = len(_postmaster(cluster).children())
             for rep in range(1, args.repeat + 1):
@@ -779,8 +946,11 @@ def main() -> int:
                 extras["analyze"][size] = analyze(cluster, raw)
                 if not args.keep:
                     raw.unlink(missing_ok=True)
-            if not args.keep:
+            if args.cluster_dir:
+                cluster.stop()
+            elif not args.keep:
                 cluster.destroy()
+            if not args.keep:
                 shutil.rmtree(app.work, ignore_errors=True)
     finally:
         if not args.keep:

@@ -7,13 +7,11 @@ import psycopg
 import pytest
 
 from apps.databases import catalog
-from apps.databases.engines.dump_rows import (
-    CustomFormatCounter,
-    PlainFormatCounter,
-    RowCounter,
-    counter_for,
-    parse_copy_line,
-)
+from apps.databases.engines.dump_rows import counter_for
+from apps.databases.engines.dump_rows.base import RowCounter
+from apps.databases.engines.dump_rows.custom import CustomFormatCounter
+from apps.databases.engines.dump_rows.plain import PlainFormatCounter
+from apps.databases.engines.dump_rows.sql import parse_copy_line
 from apps.databases.engines.logical import FORMATS
 from apps.databases.pgtools import pg_bin
 from tests.helpers import create_database, drop_database
@@ -385,3 +383,14 @@ def test_bulk_counting_does_the_work_and_agrees_with_the_frame_walker(big, monke
         assert sum(bulk_rows) > 0.95 * sum(expected.values())
     monkeypatch.setattr(CustomFormatCounter, "_bulk_frames", lambda self, buf, pos: pos)
     assert count("custom", data, sizes()) == expected
+
+
+def test_databases_selector_hands_out_counters():
+    """Other apps (verification) get a counter through apps.databases.selectors, not the engine internals."""
+    from apps.databases.selectors import dump_row_counter
+
+    assert isinstance(dump_row_counter(fmt="custom"), CustomFormatCounter)
+    assert isinstance(dump_row_counter(fmt="plain"), PlainFormatCounter)
+    assert isinstance(dump_row_counter(fmt="data"), PlainFormatCounter)
+    assert dump_row_counter(fmt="schema") is None
+    assert dump_row_counter(fmt="basebackup") is None

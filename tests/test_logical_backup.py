@@ -380,3 +380,28 @@ def test_decrypt_level_checks_row_counts_against_the_catalog(target):
                                                            "public.leases": 1999})
     with pytest.raises(CommandError, match="row counts in the dump differ from the catalog for public.leases"):
         call_command("db_verify", backup_id, "--level", "decrypt")
+
+
+def test_consumer_giving_up_stops_pg_dump_and_the_counting_thread(big_db):
+    """A storage error or cancel closes the dump mid-stream: pg_dump is killed and the row-counting
+    thread ends (nothing left blocked on a full queue)."""
+    from apps.databases.engines import logical
+
+    before = {t.name for t in threading.enumerate()}
+    dump = logical.LogicalDump(big_db, fmt="custom", app_name="backupsite-giveup")
+    chunks = dump.chunks()
+    for _ in range(3):
+        assert next(chunks)
+    time.sleep(0.3)  # let both queues fill up behind us
+    chunks.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and {t.name for t in threading.enumerate()} - before:
+        time.sleep(0.05)
+    assert not {t.name for t in threading.enumerate()} - before
+    with psycopg.connect(**big_db.with_db("postgres").kwargs(), autocommit=True) as c:
+        deadline = time.monotonic() + 10
+        while c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'backupsite-giveup%%'"
+                        ).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'backupsite-giveup%%'"
+                         ).fetchone()[0] == 0

@@ -4,12 +4,10 @@ from django.utils.html import format_html
 
 from apps.backups.deletion import delete_backup
 from apps.backups.models import Backup, BackupArtifact, Replica
-from apps.backups.services import set_legal_hold
 from apps.core.admin_utils import RecordAdmin, admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR, has_role
 from apps.verification.models import VerificationLevel
-from apps.verification.jobs import VerifyBackupsJob
 
 
 class ArtifactInline(RecordAdmin, admin.TabularInline):
@@ -48,6 +46,8 @@ class BackupAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # Only the legal hold is editable here; it goes through the service so that it is audited.
+        from apps.backups.services import set_legal_hold  # lazily: see DatabaseTargetAdmin.backup_now
+
         set_legal_hold(backup=obj, hold=form.cleaned_data["legal_hold"], actor=admin_actor(request))
 
     @admin.display(description="Duration (s)")
@@ -64,6 +64,8 @@ class BackupAdmin(admin.ModelAdmin):
         if not has_role(request.user, OPERATOR):
             self.message_user(request, "Verifying backups needs the operator role.", messages.ERROR)
             return
+        from apps.verification.jobs import VerifyBackupsJob  # lazily: heavy imports, see databases.admin
+
         ids = list(queryset.values_list("pk", flat=True))
         try:
             job = VerifyBackupsJob.enqueue(backup_ids=ids, level=level, actor=admin_actor(request))

@@ -6,7 +6,12 @@ class BackupsConfig(AppConfig):
     label = "backups"
 
     def ready(self):
-        from apps.backups import services
         from apps.jobs.signals import job_abandoned
 
-        job_abandoned.connect(services.settle_backup_of_dead_job, dispatch_uid="backups.settle_dead_job")
+        job_abandoned.connect(_settle_backup_of_dead_job, dispatch_uid="backups.settle_dead_job")
+
+
+def _settle_backup_of_dead_job(**kwargs) -> None:
+    from apps.backups import services  # when a job died, not at start-up (heavy imports)
+
+    services.settle_backup_of_dead_job(**kwargs)

@@ -1,14 +1,25 @@
-"""Job runners for database backups and restores: thin, they call services."""
+"""Job runners for database backups and restores: thin, they call services.
+
+The services (pg_dump engine, psycopg, zstd, cryptography) are imported inside the methods: every
+process imports this module at start-up (the jobs app registers the runners), and a management
+command that never backs up should not pay for them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 
-from apps.backups import restores, services
 from apps.backups.models import Backup, BackupFormat
 from apps.core.errors import UserError
 from apps.core.services import Actor
-from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs.models import Job
 from apps.jobs.runner import JobRunner
+
+if TYPE_CHECKING:
+    from apps.backups.restores import RestoreRequest
+    from apps.databases.connection import PgConn
 
 
 class DatabaseBackupJob(JobRunner):
@@ -18,6 +29,8 @@ class DatabaseBackupJob(JobRunner):
 
     @classmethod
     def prepare(cls, *, actor: Actor, target: DatabaseTarget, fmt: str = BackupFormat.CUSTOM) -> Job:
+        from apps.backups import services
+
         with transaction.atomic():
             backup = services.request_database_backup(target=target, fmt=fmt, actor=actor)
             backup.job = cls.create_job(args={"backup_id": backup.pk}, actor=actor)
@@ -25,6 +38,8 @@ class DatabaseBackupJob(JobRunner):
         return backup.job
 
     def run(self, **_runtime) -> dict:
+        from apps.backups import services
+
         backup = services.run_database_backup(backup=Backup.objects.get(pk=self.job.args["backup_id"]), ctx=self.ctx)
         return {"backup_id": backup.pk, "status": backup.status, "size_bytes": backup.size_stored,
                 "sha256": backup.sha256}
@@ -37,14 +52,19 @@ class RestoreDatabaseJob(JobRunner):
     name = "restore.database"
 
     @classmethod
-    def prepare(cls, *, actor: Actor, backup: Backup, destination: str, request: restores.RestoreRequest,
+    def prepare(cls, *, actor: Actor, backup: Backup, destination: str, request: RestoreRequest,
                 target: DatabaseTarget | None = None, dbname: str | None = None) -> Job:
+        from apps.backups import restores
+
         with transaction.atomic():
             args = restores.request_restore(backup=backup, destination=destination, request=request, actor=actor,
                                             target=target, dbname=dbname)
             return cls.create_job(args=args, actor=actor)
 
     def run(self, conn: PgConn | None = None, **_runtime) -> dict:
+        from apps.backups import restores
+        from apps.databases.connection import PgConn
+
         args = self.job.args
         if conn is None:
             if not args.get("target_id"):

@@ -1,7 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
 
-from apps.backups.jobs import DatabaseBackupJob
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
@@ -61,6 +60,10 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         if not has_role(request.user, OPERATOR):
             self.message_user(request, "Taking backups needs the operator role.", messages.ERROR)
             return
+        # Imported here: the backup services pull in pg_dump's engine, psycopg, zstd and cryptography, which
+        # every management command would otherwise load at start-up through admin autodiscovery.
+        from apps.backups.jobs import DatabaseBackupJob
+
         for target in queryset:
             try:
                 job = DatabaseBackupJob.enqueue(target=target, actor=admin_actor(request))

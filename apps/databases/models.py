@@ -1,7 +1,6 @@
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from apps.core import secretbox
 from apps.core.models import TimeStampedModel
 
 
@@ -50,7 +49,11 @@ class DatabaseTarget(TimeStampedModel):
         return bool(self.password_sealed)
 
     def set_password(self, password: str) -> None:
+        from apps.core import secretbox  # cryptography: imported when used, not at Django start-up
+
         self.password_sealed = secretbox.seal(password)
 
     def get_password(self) -> str:
+        from apps.core import secretbox
+
         return secretbox.unseal(self.password_sealed)

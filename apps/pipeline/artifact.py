@@ -69,11 +69,18 @@ def _aad(header_digest: bytes, counter: int, flag: int) -> bytes:
 class Encoder:
     """Raw chunks in, stored chunks out; `stats` is complete once the output is exhausted."""
 
-    def __init__(self, *, compression_name: str = "zstd", keyring: Keyring | None = None, frame_size: int = FRAME_SIZE):
+    def __init__(
+        self,
+        *,
+        compression_name: str = "zstd",
+        keyring: Keyring | None = None,
+        frame_size: int = FRAME_SIZE,
+        compression_threads: int | None = None,
+    ):
         if not 0 < frame_size <= MAX_FRAME - TAG_LEN:
             raise ValueError(f"frame_size must be between 1 and {MAX_FRAME - TAG_LEN} bytes.")
         self.stats = ArtifactStats(compression=compression_name)
-        self._compressor = compression.compressor(compression_name)
+        self._compressor = compression.compressor(compression_name, threads=compression_threads)
         self._frame_size = frame_size
         self._aead = None
         header = {"format": FORMAT_VERSION, "compression": compression_name, "cipher": "none", "frame_size": frame_size}
@@ -96,34 +103,62 @@ class Encoder:
         self._header_digest = hashlib.sha256(self._header_bytes).digest()
         self._counter = 0
 
-    def _frame(self, payload: bytes, flag: int) -> bytes:
+    def _frame(self, payload, flag: int) -> bytes:
+        return b"".join(self._frame_pieces(payload, flag))
+
+    def _frame_pieces(self, payload, flag: int) -> Iterator[bytes]:
+        """One frame as two pieces, header then payload (no concatenated copy of the payload)."""
         if self._aead is not None:
             payload = self._aead.encrypt(
                 _nonce(self._nonce_prefix, self._counter), payload, _aad(self._header_digest, self._counter, flag)
             )
+        elif not isinstance(payload, bytes):
+            payload = bytes(payload)
         self._counter += 1
-        return _FRAME_HEAD.pack(flag, len(payload)) + payload
+        yield _FRAME_HEAD.pack(flag, len(payload))
+        if payload:
+            yield payload
 
     def _frames(self, raw_chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield self._header_bytes
         raw_hash = hashlib.sha256()
-        buf = bytearray()
+        compress = self._compressor.compress
         size = self._frame_size
+        pending: list[bytes] = []  # compressed output not yet framed
+        pending_len = 0
         for chunk in raw_chunks:
             if not chunk:
                 continue
             raw_hash.update(chunk)
             self.stats.size_raw += len(chunk)
-            buf += self._compressor.compress(chunk)
-            while len(buf) >= size:
-                yield self._frame(bytes(buf[:size]), FLAG_MORE)
-                del buf[:size]
-        buf += self._compressor.flush()
-        while len(buf) > size:
-            yield self._frame(bytes(buf[:size]), FLAG_MORE)
-            del buf[:size]
-        yield self._frame(bytes(buf), FLAG_FINAL)
+            out = compress(chunk)
+            if out:
+                pending.append(out)
+                pending_len += len(out)
+            if pending_len >= size:
+                rest = yield from self._full_frames(pending, size)
+                pending, pending_len = ([rest], len(rest)) if rest else ([], 0)
+        out = self._compressor.flush()
+        if out:
+            pending.append(out)
+        data = b"".join(pending)
+        view = memoryview(data)
+        off = 0
+        while len(data) - off > size:
+            yield from self._frame_pieces(view[off:off + size], FLAG_MORE)
+            off += size
+        yield from self._frame_pieces(view[off:], FLAG_FINAL)
         self.stats.sha256_raw = raw_hash.hexdigest()
+
+    def _full_frames(self, pending: list[bytes], size: int):
+        """Frame every whole frame_size slice of the pending output; return the remainder (bytes)."""
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        view = memoryview(data)
+        off = 0
+        while len(data) - off >= size:
+            yield from self._frame_pieces(view[off:off + size], FLAG_MORE)
+            off += size
+        return data[off:] if off < len(data) else b""
 
     def encode(self, raw_chunks: Iterable[bytes]) -> Iterator[bytes]:
         stored_hash = hashlib.sha256()

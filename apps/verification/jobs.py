@@ -1,4 +1,4 @@
-"""Job runner for verifications: thin, it calls services."""
+"""Job runner for verifications: thin, it calls services (imported when used: see apps/backups/jobs.py)."""
 from django.db import transaction
 
 from apps.backups.models import Backup
@@ -6,7 +6,6 @@ from apps.core.errors import JobFailed
 from apps.core.services import Actor, audit
 from apps.jobs.models import Job
 from apps.jobs.runner import JobRunner
-from apps.verification import services
 
 
 class VerifyBackupsJob(JobRunner):
@@ -16,6 +15,8 @@ class VerifyBackupsJob(JobRunner):
 
     @classmethod
     def prepare(cls, *, actor: Actor, backup_ids: list[str], level: str) -> Job:
+        from apps.verification import services
+
         with transaction.atomic():
             job = cls.create_job(args=services.request_verification(backup_ids=backup_ids, level=level), actor=actor)
             audit(actor=actor, action="backup.verify.requested", obj=job,
@@ -23,6 +24,8 @@ class VerifyBackupsJob(JobRunner):
         return job
 
     def run(self, **_runtime) -> dict:
+        from apps.verification import services
+
         ids, level = self.job.args["backup_ids"], self.job.args["level"]
         runs = []
         for backup in Backup.objects.filter(pk__in=ids).select_related("storage_location"):

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
 from apps.core.errors import UserError
-from apps.databases.engines import dump_rows, logical
+from apps.databases import selectors as databases
 from apps.jobs.progress import JobContext
 from apps.pipeline.artifact import ArtifactError, Decoder
 from apps.pipeline.keys import KeyError_, configured_keyring
@@ -101,7 +101,7 @@ def _decrypt_and_parse(*, backup: Backup, artifact, backend, on_progress) -> tup
     parses with the per-table row counts recorded at backup time.
     """
     decoder = Decoder.for_record(artifact, keyring=configured_keyring())  # header held to the catalog too
-    counter = dump_rows.counter_for(backup.format) if backup.format in logical.FORMATS else None
+    counter = databases.dump_row_counter(fmt=backup.format)
     done = 0
     try:
         for raw in decoder.decode(backend.get_stream(artifact.key)):
