@@ -299,6 +299,7 @@ class App:
         self.work = work
         self.key_spec = generate_spec("k1")
         self.template = work / "meta-template.sqlite3"
+        self.baseline_template = work / "meta-template-baseline.sqlite3"
         self.n = 0
         self.startup: Reaped | None = None
         self.startup_wall = 0.0
@@ -343,6 +344,13 @@ class App:
         root = self.work / "backups-template"
         env = self.env(self.template, root)
         self.manage(env, "migrate", "--noinput")
+        if BASELINE_TREE is not None:
+            # The baseline tree gets a metadata db migrated by its own code: its schema may be older.
+            benv = dict(self.env(self.baseline_template, root), PYTHONPYCACHEPREFIX=str(self.work / "pycache-baseline"))
+            dsn = f"postgresql://{cluster.user}:bench@127.0.0.1:{cluster.port}/{DBNAME}?sslmode=disable"
+            for args in (["migrate", "--noinput"], ["target_add", TARGET, "--dsn", dsn]):
+                subprocess.run([sys.executable, str(BASELINE_TREE / "manage.py"), *args], cwd=BASELINE_TREE, env=benv,
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         dsn = f"postgresql://{cluster.user}:bench@127.0.0.1:{cluster.port}/{DBNAME}?sslmode=disable"
         # target_add is a complete Django CLI start-up with no work: its peak RSS is the fixed cost.
         t0 = time.perf_counter()
@@ -357,11 +365,11 @@ class App:
         if self.startup.returncode:
             raise RuntimeError("target_add failed")
 
-    def fresh(self) -> tuple[dict, Path, Path]:
+    def fresh(self, baseline: bool = False) -> tuple[dict, Path, Path]:
         self.n += 1
         db = self.work / f"meta-{self.n}.sqlite3"
         root = self.work / f"backups-{self.n}"
-        shutil.copyfile(self.template, db)
+        shutil.copyfile(self.baseline_template if baseline else self.template, db)
         return self.env(db, root), db, root
 
 
@@ -376,7 +384,7 @@ def _job_wall(db: Path) -> float | None:
 def run_db_backup(app: App, size_mb: int, rep: int, keep: bool, method: str = "c") -> Run:
     import json
 
-    env, db, root = app.fresh()
+    env, db, root = app.fresh(baseline=method == "g")
     load = os.getloadavg()[0]
     extra_args = ["--skip-checks"] if method == "d" else []
     tree = BASELINE_TREE if method == "g" else ROOT
