@@ -136,26 +136,22 @@ class Encoder:
                 pending.append(out)
                 pending_len += len(out)
             if pending_len >= size:
-                rest = yield from self._full_frames(pending, size)
+                rest = yield from self._more_frames(pending, size, keep=size - 1)
                 pending, pending_len = ([rest], len(rest)) if rest else ([], 0)
         out = self._compressor.flush()
         if out:
             pending.append(out)
-        data = b"".join(pending)
-        view = memoryview(data)
-        off = 0
-        while len(data) - off > size:
-            yield from self._frame_pieces(view[off:off + size], FLAG_MORE)
-            off += size
-        yield from self._frame_pieces(view[off:], FLAG_FINAL)
+        # The final frame holds 1 to frame_size bytes (0 only for an empty stream).
+        rest = yield from self._more_frames(pending, size, keep=size)
+        yield from self._frame_pieces(rest, FLAG_FINAL)
         self.stats.sha256_raw = raw_hash.hexdigest()
 
-    def _full_frames(self, pending: list[bytes], size: int):
-        """Frame every whole frame_size slice of the pending output; return the remainder (bytes)."""
+    def _more_frames(self, pending: list[bytes], size: int, *, keep: int):
+        """Frame frame_size slices of the pending output while more than `keep` bytes remain; return the rest."""
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         view = memoryview(data)
         off = 0
-        while len(data) - off >= size:
+        while len(data) - off > keep:
             yield from self._frame_pieces(view[off:off + size], FLAG_MORE)
             off += size
         return data[off:] if off < len(data) else b""
