@@ -91,7 +91,7 @@ def test_jobs_whose_process_died_or_went_silent_are_failed(target):
     mine = Job.objects.create(type="verify.backups", status=JobStatus.RUNNING, worker=liveness.this_process(),
                               heartbeat_at=now)
     backup = Backup.objects.get(pk=DatabaseBackupJob.run_now(target=target, actor=SYSTEM).args["backup_id"])
-    VerifyBackupsJob.prepare(backup_ids=[backup.pk], level="exists", actor=SYSTEM)  # any new job settles the dead
+    VerifyBackupsJob.enqueue(backup_ids=[backup.pk], level="exists", actor=SYSTEM)  # any new job settles the dead
     for job in (dead, silent, busy, mine):
         job.refresh_from_db()
     assert dead.status == JobStatus.FAILED and "died" in dead.error

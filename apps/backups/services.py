@@ -9,7 +9,6 @@ from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 from apps.core.errors import ConflictError, UserError
 from apps.core.services import Actor, audit
 from apps.databases.models import DatabaseTarget
-from apps.jobs import services as jobs
 from apps.jobs.models import JobStatus
 from apps.jobs.progress import JobContext
 from apps.storage import backends
@@ -56,8 +55,10 @@ def run_database_backup(*, backup: Backup, ctx: JobContext) -> Backup:
 
 
 def reap_abandoned(*, target: DatabaseTarget | None = None) -> int:
-    """Settle backups whose process died: running without a live lease, or pending with a finished job."""
-    jobs.reap_dead_jobs()
+    """Settle backups whose process died: running without a live lease, or pending with a failed job.
+
+    (Dead jobs themselves are settled before any job is requested: JobRunner.request.)
+    """
     reaped = 0
     active = Backup.objects.filter(status__in=[BackupStatus.PENDING, BackupStatus.RUNNING],
                                    database_target__isnull=False).select_related("database_target", "job")

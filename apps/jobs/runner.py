@@ -52,18 +52,24 @@ class JobRunner:
 
     @classmethod
     def create_job(cls, *, args: dict, actor: Actor) -> Job:
-        services.reap_dead_jobs()
         return services.create_job(job_type=cls.name, args=args, actor=actor)
+
+    @classmethod
+    def request(cls, *, actor: Actor, **params: Any) -> Job:
+        """Settle jobs whose process died (they may hold what this one needs, e.g. a target's lease), then
+        prepare this one."""
+        services.reap_dead_jobs()
+        return cls.prepare(actor=actor, **params)
 
     @classmethod
     def enqueue(cls, *, actor: Actor, **params: Any) -> Job:
         """Record the job and hand it to the django-q2 cluster (inline when Q_CLUSTER['sync'] is on)."""
-        return submit(cls.prepare(actor=actor, **params))
+        return submit(cls.request(actor=actor, **params))
 
     @classmethod
     def run_now(cls, *, actor: Actor, runtime: dict | None = None, **params: Any) -> Job:
         """Record the job and run it in this process (management commands)."""
-        return execute(cls.prepare(actor=actor, **params), **(runtime or {}))
+        return execute(cls.request(actor=actor, **params), **(runtime or {}))
 
     @staticmethod
     def for_type(job_type: str) -> type["JobRunner"]:
