@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from apps.databases import catalog
 from apps.databases.connection import PgConn
 
 SERVER_BIN_DIRS = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
@@ -61,10 +62,10 @@ def wait_accepting(conn: PgConn, *, timeout: float = 60, app_name: str = "backup
 
 def create_database(conn: PgConn, name: str, *, if_missing: bool = False) -> bool:
     """CREATE DATABASE name, connected as `conn` (a superuser); False if it existed and `if_missing`."""
-    with psycopg.connect(**conn.kwargs(), autocommit=True) as c:
-        if if_missing and c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            return False
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    new = conn.with_db(name)
+    if if_missing and catalog.database_exists(new):
+        return False
+    catalog.create_database(new)
     return True
 
 
