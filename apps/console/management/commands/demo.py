@@ -105,11 +105,11 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def private_secret(path: Path) -> tuple[str, bool]:
+def private_secret(path: Path, nbytes: int = 18) -> tuple[str, bool]:
     """The secret kept in `path` (mode 600), made at random the first time: (secret, made now)."""
     made = not path.exists() or not path.read_text().strip()
     if made:
-        write_private(path, secrets.token_urlsafe(18) + "\n")
+        write_private(path, secrets.token_urlsafe(nbytes) + "\n")
     return path.read_text().strip(), made
 
 
@@ -158,11 +158,7 @@ class Command(BaseCommand):
 
     def ensure_admin(self, var: Path, *, reset: bool) -> tuple[str, str]:
         user_model = get_user_model()
-        pw_file = var / PASSWORD_FILE
-        new_file = not pw_file.exists() or not pw_file.read_text().strip()
-        if new_file:
-            write_private(pw_file, secrets.token_urlsafe(12) + "\n")
-        password = pw_file.read_text().strip()
+        password, new_file = private_secret(var / PASSWORD_FILE, nbytes=12)
         user = user_model.objects.filter(username=ADMIN_USERNAME).first()
         if user is None:
             user_model.objects.create_superuser(ADMIN_USERNAME, ADMIN_EMAIL, password)
