@@ -116,6 +116,17 @@ def table_locked(conn):
         c.rollback()
 
 
+def assert_next_backup_settles_the_dead_one(site: Site, target: str, dead_id: str) -> None:
+    """After a kill: the next backup of the target succeeds within 60 s and the killed one is failed, abandoned."""
+    started = time.monotonic()
+    again = site.backup(target)
+    assert again["status"] == "succeeded"
+    assert time.monotonic() - started < 60
+    dead = site.backup_row(dead_id)
+    assert dead["status"] == "failed" and dead["error"].startswith("Abandoned"), dead
+    assert dead["job_status"] == "failed" and "Abandoned" in dead["job_error"], dead
+
+
 def test_killed_backup_frees_its_target_at_once(site, lock_db):
     site.add_target("killed-cli")
     with table_locked(lock_db):
@@ -123,13 +134,7 @@ def test_killed_backup_frees_its_target_at_once(site, lock_db):
         backup_id, _worker = site.wait_running("killed-cli")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    started = time.monotonic()
-    again = site.backup("killed-cli")
-    assert again["status"] == "succeeded"
-    assert time.monotonic() - started < 60
-    dead = site.backup_row(backup_id)
-    assert dead["status"] == "failed" and dead["error"].startswith("Abandoned"), dead
-    assert dead["job_status"] == "failed" and "Abandoned" in dead["job_error"], dead
+    assert_next_backup_settles_the_dead_one(site, "killed-cli", backup_id)
 
 
 def test_blocked_backup_is_never_displaced(site, lock_db):
@@ -158,13 +163,7 @@ def test_killed_worker_process_frees_the_target(site, lock_db):
             worker_pid = int(worker.split(":")[1])
             assert worker_pid not in (cluster.pid, os.getpid())
             os.kill(worker_pid, signal.SIGKILL)
-        started = time.monotonic()
-        again = site.backup("killed-worker")
-        assert again["status"] == "succeeded"
-        assert time.monotonic() - started < 60
-        dead = site.backup_row(backup_id)
-        assert dead["status"] == "failed" and dead["error"].startswith("Abandoned"), dead
-        assert dead["job_status"] == "failed", dead
+        assert_next_backup_settles_the_dead_one(site, "killed-worker", backup_id)
     finally:
         cluster.terminate()  # one SIGTERM to the main process only: django-q2 stops its workers itself
         try:
