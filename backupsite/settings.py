@@ -3,6 +3,7 @@
 Secrets may also come from files: every variable FOO can be given as FOO_FILE
 holding a path, so they never need to sit in a process environment listing.
 """
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -121,6 +122,9 @@ if not BACKUP_ENCRYPTION_KEYS and not DEBUG:
         "BACKUP_ENCRYPTION_KEYS must be set when DEBUG is off: backups are encrypted at rest in production."
     )
 BACKUP_COMPRESSION = env.str("BACKUP_COMPRESSION", default="zstd")
+# zstd worker threads (as `zstd -T2`): 2 where there are 2 CPUs or more; 0 compresses in the backup's own thread.
+_zstd_threads = env.str("BACKUP_ZSTD_THREADS", default="").strip()  # empty: the default
+BACKUP_ZSTD_THREADS = max(0, int(_zstd_threads)) if _zstd_threads else (2 if (os.cpu_count() or 1) >= 2 else 0)
 # Directory holding pg_dump, pg_restore, psql, initdb... (empty: use PATH).
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # A backup's lease on its target is renewed by the job heartbeat; one not renewed for this long is stale

@@ -1,5 +1,4 @@
 """Streaming compressors behind one small interface: compress(chunk) -> bytes, flush() -> bytes."""
-import os
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Protocol
@@ -26,16 +25,14 @@ class _Identity:
 
 
 def default_zstd_threads() -> int:
-    """Worker threads for zstd: 2 where there are 2 CPUs or more (as `zstd -T2`), else 0 (in the caller's thread).
+    """Worker threads for zstd: settings.BACKUP_ZSTD_THREADS (2 on 2 CPUs or more, as `zstd -T2`; 0: none).
 
     With workers, libzstd compresses in its own threads without the GIL while the caller reads,
     hashes and encrypts; the output is still one standard zstd frame (`zstd -d` reads it).
-    BACKUP_ZSTD_THREADS overrides (0: no worker threads).
     """
-    configured = os.environ.get("BACKUP_ZSTD_THREADS", "").strip()
-    if configured:
-        return max(0, int(configured))
-    return 2 if (os.cpu_count() or 1) >= 2 else 0
+    from django.conf import settings
+
+    return settings.BACKUP_ZSTD_THREADS
 
 
 class _Zstd:
