@@ -51,6 +51,7 @@ class Backup(UlidModel):
     lsn_stop = models.CharField(max_length=32, blank=True)
     timeline = models.PositiveIntegerField(null=True, blank=True)
     server_version = models.CharField(max_length=64, blank=True)
+    system_identifier = models.CharField(max_length=32, blank=True, help_text="pg_control system identifier (physical).")
     row_counts = models.JSONField(default=dict, blank=True)
     manifest_key = models.CharField(max_length=1024, blank=True)
     legal_hold = models.BooleanField(default=False)
@@ -118,3 +119,33 @@ class Replica(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.backup_id}@{self.location}"
+
+
+class WalSegment(TimeStampedModel):
+    """One archived WAL file (segment, timeline history or backup label) of a target, as stored once."""
+
+    database_target = models.ForeignKey("databases.DatabaseTarget", on_delete=models.PROTECT, related_name="wal")
+    name = models.CharField(max_length=64, help_text="PostgreSQL's file name, e.g. 000000010000000000000003.")
+    timeline = models.PositiveIntegerField()
+    start_lsn = models.CharField(max_length=32, blank=True, help_text="First LSN of a segment; empty for other files.")
+    storage_location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="+")
+    key = models.CharField(max_length=1024)
+    size_raw = models.BigIntegerField()
+    size_stored = models.BigIntegerField()
+    sha256_raw = models.CharField(max_length=64)
+    sha256_stored = models.CharField(max_length=64)
+    compression = models.CharField(max_length=8)
+    cipher = models.CharField(max_length=16)
+    key_id = models.CharField(max_length=64, blank=True)
+    last_commit_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Timestamp of the last commit or restore point recorded in this file: the latest second it can "
+                  "recover to.",
+    )
+
+    class Meta:
+        ordering = ["database_target", "name"]
+        constraints = [models.UniqueConstraint(fields=["database_target", "name"], name="uniq_wal_file")]
+
+    def __str__(self) -> str:
+        return f"{self.database_target_id}:{self.name}"

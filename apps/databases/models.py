@@ -13,6 +13,11 @@ class SslMode(models.TextChoices):
     VERIFY_FULL = "verify-full"
 
 
+class BackupMethod(models.TextChoices):
+    LOGICAL = "logical", "Logical (pg_dump)"
+    PHYSICAL = "physical", "Physical (pg_basebackup)"
+
+
 class DatabaseTarget(TimeStampedModel):
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=255, blank=True)
@@ -31,6 +36,15 @@ class DatabaseTarget(TimeStampedModel):
         help_text="Where backups are written; the primary location when empty.",
     )
     wal_archiving = models.BooleanField(default=False)
+    default_method = models.CharField(
+        max_length=16, choices=BackupMethod.choices, default=BackupMethod.LOGICAL,
+        help_text="Method of a full backup when the request does not name one.",
+    )
+    data_directory = models.CharField(
+        max_length=1024, blank=True,
+        help_text="The cluster's data directory as seen by the machine that runs jobs. Needed for incremental "
+                  "backups; empty for a database reachable only over the network.",
+    )
     tags = models.JSONField(default=list, blank=True)
     enabled = models.BooleanField(default=True)
     # Mutual exclusion of backups of this target (see backups.locks).
