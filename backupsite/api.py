@@ -8,6 +8,7 @@ from apps.backups import api as backups
 from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
+from apps.recovery import api as recovery
 from apps.storage.api import StorageLocationViewSet
 from apps.verification import api as verification
 
@@ -36,6 +37,10 @@ urlpatterns = [
     path("backup-recovery/verification/verify-all", verification.VerifyAllView.as_view(), name="verify-all"),
     path("backup-recovery/verification/runs", verification.VerificationRunListView.as_view(),
          name="verification-run-list"),
+    path("backup-recovery/disaster-recovery/point-in-time-recovery", recovery.PointInTimeRecoveryView.as_view(),
+         name="pitr"),
+    path("backup-recovery/disaster-recovery/recoveries", recovery.RecoveryRunListView.as_view(),
+         name="recovery-list"),
     path("jobs", job_list, name="job-list"),
     path("jobs/<ulid:pk>", job_detail, name="job-detail"),
     *router.urls,

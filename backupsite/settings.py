@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "apps.databases",
     "apps.backups",
     "apps.verification",
+    "apps.recovery",
     "apps.jobs",
     "apps.console",
 ]
@@ -114,6 +115,8 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 # --- Backups -----------------------------------------------------------------
 
 BACKUP_LOCAL_ROOT = Path(env.str("BACKUP_LOCAL_ROOT", default=str(VAR_DIR / "backups")))
+# Data directories made by point-in-time recoveries requested through the API (the CLI takes any path).
+RECOVERY_ROOT = Path(env.str("RECOVERY_ROOT", default=str(VAR_DIR / "recoveries")))
 # "keyid:base64-32-bytes,..." — the first key encrypts new backups; the others
 # stay available so older backups remain readable after a rotation.
 BACKUP_ENCRYPTION_KEYS = secret("BACKUP_ENCRYPTION_KEYS")

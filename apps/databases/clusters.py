@@ -105,6 +105,12 @@ SCRAM_HBA = "".join(
 )
 
 
+def give_to_server_user(path: Path) -> None:
+    """Make a file we created (as root) the server user's, as the server must write it."""
+    if os.geteuid() == 0:
+        shutil.chown(path, RUN_AS, RUN_AS)
+
+
 def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", RUN_AS, "--", *cmd] if os.geteuid() == 0 else cmd
 
@@ -115,14 +121,17 @@ class LocalCluster:
     port: int
     user: str = "postgres"
     password: str = field(default="", repr=False)
+    # A cluster laid out elsewhere (a recovered data directory): its own data and log paths.
+    data_dir: Path | None = None
+    log_file: Path | None = None
 
     @property
     def data(self) -> Path:
-        return self.base / "data"
+        return self.data_dir or self.base / "data"
 
     @property
     def log(self) -> Path:
-        return self.base / "server.log"
+        return self.log_file or self.base / "server.log"
 
     def conn(self, dbname: str = "postgres") -> PgConn:
         return PgConn(host="127.0.0.1", port=self.port, dbname=dbname, user=self.user, password=self.password,
@@ -136,8 +145,7 @@ class LocalCluster:
 
     def initdb(self, extra_conf: dict[str, str] | None = None) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.base, RUN_AS, RUN_AS)
+        give_to_server_user(self.base)
         os.chmod(self.base, 0o700 if os.geteuid() != 0 else 0o755)
         bindir = server_bin_dir()
         cmd = [f"{bindir}/initdb", "-D", str(self.data), "-U", self.user, "-E", "UTF8", "--locale=C.UTF-8",
@@ -151,8 +159,7 @@ class LocalCluster:
             try:
                 with os.fdopen(fd, "w") as fh:
                     fh.write(self.password + "\n")
-                if os.geteuid() == 0:
-                    shutil.chown(pwfile, RUN_AS, RUN_AS)
+                give_to_server_user(pwfile)
                 self._run([*cmd, "--auth=scram-sha-256", f"--pwfile={pwfile}"])
             finally:
                 pwfile.unlink(missing_ok=True)

@@ -1,0 +1,193 @@
+"""Point-in-time recovery: base backup → data directory → recovery settings → replay to the target → promoted.
+
+`request_pitr` checks the request and records a RecoveryRun (which base backup, where, which
+target); `run_pitr` does the work and records what replay reached and how long each part took.
+With `table`, the recovered cluster is a scratch one: the table is copied back into the live
+database and the scratch cluster is stopped and removed.
+"""
+import logging
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.errors import UserError
+from apps.core.services import Actor, audit
+from apps.databases import clusters, identifiers
+from apps.databases.connection import PgConn
+from apps.databases.models import DatabaseTarget
+from apps.jobs.progress import JobContext
+from apps.recovery import recovery_settings, selectors
+from apps.recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus
+from apps.recovery.targets import RecoveryTarget
+
+log = logging.getLogger(__name__)
+
+# What the server logs when replay ends (lc_messages is forced to C in the recovery settings).
+_STOPPED = re.compile(r"(recovery stopping .*|last completed transaction was at log time .*)$")
+_NOT_REACHED = "recovery ended before configured recovery target was reached"
+_READY = "database system is ready to accept connections"
+
+
+def request_pitr(*, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str, actor: Actor,
+                 port: int | None = None, start: bool = False, table: str | None = None) -> RecoveryRun:
+    """Validate a recovery and record it (pending); the caller attaches the job."""
+    path = Path(pgdata)
+    if not path.is_absolute():
+        raise UserError("The data directory must be an absolute path.")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"{path} exists and is not an empty directory; recovery never writes over data.")
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent} does not exist; create it first.")
+    if port is not None and not 1 <= port <= 65535:
+        raise UserError("The port must be between 1 and 65535.")
+    if port is not None and start and not clusters.port_is_free(port):
+        raise UserError(f"Port {port} is in use on this machine; choose another or leave it out.")
+    if table:
+        schema, name = identifiers.check_table(table)
+        table = f"{schema or 'public'}.{name}"
+    base = selectors.base_backup_for(target, goal, restore_point_lsn=_restore_point_lsn(target, goal))
+    _check_archive(target=target, base=base, goal=goal)
+    with transaction.atomic():
+        run = RecoveryRun.objects.create(
+            database_target=target, kind=RecoveryKind.TABLE if table else RecoveryKind.PITR,
+            target_time=goal.time, target_lsn=goal.lsn, target_name=goal.name, inclusive=goal.inclusive,
+            base_backup=base, pgdata=str(path), port=port, start=start or bool(table), table=table or "",
+        )
+        audit(actor=actor, action="recovery.requested", obj=run,
+              details={"target": target.name, "goal": goal.describe(), "base_backup": base.pk, "pgdata": str(path),
+                       "table": table or ""})
+    return run
+
+
+def goal_of(run: RecoveryRun) -> RecoveryTarget:
+    return RecoveryTarget(time=run.target_time, lsn=run.target_lsn, name=run.target_name, inclusive=run.inclusive)
+
+
+def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | None = None,
+             rename: str | None = None) -> RecoveryRun:
+    """Carry out a pending recovery; the run ends succeeded or failed, and a failed one leaves no data directory."""
+    if not RecoveryRun.objects.filter(pk=run.pk, status=RecoveryStatus.PENDING).update(
+            status=RecoveryStatus.RUNNING, started_at=timezone.now()):
+        raise UserError(f"Recovery {run.pk} is not pending; not running it again.")
+    run.refresh_from_db()
+    pgdata = Path(run.pgdata)
+    cluster = None
+    try:
+        say = ctx.log if ctx else log.info
+        say(f"restoring base backup {run.base_backup_id} into {pgdata}")
+        t0 = time.monotonic()
+        _restore_base(run.base_backup, pgdata, ctx)
+        restore_seconds = time.monotonic() - t0
+        port = run.port or clusters.free_port()
+        recovery_settings.write(pgdata, recovery_settings.recovery_settings(
+            restore_command=_restore_command(run.database_target), target=goal_of(run), port=port))
+        fields = {"restore_seconds": restore_seconds, "port": port}
+        if run.start:
+            say(f"starting the recovered cluster on port {port}; replaying WAL to {run.target_description}")
+            cluster = clusters.LocalCluster(base=pgdata.parent, port=port, data_dir=pgdata,
+                                            log_file=pgdata.parent / f"{pgdata.name}.log")
+            t1 = time.monotonic()
+            fields["reached"] = start_and_wait_promoted(cluster)
+            fields["replay_seconds"] = time.monotonic() - t1
+            say(f"recovered: {fields['reached']}")
+        if run.table:
+            fields["table_destination"] = _copy_back(run, port=port, into=into, rename=rename, say=say)
+            cluster.destroy()  # a scratch cluster: only the table was wanted
+            cluster = None
+        RecoveryRun.objects.filter(pk=run.pk).update(status=RecoveryStatus.SUCCEEDED, finished_at=timezone.now(),
+                                                     error="", **fields)
+    except BaseException as exc:
+        if cluster is not None:
+            cluster.stop(mode="immediate")
+        shutil.rmtree(pgdata, ignore_errors=True)
+        RecoveryRun.objects.filter(pk=run.pk).update(status=RecoveryStatus.FAILED, finished_at=timezone.now(),
+                                                     error=str(exc) or type(exc).__name__)
+        raise
+    run.refresh_from_db()
+    return run
+
+
+def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 6 * 3600) -> str:
+    """Start a cluster in recovery and wait until it is promoted; what replay reached, from the server log.
+
+    The server's log is the only place that says where replay stopped, and why it failed: a
+    target beyond the archived WAL makes PostgreSQL stop with "recovery ended before configured
+    recovery target was reached".
+    """
+    cluster.log.touch()
+    clusters.give_to_server_user(cluster.log)
+    offset = cluster.log.stat().st_size
+    cluster._run([f"{clusters.server_bin_dir()}/pg_ctl", "-D", str(cluster.data), "-l", str(cluster.log), "-W",
+                  "start"])
+    started = time.monotonic()
+    while True:
+        text = _log_since(cluster.log, offset)
+        if _READY in text:
+            cluster.wait_ready()
+            reached = [m.group(1) for line in text.splitlines() if (m := _STOPPED.search(line))]
+            return "; ".join(reached) or "replayed all archived WAL"
+        if _NOT_REACHED in text:
+            cluster.stop(mode="immediate")
+            raise UserError(
+                "Recovery ended before it reached the target: the archived WAL stops earlier (an archiving gap, or a "
+                f"target later than the newest archived WAL). Server log: {_tail(text)}")
+        elapsed = time.monotonic() - started
+        if elapsed > 2 and not cluster.is_running():
+            raise UserError(f"The recovered cluster stopped during recovery. Server log: {_tail(text)}")
+        if elapsed > timeout:
+            raise UserError(f"Recovery did not finish within {timeout:.0f} s. Server log: {_tail(text)}")
+        time.sleep(0.2)
+
+
+def _log_since(path: Path, offset: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def _copy_back(run: RecoveryRun, *, port: int, into: PgConn | None, rename: str | None, say) -> str:
+    from apps.recovery import table_copy
+
+    schema, table = run.table.split(".", 1)
+    target = run.database_target
+    live = into or PgConn.for_target(target)
+    scratch = replace(PgConn.for_target(target), host="127.0.0.1", port=port, sslmode="disable")
+    if rename:
+        identifiers.check_name(rename, what="table")
+    say(f"copying {run.table} from the recovered cluster into {live.redacted()}"
+        + (f" as {schema}.{rename}" if rename else " in place"))
+    result = table_copy.copy_table(source=scratch, dest=live, schema=schema, table=table, rename=rename)
+    say(f"copied {result['rows']} rows into {result['table']}")
+    return f"{live.host}:{live.port}/{live.dbname} {result['table']} ({result['rows']} rows)"
+
+
+# --- pieces provided by the physical backup and WAL archive modules -------------------------------------------------
+
+def _restore_base(backup, pgdata: Path, ctx) -> None:
+    from apps.backups import physical_restore
+
+    physical_restore.restore_data_directory(backup, pgdata, ctx=ctx)
+
+
+def _restore_command(target: DatabaseTarget) -> str:
+    from apps.backups import wal_archive
+
+    return wal_archive.restore_command(target)
+
+
+def _restore_point_lsn(target: DatabaseTarget, goal: RecoveryTarget) -> int | None:
+    return None
+
+
+def _check_archive(*, target: DatabaseTarget, base, goal: RecoveryTarget) -> None:
+    return None
