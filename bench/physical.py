@@ -335,7 +335,7 @@ class Tool:
         checkpoint(self.cluster)
         load = os.getloadavg()[0]
         t, size, incr = self.incremental()
-        record("incremental", t, load, size, change=f"{change['transactions']} tx")
+        record("incremental", t, load, size, change=f"{change['transactions']} tx in {change['seconds']:.1f} s")
         change_data(self.cluster, pct)
         target = recovery_target(self.cluster, label)
         drained = drain_archive(self.cluster)
