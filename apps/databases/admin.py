@@ -20,7 +20,7 @@ class DatabaseTargetForm(forms.ModelForm):
     class Meta:
         model = DatabaseTarget
         fields = ["name", "description", "host", "port", "dbname", "user", "sslmode", "storage_location",
-                  "wal_archiving", "tags", "enabled"]
+                  "default_method", "data_directory", "wal_archiving", "tags", "enabled"]
 
 
 @admin.register(DatabaseTarget)
@@ -28,7 +28,7 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
     form = DatabaseTargetForm
     list_display = ["name", "host", "port", "dbname", "user", "has_password", "storage_location", "enabled",
                     "last_backup"]
-    list_filter = ["enabled", "wal_archiving", "sslmode"]
+    list_filter = ["enabled", "default_method", "wal_archiving", "sslmode"]
     search_fields = ["name", "host", "dbname", "description"]
     actions = ["backup_now"]
 
@@ -55,7 +55,7 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         for target in queryset:
             delete_target(target=target, actor=admin_actor(request))
 
-    @admin.action(description="Back up now (custom format)")
+    @admin.action(description="Back up now (full, the target's default method)")
     def backup_now(self, request, queryset):
         if not has_role(request.user, OPERATOR):
             self.message_user(request, "Taking backups needs the operator role.", messages.ERROR)
