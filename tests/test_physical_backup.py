@@ -170,6 +170,8 @@ def test_default_method_and_the_api(api_as, phys, phys_target):
     assert b.format == "basebackup" and b.lsn_stop
     r = operator.post(f"{V1}/database/backup/full", {"target": "phys", "method": "logical"}, format="json")
     assert r.status_code == 202 and Backup.objects.get(pk=r.json()["backup_id"]).format == "custom"
+    r = operator.post(f"{V1}/database/backup/full", {"target": "phys", "format": "plain"}, format="json")
+    assert r.status_code == 202 and Backup.objects.get(pk=r.json()["backup_id"]).format == "plain"  # implies logical
     r = operator.post(f"{V1}/database/backup/full", {"target": "phys", "method": "physical", "format": "plain"},
                       format="json")
     assert r.status_code == 400 and "physical" in r.json()["detail"]

@@ -32,8 +32,8 @@ def request_database_backup(
 ) -> Backup:
     """Record a pending backup, unless one of the target is running or queued (checked and inserted atomically).
 
-    A full backup is logical (pg_dump, `fmt`) or physical (pg_basebackup); `method` None means the
-    target's default method. An incremental is physical and builds on the target's latest physical backup.
+    A full backup is logical (pg_dump, `fmt`) or physical (pg_basebackup); with neither `method` nor a
+    pg_dump `fmt` given, the target's default method. An incremental is physical and builds on the target's latest physical backup.
     """
     kind, fmt = _kind_and_format(target=target, fmt=fmt, method=method, kind=kind)
     if not target.enabled:
@@ -83,6 +83,9 @@ def _kind_and_format(*, target: DatabaseTarget, fmt: str | None, method: str | N
         if not target.data_directory:
             raise UserError(NO_DATA_DIRECTORY.format(name=target.name))
         return kind, BackupFormat.BASEBACKUP
+    # A pg_dump format names the method; only a request that names neither takes the target's default.
+    if fmt and fmt != BackupFormat.BASEBACKUP and method is None:
+        method = BackupMethod.LOGICAL
     if (method or target.default_method) == BackupMethod.PHYSICAL:
         if fmt not in (None, BackupFormat.BASEBACKUP):
             raise UserError(f"A physical backup is a pg_basebackup; format {fmt!r} is for logical backups.")

@@ -17,6 +17,14 @@ class DatabaseTargetForm(forms.ModelForm):
     )
     clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Optional in a post (a form from before the field existed): missing keeps what the target has.
+        self.fields["default_method"].required = False
+
+    def clean_default_method(self):
+        return self.cleaned_data.get("default_method") or self.instance.default_method
+
     class Meta:
         model = DatabaseTarget
         fields = ["name", "description", "host", "port", "dbname", "user", "sslmode", "storage_location",

@@ -26,7 +26,9 @@ from apps.core.errors import UserError
 from apps.databases import catalog
 from apps.databases.connection import PgConn
 from apps.databases.engines import tarstream
-from apps.databases.engines.physical import format_lsn, parse_backup_label, parse_lsn, wal_file_name
+from apps.databases.engines.physical import (
+    BaseBackupInfo, format_lsn, parse_backup_label, parse_lsn, wal_file_name,
+)
 
 CHUNK = 1 << 20
 ARTIFACT = "files.tar"
@@ -56,21 +58,11 @@ def read_system_identifier(data_directory: Path) -> str:
 
 
 @dataclass
-class IncrementalInfo:
-    lsn_start: str = ""
-    lsn_stop: str = ""
-    timeline: int | None = None
-    server: dict = field(default_factory=dict)
-    started_at: float = 0.0
+class IncrementalInfo(BaseBackupInfo):
     wal_segment_size: int = 0
-    files: list[dict] = field(default_factory=list)
     wal: list[str] = field(default_factory=list)
     stored_files: int = 0
     stored_bytes: int = 0
-
-    @property
-    def system_identifier(self) -> str:
-        return self.server.get("system_identifier", "")
 
 
 class IncrementalBackup:

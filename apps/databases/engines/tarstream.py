@@ -282,9 +282,12 @@ class Extractor:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, (info.mode & 0o777) | 0o600)
         with os.fdopen(fd, "wb") as out:
             src = tar.extractfile(info)
-            while block := src.read(CHUNK):
-                out.write(block)
-                self.bytes += len(block)
+            try:
+                while block := src.read(CHUNK):
+                    out.write(block)
+                    self.bytes += len(block)
+            except tarfile.TarError as exc:
+                raise TarError(f"The backup's tar stream ends inside {info.name}: {exc}") from None
         os.utime(target, (info.mtime, info.mtime))
         self.files += 1
         return rel
