@@ -28,6 +28,8 @@ urlpatterns = [
     path("auth/token/refresh/", TokenRefreshView.as_view(permission_classes=[AllowAny]), name="token-refresh"),
     # Seed endpoints (no trailing slash, as published).
     path("backup-recovery/database/backup/full", backups.FullBackupView.as_view(), name="backup-full"),
+    path("backup-recovery/database/backup/incremental", backups.IncrementalBackupView.as_view(),
+         name="backup-incremental"),
     path("backup-recovery/database/backups", backups.BackupListView.as_view(), name="backup-list"),
     path("backup-recovery/database/backups/<ulid:pk>", backups.BackupDetailView.as_view(), name="backup-detail"),
     path("backup-recovery/database/backups/<ulid:pk>/restore", backups.RestoreView.as_view(), name="backup-restore"),

@@ -17,7 +17,7 @@ from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR
 from apps.databases import identifiers
 from apps.databases.connection import PgConn
-from apps.databases.models import DatabaseTarget
+from apps.databases.models import BackupMethod, DatabaseTarget
 
 # --- serializers -------------------------------------------------------------------------------------
 
@@ -31,10 +31,22 @@ def _target_field(help_text: str) -> serializers.SlugRelatedField:
 
 class FullBackupInputSerializer(serializers.Serializer):
     target = _target_field("Name of the database target to back up.")
-    format = serializers.ChoiceField(
-        choices=[(f.value, f.label) for f in services.LOGICAL_FORMATS], default=BackupFormat.CUSTOM.value,
-        help_text="pg_dump output: custom (default; allows single-table restore), plain, schema (only) or data (only).",
+    method = serializers.ChoiceField(
+        choices=BackupMethod.choices, required=False, allow_null=True, default=None,
+        help_text="logical (pg_dump) or physical (pg_basebackup of the whole cluster); default: the target's "
+                  "default_method.",
     )
+    format = serializers.ChoiceField(
+        choices=[(f.value, f.label) for f in services.LOGICAL_FORMATS], required=False, allow_null=True,
+        default=None,
+        help_text="pg_dump output of a logical backup: custom (default; allows single-table restore), plain, "
+                  "schema (only) or data (only).",
+    )
+
+
+class IncrementalBackupInputSerializer(serializers.Serializer):
+    target = _target_field("Name of the database target to back up; it needs a data_directory and a physical "
+                           "backup to build on.")
 
 
 class RestoreInputSerializer(serializers.Serializer):
@@ -112,7 +124,8 @@ class BackupSerializer(serializers.ModelSerializer):
         fields = [
             "id", "target", "kind", "format", "status", "storage_location", "job", "parent", "created_at",
             "started_at", "finished_at", "duration_seconds", "size_raw", "size_stored", "sha256", "compression",
-            "encryption_key_id", "server_version", "lsn_start", "lsn_stop", "timeline", "row_counts",
+            "encryption_key_id", "server_version", "system_identifier", "lsn_start", "lsn_stop", "timeline",
+            "row_counts",
             "manifest_key", "legal_hold", "error", "artifacts", "replicas",
         ]
         read_only_fields = fields
@@ -166,7 +179,7 @@ def _accepted(*, job, backup_id: str) -> Response:
 
 
 class FullBackupView(ActorMixin, generics.GenericAPIView):
-    """Start a full logical backup of a database target now (operator)."""
+    """Start a full backup of a database target now (operator): logical (pg_dump) or physical (pg_basebackup)."""
 
     write_role = OPERATOR
     serializer_class = FullBackupInputSerializer
@@ -179,9 +192,29 @@ class FullBackupView(ActorMixin, generics.GenericAPIView):
     def post(self, request):
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = DatabaseBackupJob.enqueue(
-            target=data.validated_data["target"], fmt=data.validated_data["format"], actor=self.actor
-        )
+        v = data.validated_data
+        job = DatabaseBackupJob.enqueue(target=v["target"], fmt=v["format"], method=v["method"], actor=self.actor)
+        return _accepted(job=job, backup_id=job.args["backup_id"])
+
+
+class IncrementalBackupView(ActorMixin, generics.GenericAPIView):
+    """Start an incremental backup of a database target now (operator): the files changed since its latest
+    physical backup, with the WAL that makes them consistent. Refused (400) for a target without a
+    data_directory (a database reachable only over the network) and before its first physical backup."""
+
+    write_role = OPERATOR
+    serializer_class = IncrementalBackupInputSerializer
+
+    @extend_schema(
+        summary="Incremental backup of a database now",
+        request=IncrementalBackupInputSerializer,
+        responses={202: BackupAcceptedSerializer, 400: FIELD_ERRORS, 409: ERROR_409, **COMMON_ERRORS},
+    )
+    def post(self, request):
+        data = self.get_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = DatabaseBackupJob.enqueue(target=data.validated_data["target"], kind=BackupKind.INCREMENTAL,
+                                        actor=self.actor)
         return _accepted(job=job, backup_id=job.args["backup_id"])
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
-from apps.backups.models import Backup, BackupFormat
+from apps.backups.models import Backup, BackupKind
 from apps.core.errors import UserError
 from apps.core.services import Actor
 from apps.databases.models import DatabaseTarget
@@ -23,16 +23,18 @@ if TYPE_CHECKING:
 
 
 class DatabaseBackupJob(JobRunner):
-    """A full logical backup of a target. The job's backup is `Backup.objects.get(pk=job.args["backup_id"])`."""
+    """A backup of a target: full (logical or physical) or incremental (physical).
+    The job's backup is `Backup.objects.get(pk=job.args["backup_id"])`."""
 
     name = "backup.database"
 
     @classmethod
-    def prepare(cls, *, actor: Actor, target: DatabaseTarget, fmt: str = BackupFormat.CUSTOM) -> Job:
+    def prepare(cls, *, actor: Actor, target: DatabaseTarget, fmt: str | None = None, method: str | None = None,
+                kind: str = BackupKind.FULL) -> Job:
         from apps.backups import services
 
         with transaction.atomic():
-            backup = services.request_database_backup(target=target, fmt=fmt, actor=actor)
+            backup = services.request_database_backup(target=target, fmt=fmt, method=method, kind=kind, actor=actor)
             backup.job = cls.create_job(args={"backup_id": backup.pk}, actor=actor)
             backup.save(update_fields=["job"])
         return backup.job
@@ -76,3 +78,24 @@ class RestoreDatabaseJob(JobRunner):
         )
         return restores.run_restore(backup=Backup.objects.get(pk=args["backup_id"]), conn=conn, request=request,
                                     ctx=self.ctx)
+
+
+class RestoreDataDirectoryJob(JobRunner):
+    """Rebuild a physical backup's data directory (full, or its whole incremental chain) in a new directory;
+    the cluster is not started."""
+
+    name = "restore.datadir"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, backup: Backup, pgdata: str) -> Job:
+        from apps.backups import physical_restore
+
+        with transaction.atomic():
+            return cls.create_job(args=physical_restore.request_restore(backup=backup, pgdata=pgdata, actor=actor),
+                                  actor=actor)
+
+    def run(self, **_runtime) -> dict:
+        from apps.backups import physical_restore
+
+        backup = Backup.objects.get(pk=self.job.args["backup_id"])
+        return physical_restore.restore_data_directory(backup, self.job.args["pgdata"], self.ctx)

@@ -111,6 +111,8 @@ class Replica(TimeStampedModel):
     storage_class = models.CharField(max_length=32, blank=True)
     bytes = models.BigIntegerField(default=0)
     checksum_verified_at = models.DateTimeField(null=True, blank=True)
+    copied_at = models.DateTimeField(null=True, blank=True, help_text="When the copy completed and was verified.")
+    tier_changed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
 

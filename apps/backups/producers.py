@@ -7,7 +7,8 @@ a password) fails the backup like any other error.
 """
 from collections.abc import Iterator
 
-from apps.backups.models import Backup
+from apps.backups import file_index
+from apps.backups.models import Backup, BackupFormat, BackupKind
 from apps.databases.connection import PgConn
 from apps.databases.engines import logical
 
@@ -32,8 +33,75 @@ class LogicalProducer:
                 "row_counts": self.dump.info.row_counts}
 
 
-PRODUCERS = {"logical": LogicalProducer}
+class _PhysicalFields:
+    """What every physical backup records: LSNs, timeline, system identifier, server version."""
+
+    info = None
+
+    def manifest_fields(self) -> dict:
+        i = self.info
+        return {"postgres": i.server, "lsn_start": i.lsn_start, "lsn_stop": i.lsn_stop, "timeline": i.timeline,
+                "system_identifier": i.system_identifier,
+                "file_index": {"artifact": file_index.NAME, "files": len(i.files)}}
+
+    def backup_fields(self) -> dict:
+        i = self.info
+        return {"server_version": i.server.get("server_version", ""), "lsn_start": i.lsn_start,
+                "lsn_stop": i.lsn_stop, "timeline": i.timeline, "system_identifier": i.system_identifier}
 
 
-def producer_for(backup: Backup, method: str = "logical"):
-    return PRODUCERS[method](backup)
+class PhysicalProducer(_PhysicalFields):
+    """pg_basebackup's tar of the whole cluster (with its WAL), then the file index read from its headers."""
+
+    def __init__(self, backup: Backup):
+        self.backup = backup
+
+    def artifacts(self) -> Iterator[tuple[str, Iterator[bytes]]]:
+        from apps.databases.engines import physical
+
+        conn = PgConn.for_target(self.backup.database_target)
+        base = physical.BaseBackup(conn, app_name=f"backupsite-backup-{self.backup.pk}", backup_id=self.backup.pk)
+        yield physical.ARTIFACT, base.chunks()
+        self.info = base.info  # complete: the base tar has been consumed
+        yield file_index.NAME, iter([file_index.dumps(
+            backup_id=self.backup.pk, parent=None, started_at=base.info.started_at, files=base.info.files)])
+
+
+class IncrementalProducer(_PhysicalFields):
+    """The files changed since the parent, the backup label and the WAL to make them consistent; the new index."""
+
+    def __init__(self, backup: Backup):
+        self.backup = backup
+
+    def artifacts(self) -> Iterator[tuple[str, Iterator[bytes]]]:
+        from apps.databases.engines import incremental
+
+        target = self.backup.database_target
+        parent_index = file_index.load(self.backup.parent)  # authenticated before anything is read
+        walk = incremental.IncrementalBackup(
+            PgConn.for_target(target), data_directory=target.data_directory, parent_index=parent_index,
+            app_name=f"backupsite-backup-{self.backup.pk}", backup_id=self.backup.pk,
+        )
+        yield incremental.ARTIFACT, walk.chunks()
+        self.info = i = walk.info
+        yield file_index.NAME, iter([file_index.dumps(
+            backup_id=self.backup.pk, parent=self.backup.parent_id, started_at=i.started_at, files=i.files,
+            wal=i.wal, wal_segment_size=i.wal_segment_size)])
+
+    def manifest_fields(self) -> dict:
+        i = self.info
+        return {**super().manifest_fields(), "wal_segment_size": i.wal_segment_size, "wal": i.wal,
+                "stored_files": i.stored_files, "stored_file_bytes": i.stored_bytes}
+
+
+PRODUCERS = {"logical": LogicalProducer, "physical": PhysicalProducer, "incremental": IncrementalProducer}
+
+
+def method_of(backup: Backup) -> str:
+    if backup.format != BackupFormat.BASEBACKUP:
+        return "logical"
+    return "incremental" if backup.kind == BackupKind.INCREMENTAL else "physical"
+
+
+def producer_for(backup: Backup):
+    return PRODUCERS[method_of(backup)](backup)

@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
-from apps.backups.models import Backup, BackupStatus
+from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 
 
 def backups(*, target: str | None = None, status: str | None = None, kind: str | None = None) -> QuerySet[Backup]:
@@ -16,6 +16,13 @@ def backups(*, target: str | None = None, status: str | None = None, kind: str |
     if kind:
         qs = qs.filter(kind=kind)
     return qs
+
+
+def last_physical_backup(*, target) -> Backup | None:
+    """The newest succeeded physical backup (full or incremental) of a target: the parent of its next incremental."""
+    return (Backup.objects.filter(database_target=target, status=BackupStatus.SUCCEEDED,
+                                  format=BackupFormat.BASEBACKUP, kind__in=[BackupKind.FULL, BackupKind.INCREMENTAL])
+            .order_by("-created_at", "-pk").first())
 
 
 def backup_summary(backup: Backup) -> dict:

@@ -4,11 +4,11 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
-from apps.backups import locks, producers, steps
+from apps.backups import locks, producers, selectors, steps
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 from apps.core.errors import ConflictError, UserError
 from apps.core.services import Actor, audit
-from apps.databases.models import DatabaseTarget
+from apps.databases.models import BackupMethod, DatabaseTarget
 from apps.jobs.models import JobStatus
 from apps.jobs.progress import JobContext
 from apps.storage import backends
@@ -17,12 +17,25 @@ from apps.storage.services import ensure_default_location
 log = logging.getLogger(__name__)
 
 LOGICAL_FORMATS = [BackupFormat.CUSTOM, BackupFormat.PLAIN, BackupFormat.SCHEMA, BackupFormat.DATA]
+NO_DATA_DIRECTORY = (
+    "Target {name} has no data directory: an incremental backup reads the cluster's files on the machine that "
+    "runs the backup jobs, which a database reachable only over the network (a managed service) does not allow. "
+    "It can have logical full backups (pg_dump), or physical full backups (pg_basebackup over a replication "
+    "connection) plus WAL archiving for point-in-time recovery. If the cluster's files are on this machine, "
+    "set the target's data_directory."
+)
 
 
-def request_database_backup(*, target: DatabaseTarget, fmt: str = BackupFormat.CUSTOM, actor: Actor) -> Backup:
-    """Record a pending backup, unless one of the target is running or queued (checked and inserted atomically)."""
-    if fmt not in LOGICAL_FORMATS:
-        raise UserError(f"Unknown format {fmt!r}; choose one of {', '.join(LOGICAL_FORMATS)}.")
+def request_database_backup(
+    *, target: DatabaseTarget, fmt: str | None = None, method: str | None = None, kind: str = BackupKind.FULL,
+    actor: Actor,
+) -> Backup:
+    """Record a pending backup, unless one of the target is running or queued (checked and inserted atomically).
+
+    A full backup is logical (pg_dump, `fmt`) or physical (pg_basebackup); with neither `method` nor a
+    pg_dump `fmt` given, the target's default method. An incremental is physical and builds on the target's latest physical backup.
+    """
+    kind, fmt = _kind_and_format(target=target, fmt=fmt, method=method, kind=kind)
     if not target.enabled:
         raise UserError(f"Target {target.name} is disabled.")
     location = target.storage_location or ensure_default_location()
@@ -42,12 +55,45 @@ def request_database_backup(*, target: DatabaseTarget, fmt: str = BackupFormat.C
             "pk", flat=True).first()
         if queued:
             raise ConflictError(f"A backup of {target.name} is already queued (backup {queued}).")
+        parent = None
+        if kind == BackupKind.INCREMENTAL:
+            parent = selectors.last_physical_backup(target=target)
+            if parent is None:
+                raise UserError(f"Target {target.name} has no succeeded physical backup yet: an incremental needs "
+                                f"one to build on. Take a physical full first (db_backup {target.name} --kind full "
+                                "--method physical).")
         backup = Backup.objects.create(
-            database_target=target, kind=BackupKind.FULL, format=fmt, storage_location=location,
+            database_target=target, kind=kind, format=fmt, parent=parent, storage_location=location,
             compression=settings.BACKUP_COMPRESSION,
         )
-        audit(actor=actor, action="backup.requested", obj=backup, details={"target": target.name, "format": fmt})
+        audit(actor=actor, action="backup.requested", obj=backup,
+              details={"target": target.name, "kind": kind, "format": fmt, "parent": backup.parent_id})
     return backup
+
+
+def _kind_and_format(*, target: DatabaseTarget, fmt: str | None, method: str | None, kind: str) -> tuple[str, str]:
+    if kind not in (BackupKind.FULL, BackupKind.INCREMENTAL):
+        raise UserError(f"Unknown backup kind {kind!r}; choose full or incremental.")
+    if method not in (None, *BackupMethod.values):
+        raise UserError(f"Unknown method {method!r}; choose one of {', '.join(BackupMethod.values)}.")
+    if kind == BackupKind.INCREMENTAL:
+        if method == BackupMethod.LOGICAL or fmt not in (None, BackupFormat.BASEBACKUP):
+            raise UserError("Incremental backups are physical (files of the data directory); "
+                            "pg_dump backups are always full.")
+        if not target.data_directory:
+            raise UserError(NO_DATA_DIRECTORY.format(name=target.name))
+        return kind, BackupFormat.BASEBACKUP
+    # A pg_dump format names the method; only a request that names neither takes the target's default.
+    if fmt and fmt != BackupFormat.BASEBACKUP and method is None:
+        method = BackupMethod.LOGICAL
+    if (method or target.default_method) == BackupMethod.PHYSICAL:
+        if fmt not in (None, BackupFormat.BASEBACKUP):
+            raise UserError(f"A physical backup is a pg_basebackup; format {fmt!r} is for logical backups.")
+        return kind, BackupFormat.BASEBACKUP
+    fmt = fmt or BackupFormat.CUSTOM
+    if fmt not in LOGICAL_FORMATS:
+        raise UserError(f"Unknown format {fmt!r}; choose one of {', '.join(LOGICAL_FORMATS)}.")
+    return kind, fmt
 
 
 def run_database_backup(*, backup: Backup, ctx: JobContext) -> Backup:

@@ -52,7 +52,7 @@ def backup_now(request, target_id: int):
         messages.error(request, "Taking backups needs the operator role.")
         return redirect("console:dashboard")
     target = get_object_or_404(DatabaseTarget, pk=target_id)
-    fmt = request.POST.get("format", "custom")
+    fmt = request.POST.get("format") or None  # none: the target's default method
     try:
         job = DatabaseBackupJob.enqueue(target=target, fmt=fmt, actor=admin_actor(request))
     except UserError as exc:

@@ -17,10 +17,18 @@ class DatabaseTargetForm(forms.ModelForm):
     )
     clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Optional in a post (a form from before the field existed): missing keeps what the target has.
+        self.fields["default_method"].required = False
+
+    def clean_default_method(self):
+        return self.cleaned_data.get("default_method") or self.instance.default_method
+
     class Meta:
         model = DatabaseTarget
         fields = ["name", "description", "host", "port", "dbname", "user", "sslmode", "storage_location",
-                  "wal_archiving", "tags", "enabled"]
+                  "default_method", "data_directory", "wal_archiving", "tags", "enabled"]
 
 
 @admin.register(DatabaseTarget)
@@ -28,7 +36,7 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
     form = DatabaseTargetForm
     list_display = ["name", "host", "port", "dbname", "user", "has_password", "storage_location", "enabled",
                     "last_backup"]
-    list_filter = ["enabled", "wal_archiving", "sslmode"]
+    list_filter = ["enabled", "default_method", "wal_archiving", "sslmode"]
     search_fields = ["name", "host", "dbname", "description"]
     actions = ["backup_now"]
 
@@ -55,7 +63,7 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         for target in queryset:
             delete_target(target=target, actor=admin_actor(request))
 
-    @admin.action(description="Back up now (custom format)")
+    @admin.action(description="Back up now (full, the target's default method)")
     def backup_now(self, request, queryset):
         if not has_role(request.user, OPERATOR):
             self.message_user(request, "Taking backups needs the operator role.", messages.ERROR)

@@ -24,7 +24,8 @@ class DatabaseTargetSerializer(serializers.ModelSerializer):
         model = DatabaseTarget
         fields = [
             "id", "name", "description", "host", "port", "dbname", "user", "password", "has_password", "sslmode",
-            "storage_location", "wal_archiving", "tags", "enabled", "created_at", "updated_at",
+            "storage_location", "wal_archiving", "default_method", "data_directory", "tags", "enabled",
+            "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
 

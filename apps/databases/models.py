@@ -35,6 +35,10 @@ class DatabaseTarget(TimeStampedModel):
         on_delete=models.PROTECT,
         help_text="Where backups are written; the primary location when empty.",
     )
+    replica_locations = models.ManyToManyField(
+        "storage.StorageLocation", blank=True, related_name="replica_of_targets",
+        help_text="Every committed backup of this target is copied to these locations too.",
+    )
     wal_archiving = models.BooleanField(default=False)
     default_method = models.CharField(
         max_length=16, choices=BackupMethod.choices, default=BackupMethod.LOGICAL,

@@ -11,7 +11,7 @@ from apps.databases.models import DatabaseTarget
 # The stored password belongs to this server, user and transport: when one of them changes, it goes.
 CREDENTIAL_FIELDS = ("host", "port", "user", "sslmode")
 AUDITED_FIELDS = ("name", "description", "host", "port", "dbname", "user", "sslmode", "storage_location_id",
-                  "wal_archiving", "tags", "enabled")
+                  "wal_archiving", "default_method", "data_directory", "tags", "enabled")
 
 
 @transaction.atomic

@@ -11,6 +11,12 @@ class StorageKind(models.TextChoices):
     LOCAL = "local", "Local disk"
 
 
+class ImmutabilityMode(models.TextChoices):
+    OFF = "", "Off"
+    GOVERNANCE = "governance", "Governance (privileged users may shorten it)"
+    COMPLIANCE = "compliance", "Compliance (nobody can shorten it)"
+
+
 class StorageLocation(TimeStampedModel):
     name = models.SlugField(max_length=64, unique=True)
     # Choices from the backend registry (a callable: registering a backend needs no migration).
@@ -26,7 +32,18 @@ class StorageLocation(TimeStampedModel):
     )
     storage_class = models.CharField(max_length=32, blank=True, help_text="Default class / tier for new objects.")
     is_primary = models.BooleanField(default=False, help_text="New backups are written here first.")
-    capacity_bytes = models.BigIntegerField(null=True, blank=True, validators=[MinValueValidator(0)])
+    capacity_bytes = models.BigIntegerField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                         help_text="Quota: the Storage Full alert fires when used bytes near it.")
+    used_bytes = models.BigIntegerField(default=0, editable=False, help_text="Bytes this location holds for us.")
+    used_bytes_at = models.DateTimeField(null=True, blank=True, editable=False)
+    immutability = models.CharField(max_length=16, choices=ImmutabilityMode.choices, default=ImmutabilityMode.OFF,
+                                    blank=True, help_text="Write-once storage: every upload carries a retention.")
+    retention_days = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="Retention of write-once objects, in days.")
+    tier_rules = models.JSONField(
+        default=list, blank=True,
+        help_text='Move objects to colder tiers by age, e.g. [{"after_days": 30, "tier": "STANDARD_IA"}].',
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:

@@ -15,21 +15,30 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Target name")
-        parser.add_argument("--format", default="custom", choices=services.LOGICAL_FORMATS)
+        parser.add_argument("--kind", default="full", choices=["full", "incremental"],
+                            help="full (default) or incremental (physical: files changed since the last "
+                                 "physical backup; needs the target's data_directory)")
+        parser.add_argument("--method", choices=["logical", "physical"],
+                            help="Of a full backup: logical (pg_dump) or physical (pg_basebackup); "
+                                 "default: the target's default_method")
+        parser.add_argument("--format", choices=services.LOGICAL_FORMATS,
+                            help="pg_dump format of a logical backup (default custom)")
         parser.add_argument("--queue", action="store_true",
                             help="Hand the backup to the job worker (manage.py qcluster) and return at once")
 
-    def handle(self, *args, name, format, queue, **options):
+    def handle(self, *args, name, kind, method, format, queue, **options):
         target = DatabaseTarget.objects.filter(name=name).first()
         if target is None:
             raise fail(f"No target named {name!r}; add it with target_add.")
         runner = DatabaseBackupJob.enqueue if queue else DatabaseBackupJob.run_now
         try:
-            job = runner(target=target, fmt=format, actor=cli_actor())
+            job = runner(target=target, fmt=format, method=method, kind=kind, actor=cli_actor())
         except UserError as exc:
             raise fail(str(exc))
         backup = Backup.objects.get(pk=job.args["backup_id"])
-        data = {"id": backup.pk, "status": backup.status, "target": target.name, "format": backup.format,
+        data = {"id": backup.pk, "status": backup.status, "target": target.name, "kind": backup.kind,
+                "format": backup.format, "parent": backup.parent_id, "lsn_start": backup.lsn_start or None,
+                "lsn_stop": backup.lsn_stop or None, "timeline": backup.timeline,
                 "size_bytes": backup.size_stored, "size_raw_bytes": backup.size_raw, "sha256": backup.sha256,
                 "job_id": job.pk, "error": backup.error or None}
         print_json(self, data)

@@ -1,0 +1,30 @@
+"""The file index of a physical backup (artifact `files.json`): every file of the cluster, and which
+backup of the chain holds its content. A full's index comes from the tar headers of its base backup;
+an incremental's from its walk of the data directory. See docs/FORMAT.md.
+"""
+import json
+
+from apps.backups.models import Backup
+from apps.core.errors import UserError
+
+NAME = "files.json"
+VERSION = 1
+
+
+def dumps(*, backup_id: str, parent: str | None, started_at: float, files: list[dict], **extra) -> bytes:
+    body = {"file_index_version": VERSION, "backup_id": backup_id, "parent": parent, "started_at": started_at,
+            **extra, "files": files}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def load(backup: Backup) -> dict:
+    """The index of a backup, read through the authenticating decoder (held to the catalog's record)."""
+    from apps.backups.restores import artifact_stream
+
+    artifact = backup.artifacts.filter(name=NAME).first()
+    if artifact is None:
+        raise UserError(f"Backup {backup.pk} has no file index ({NAME}); it cannot anchor an incremental chain.")
+    index = json.loads(b"".join(artifact_stream(backup=backup, artifact=artifact)))
+    if index.get("file_index_version") != VERSION or index.get("backup_id") != backup.pk:
+        raise UserError(f"The file index of backup {backup.pk} is not this backup's (or of an unknown version).")
+    return index

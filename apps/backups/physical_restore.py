@@ -1,0 +1,241 @@
+"""Restore a physical backup (a full, or the chain full → incrementals) into a new data directory.
+
+Before a byte is written, the whole chain is checked: every link succeeded, physical, of the same
+target and cluster (system identifier), its artifacts and manifest present in storage with the sizes
+and checksums the catalog records. Then each link's tar is streamed through the authenticating decoder
+(restores.artifact_stream) and extracted into `<pgdata>.partial`: from an older link only the files the
+newest index says it holds, from the newest everything (its own files, backup_label, WAL). Only a
+complete directory is renamed to `<pgdata>`; a failure removes the partial one, and a process killed
+midway leaves only `<pgdata>.partial`, which the next restore to the same place clears first.
+
+The cluster is not started and no recovery settings are written: the caller (PITR) adds those.
+"""
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+from apps.backups import file_index
+from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
+from apps.backups.restores import artifact_stream
+from apps.core.errors import UserError
+from apps.core.services import Actor, audit
+from apps.jobs.progress import JobContext
+from apps.pipeline import manifest as manifests
+from apps.storage import backends
+from apps.storage.backends import StorageError
+
+SERVER_USER = "postgres"
+TAR_ARTIFACTS = {BackupKind.FULL: "base.tar", BackupKind.INCREMENTAL: "files.tar"}
+
+
+class ChainError(UserError):
+    """A link of the backup chain is missing, failed, or does not match the catalog."""
+
+
+def backup_chain(backup: Backup) -> list[Backup]:
+    """The backups to restore, oldest (the full) first; ChainError if a link is broken or inconsistent."""
+    if backup.format != BackupFormat.BASEBACKUP:
+        raise UserError(f"Backup {backup.pk} is a logical ({backup.format}) backup; restore it into a database "
+                        "with --dsn, not into a data directory.")
+    chain, seen, link = [], set(), backup
+    while link is not None:
+        if link.pk in seen:
+            raise ChainError(f"The backup chain of {backup.pk} loops at {link.pk}.")
+        seen.add(link.pk)
+        chain.append(link)
+        link = link.parent
+    chain.reverse()
+    for i, link in enumerate(chain):
+        _check_link(link, first=i == 0, newest=backup)
+    return chain
+
+
+def _check_link(link: Backup, *, first: bool, newest: Backup) -> None:
+    broken = f"Broken backup chain: backup {link.pk}"
+    if link.status != BackupStatus.SUCCEEDED:
+        raise ChainError(f"{broken} is {link.status}; the chain cannot be restored past it.")
+    if link.format != BackupFormat.BASEBACKUP or link.kind not in TAR_ARTIFACTS:
+        raise ChainError(f"{broken} is not a physical backup ({link.kind}/{link.format}).")
+    if first != (link.kind == BackupKind.FULL):
+        raise ChainError(f"{broken}: a chain starts with exactly one full backup, and this one is {link.kind}.")
+    if link.database_target_id != newest.database_target_id:
+        raise ChainError(f"{broken} belongs to another target.")
+    if not link.system_identifier or link.system_identifier != newest.system_identifier:
+        raise ChainError(f"{broken} is of another cluster (system identifier {link.system_identifier or '?'}, "
+                         f"expected {newest.system_identifier}).")
+    artifacts = {a.name: a for a in link.artifacts.all()}
+    for name in (TAR_ARTIFACTS[link.kind], file_index.NAME):
+        if name not in artifacts:
+            raise ChainError(f"{broken} has no {name} in the catalog.")
+    backend = backends.for_location(link.storage_location)
+    for a in artifacts.values():
+        info = backend.stat(a.key)
+        if info is None or info.size != a.size_stored:
+            what = "missing" if info is None else f"{info.size} bytes, the catalog records {a.size_stored}"
+            raise ChainError(f"{broken}: {a.key} is {what} in {link.storage_location.name}.")
+    try:
+        manifest = manifests.loads(backend.get_bytes(link.manifest_key))
+    except (StorageError, ValueError) as exc:
+        raise ChainError(f"{broken}: its manifest {link.manifest_key or '(none)'} cannot be read: {exc}") from None
+    listed = {m.get("name"): m for m in manifest.get("artifacts", [])}
+    consistent = (
+        manifest.get("backup_id") == link.pk and manifest.get("parent") == link.parent_id
+        and str(manifest.get("system_identifier")) == link.system_identifier
+        and set(listed) == set(artifacts)
+        and all(listed[n].get("sha256_stored") == a.sha256_stored and listed[n].get("key") == a.key
+                for n, a in artifacts.items())
+    )
+    if not consistent:
+        raise ChainError(f"{broken}: its manifest does not match the catalog (altered or substituted).")
+
+
+def request_restore(*, backup: Backup, pgdata: str, actor: Actor) -> dict:
+    """Check and audit a request to restore into a data directory; returns its job's arguments."""
+    if backup.format != BackupFormat.BASEBACKUP:
+        raise UserError(f"Backup {backup.pk} is a logical ({backup.format}) backup; restore it into a database "
+                        "with --dsn, not into a data directory.")
+    if backup.status != BackupStatus.SUCCEEDED:
+        raise UserError(f"Backup {backup.pk} is {backup.status}; only a succeeded backup can be restored.")
+    target = Path(pgdata).absolute()
+    _check_destination(target)
+    args = {"backup_id": backup.pk, "pgdata": str(target)}
+    audit(actor=actor, action="backup.restore.requested", obj=backup, details=args)
+    return args
+
+
+def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobContext | None = None,
+                           *, owner: str | None = None, verify_first: bool = True) -> dict:
+    """Rebuild the data directory of `backup` (a physical full or incremental) at `pgdata`, not started.
+
+    With `verify_first` (the default) every stored artifact of the chain is read back and its SHA-256
+    compared with the catalog before anything is written, so a corrupt link fails the restore up front
+    (otherwise it is still caught, by frame authentication, while extracting, and the partial directory
+    is removed).
+
+    `pgdata` must not exist or be an empty directory; its parent must exist. The result is mode 0700 and,
+    when we are root, owned by `owner` (default: the postgres user). Returns what was restored:
+    {"backup_id", "chain", "pgdata", "files", "bytes", "lsn_start", "lsn_stop", "timeline", "system_identifier"}.
+    Raises UserError (ChainError for a broken chain) with nothing left at `pgdata`.
+    """
+    target = Path(pgdata).absolute()
+    _check_destination(target)
+    chain = backup_chain(backup)  # everything checked before anything is written
+    if verify_first:
+        _verify_stored(chain, ctx)
+    index = file_index.load(backup)
+    holders: dict[str, set[str]] = {}
+    for entry in index["files"]:
+        if entry["type"] == "file":
+            holders.setdefault(entry["backup"], set()).add(entry["path"])
+    unknown = set(holders) - {b.pk for b in chain}
+    if unknown:
+        raise ChainError(f"The file index of {backup.pk} refers to backups outside its chain: {sorted(unknown)[:3]}.")
+    uid_gid = _owner_ids(owner)
+    partial = target.with_name(target.name + ".partial")
+    if partial.exists():
+        _log(ctx, f"removing {partial}, left by an interrupted restore")
+        shutil.rmtree(partial)
+    partial.mkdir(mode=0o700)
+    try:
+        from apps.databases.engines import tarstream
+
+        extractor = tarstream.Extractor(partial)
+        for entry in index["files"]:
+            if entry["type"] == "dir":
+                extractor.make_dir(tarstream.safe_relpath(entry["path"]))
+        for link in chain:
+            wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
+            if wanted is not None and not wanted:
+                continue
+            artifact = link.artifacts.get(name=TAR_ARTIFACTS[link.kind])
+            _log(ctx, f"extracting {artifact.key}" + ("" if wanted is None else f" ({len(wanted)} files)"))
+            for tar, info in tarstream.iter_members(artifact_stream(backup=link, artifact=artifact, ctx=ctx)):
+                rel = str(tarstream.safe_relpath(info.name))
+                if wanted is None or (rel in wanted and info.isreg()):
+                    extractor.write(tar, info)
+                    if wanted is not None:
+                        wanted.discard(rel)
+            if wanted:
+                raise ChainError(f"Backup {link.pk} lacks {len(wanted)} files its successors rely on "
+                                 f"(e.g. {sorted(wanted)[0]}).")
+        _complete_wal(partial, index.get("wal_segment_size"))
+        _own(partial, uid_gid)
+        os.sync()  # every file durable before the directory appears under its final name
+        if target.exists():
+            target.rmdir()  # empty, checked above
+        os.rename(partial, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _log(ctx, f"restored {extractor.files} files ({extractor.bytes} bytes) into {target}")
+    return {"backup_id": backup.pk, "chain": [b.pk for b in chain], "pgdata": str(target),
+            "files": extractor.files, "bytes": extractor.bytes, "lsn_start": backup.lsn_start,
+            "lsn_stop": backup.lsn_stop, "timeline": backup.timeline, "system_identifier": backup.system_identifier}
+
+
+def _verify_stored(chain: list[Backup], ctx: JobContext | None) -> None:
+    for link in chain:
+        backend = backends.for_location(link.storage_location)
+        for artifact in link.artifacts.all():
+            _log(ctx, f"verifying {artifact.key}")
+            if backend.sha256(artifact.key)[0] != artifact.sha256_stored:
+                raise ChainError(f"Broken backup chain: backup {link.pk}: {artifact.key} fails its SHA-256 check "
+                                 "(corrupt or altered); nothing was restored.")
+
+
+def _check_destination(target: Path) -> None:
+    if not target.parent.is_dir():
+        raise UserError(f"The parent directory of {target} does not exist.")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise UserError(f"{target} exists and is not a directory.")
+    if target.exists() and any(target.iterdir()):
+        raise UserError(f"{target} is not empty; restore into a new or empty directory.")
+
+
+def _owner_ids(owner: str | None) -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None  # the files are ours; whoever runs PostgreSQL from them is us
+    name = owner or SERVER_USER
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UserError(f"No system user {name!r} to own the restored data directory.") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _own(root: Path, uid_gid: tuple[int, int] | None) -> None:
+    os.chmod(root, 0o700)
+    if uid_gid is None:
+        return
+    os.chown(root, *uid_gid)
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lchown(os.path.join(dirpath, name), *uid_gid)
+
+
+def _complete_wal(root: Path, segment_size: int | None) -> None:
+    """An incremental stores its last WAL segment only up to the stop LSN: zero-fill it to its full size."""
+    if not segment_size:
+        return
+    from apps.databases.engines.incremental import is_wal_segment
+
+    wal = root / "pg_wal"
+    for path in wal.iterdir() if wal.is_dir() else []:
+        if is_wal_segment(path.name) and path.stat().st_size < segment_size:
+            os.truncate(path, segment_size)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _log(ctx: JobContext | None, message: str) -> None:
+    if ctx is not None:
+        ctx.log(message)
+

@@ -1,0 +1,228 @@
+"""File-level incremental backups (as pgBackRest does): only files changed since the parent are stored.
+
+Needs the cluster's data directory on the machine that runs the job. In one session:
+pg_backup_start (non-exclusive) → walk the data directory, storing each file whose size or mtime differs
+from the parent's file index, or whose mtime is not older than the parent's start (a file written in the
+same second as the parent read it may have changed unseen) → pg_backup_stop, whose backup_label and
+tablespace_map are stored → the WAL from the start to the stop LSN, copied from pg_wal, so the backup
+restores on its own. A temporary replication slot, when the role may create one, keeps that WAL from
+being recycled meanwhile. The output is one tar stream; `info.files` is the new file index (every file
+of the cluster → the backup holding its content).
+"""
+import hashlib
+import os
+import re
+import secrets
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from apps.core.errors import UserError
+from apps.databases import catalog
+from apps.databases.connection import PgConn
+from apps.databases.engines import tarstream
+from apps.databases.engines.physical import (
+    BaseBackupInfo, format_lsn, parse_backup_label, parse_lsn, wal_file_name,
+)
+
+CHUNK = 1 << 20
+ARTIFACT = "files.tar"
+WAL_PAGE = 8192
+# Directories whose contents PostgreSQL documents as not needed in a backup (the directory itself is kept).
+EXCLUDED_DIR_CONTENTS = {"pg_wal", "pg_replslot", "pg_stat_tmp", "pg_dynshmem", "pg_notify", "pg_serial",
+                         "pg_snapshots", "pg_subtrans"}
+EXCLUDED_FILES = {"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
+                  "postgresql.auto.conf.tmp", "current_logfiles.tmp"}
+TEMP_REL = re.compile(r"^t\d+_\d+(_(fsm|vm|init))?(\.\d+)?$")
+WAL_FILE = re.compile(r"^[0-9A-F]{24}$")
+
+
+class IncrementalError(Exception):
+    pass
+
+
+def excluded_file(name: str) -> bool:
+    return (name in EXCLUDED_FILES or name.startswith("pg_internal.init") or name.startswith("pgsql_tmp")
+            or bool(TEMP_REL.match(name)))
+
+
+def read_system_identifier(data_directory: Path) -> str:
+    """The system identifier in global/pg_control (its first 8 bytes, in the server's byte order)."""
+    with open(data_directory / "global" / "pg_control", "rb") as fh:
+        return str(int.from_bytes(fh.read(8), sys.byteorder))
+
+
+@dataclass
+class IncrementalInfo(BaseBackupInfo):
+    wal_segment_size: int = 0
+    wal: list[str] = field(default_factory=list)
+    stored_files: int = 0
+    stored_bytes: int = 0
+
+
+class IncrementalBackup:
+    """Iterate `chunks()` for the tar of changed files, label and WAL; `info` is complete at its clean end."""
+
+    def __init__(self, conn: PgConn, *, data_directory: str, app_name: str, backup_id: str, parent_index: dict):
+        self.conn, self.app_name, self.backup_id = conn, app_name, backup_id
+        self.root = Path(data_directory)
+        self.parent_files = {f["path"]: f for f in parent_index["files"]}
+        # A file whose mtime is not at least a second older than the parent's start may have changed unseen.
+        self.parent_cutoff = int(parent_index["started_at"]) - 1
+        self.info = IncrementalInfo()
+
+    def chunks(self) -> Iterator[bytes]:
+        if not (self.root / "global" / "pg_control").is_file():
+            raise UserError(f"The data directory {self.root} is not readable here (no global/pg_control).")
+        session = catalog.connect(self.conn, app_name=self.app_name)
+        try:
+            cur = session.cursor()
+            self.info.server = catalog.server_info(cur)
+            on_disk = read_system_identifier(self.root)
+            if self.info.system_identifier and on_disk != self.info.system_identifier:
+                raise UserError(f"The data directory {self.root} belongs to another cluster (system identifier "
+                                f"{on_disk}, the server says {self.info.system_identifier}).")
+            self.info.server.setdefault("system_identifier", on_disk)
+            self.info.wal_segment_size = int(cur.execute(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
+            self._reserve_wal(cur)
+            self.info.started_at = time.time()
+            try:
+                start = cur.execute("SELECT pg_backup_start(%s, true)::text",
+                                    [f"backupsite {self.backup_id}"]).fetchone()[0]
+            except psycopg.Error as exc:
+                raise IncrementalError(f"pg_backup_start was refused: {catalog.first_line(exc)}") from None
+            yield from self._walk()
+            lsn, label, spcmap = cur.execute(
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)").fetchone()
+            mtime = int(time.time())
+            yield from tarstream.file_member("backup_label", size=len(label.encode()), mtime=mtime,
+                                             chunks=[label.encode()])
+            if spcmap:
+                yield from tarstream.file_member("tablespace_map", size=len(spcmap.encode()), mtime=mtime,
+                                                 chunks=[spcmap.encode()])
+            parsed = parse_backup_label(label)
+            self.info.lsn_start = parsed.get("lsn_start", start)
+            self.info.timeline = parsed.get("timeline")
+            self.info.lsn_stop = lsn
+            yield from self._wal(parse_lsn(self.info.lsn_start), parse_lsn(lsn))
+            yield tarstream.end_of_archive()
+        except psycopg.Error as exc:
+            raise IncrementalError(f"Source database error: {catalog.first_line(exc)}") from None
+        finally:
+            session.close()  # ends a backup still in progress (non-exclusive backups end with their session)
+
+    def _reserve_wal(self, cur) -> None:
+        try:
+            cur.execute("SELECT pg_create_physical_replication_slot(%s, true, true)",
+                        [f"backupsite_{secrets.token_hex(6)}"])
+        except psycopg.Error:
+            pass  # no REPLICATION: the WAL is copied right after the stop, before it is normally recycled
+
+    def _walk(self) -> Iterator[bytes]:
+        stack = [("", self.root)]
+        while stack:
+            rel_dir, directory = stack.pop()
+            top = rel_dir.split("/", 1)[0]
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed meanwhile (a dropped relation): WAL replay agrees
+                if stat.S_ISLNK(st.st_mode):
+                    if rel == "pg_wal":  # pg_wal elsewhere (initdb --waldir): an empty directory here
+                        yield self._dir(rel, st)
+                        continue
+                    raise IncrementalError(f"{rel} is a link: tablespaces and linked directories are not "
+                                           "supported by incremental backups yet.")
+                if stat.S_ISDIR(st.st_mode):
+                    if entry.name.startswith("pgsql_tmp"):
+                        continue
+                    yield self._dir(rel, st)
+                    if rel_dir == "" and entry.name in EXCLUDED_DIR_CONTENTS:
+                        if entry.name == "pg_wal":
+                            yield self._dir("pg_wal/archive_status", st)
+                        continue
+                    stack.append((rel, Path(entry.path)))
+                elif stat.S_ISREG(st.st_mode) and not excluded_file(entry.name) and top not in EXCLUDED_DIR_CONTENTS:
+                    yield from self._file(rel, Path(entry.path), st)
+
+    def _dir(self, rel: str, st: os.stat_result) -> bytes:
+        self.info.files.append({"path": rel, "type": "dir", "size": 0, "mtime": int(st.st_mtime),
+                                "backup": self.backup_id})
+        return tarstream.dir_member(rel, int(st.st_mtime))
+
+    def _file(self, rel: str, path: Path, st: os.stat_result) -> Iterator[bytes]:
+        size, mtime = st.st_size, int(st.st_mtime)
+        old = self.parent_files.get(rel)
+        if (old is not None and old["type"] == "file" and old["size"] == size and old["mtime"] == mtime
+                and mtime < self.parent_cutoff):
+            self.info.files.append({**old, "path": rel})
+            return
+        digest, read = hashlib.sha256(), [0]
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            yield from tarstream.file_member(rel, size=size, mtime=mtime, chunks=_hashed(fh, digest, size, read))
+        if read[0] < size:  # the file shrank: the zero padding stored is part of its content
+            digest.update(bytes(size - read[0]))
+        self.info.files.append({"path": rel, "type": "file", "size": size, "mtime": mtime,
+                                "backup": self.backup_id, "sha256": digest.hexdigest()})
+        self.info.stored_files += 1
+        self.info.stored_bytes += size
+
+    def _wal(self, start: int, stop: int) -> Iterator[bytes]:
+        """The WAL segments from the start to the stop LSN; the last cut after the stop LSN's page."""
+        segsize, tli = self.info.wal_segment_size, self.info.timeline or 1
+        wal_dir = self.root / "pg_wal"
+        for name in sorted(os.listdir(wal_dir)):
+            if name.endswith(".history"):
+                yield from self._copy_wal(wal_dir / name, f"pg_wal/{name}", None)
+        first, last = start // segsize, stop // segsize
+        for segno in range(first, last + 1):
+            name = wal_file_name(tli, segno, segsize)
+            # The stop LSN ends the backup-end record; one page more than needed, for safety.
+            used = segsize if segno < last else min(segsize, (stop % segsize // WAL_PAGE + 2) * WAL_PAGE)
+            yield from self._copy_wal(wal_dir / name, f"pg_wal/{name}", used)
+        if not self.info.wal:
+            raise IncrementalError(f"No WAL between {format_lsn(start)} and {format_lsn(stop)} was found.")
+
+    def _copy_wal(self, path: Path, rel: str, used: int | None) -> Iterator[bytes]:
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            raise IncrementalError(f"WAL file {path.name}, needed by this backup, is already gone from pg_wal; "
+                                   "raise wal_keep_size or give the backup role REPLICATION.") from None
+        with fh:
+            size = used if used is not None else os.fstat(fh.fileno()).st_size
+            yield from tarstream.file_member(rel, size=size, mtime=int(time.time()), chunks=_read(fh, size))
+        if used is not None:
+            self.info.wal.append(path.name)
+
+
+def _read(fh, limit: int) -> Iterator[bytes]:
+    left = limit
+    while left and (chunk := fh.read(min(CHUNK, left))):
+        left -= len(chunk)
+        yield chunk
+
+
+def _hashed(fh, digest, limit: int, read: list[int]) -> Iterator[bytes]:
+    for chunk in _read(fh, limit):
+        digest.update(chunk)
+        read[0] += len(chunk)
+        yield chunk
+
+
+def is_wal_segment(name: str) -> bool:
+    return bool(WAL_FILE.match(name))

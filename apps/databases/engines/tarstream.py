@@ -1,0 +1,297 @@
+"""Tar as a stream: read the headers of a tar as it passes, write members without a file, extract safely.
+
+Physical backups are tar streams (pg_basebackup's, or ours for incrementals). Nothing here holds a whole
+archive: the scanner looks at 512-byte headers only (and keeps the data of the few small members asked
+for), the writer yields a member's header, data and padding, and the extractor writes each member as it
+arrives, refusing anything that could land outside the target directory.
+"""
+import io
+import os
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+BLOCK = 512
+CHUNK = 1 << 20
+ENCODING, ERRORS = "utf-8", "surrogateescape"
+
+
+class TarError(Exception):
+    """A tar stream that is malformed or holds a member we refuse to write."""
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str  # normalised: no leading "./", no trailing "/"
+    type: str  # "file", "dir", "symlink", "hardlink" or "other"
+    size: int
+    mtime: int
+    mode: int = 0o600
+    linkname: str = ""
+
+
+def _kind(tar_type: bytes) -> str:
+    if tar_type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
+        return "file"
+    return {tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink"}.get(tar_type, "other")
+
+
+def normalise(name: str) -> str:
+    name = name.rstrip("/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+class TarScanner:
+    """Feed it a tar stream chunk by chunk; `members` lists what passed, `captured` holds small members' data.
+
+    Only headers are parsed: the data of other members is skipped by count, so the cost is per member,
+    not per byte. GNU long names (`L`) and pax headers (`x`) are understood.
+    """
+
+    MAX_CAPTURE = 1 << 20
+
+    def __init__(self, capture: Iterable[str] = ()):
+        self.members: list[Member] = []
+        self.captured: dict[str, bytes] = {}
+        self._capture = set(capture)
+        self._header = bytearray()
+        self._data_left = 0  # data bytes of the current member still to pass
+        self._pad_left = 0
+        self._collect: bytearray | None = None  # data kept for the current member
+        self._collect_as: tuple[str, str] | None = None  # ("capture", path) | ("longname", "") | ("pax", "")
+        self._long_name: str | None = None
+        self._pax: dict[str, str] = {}
+        self.ended = False
+
+    def feed(self, chunk: bytes) -> None:
+        view, pos, end = memoryview(chunk), 0, len(chunk)
+        while pos < end and not self.ended:
+            if self._data_left:
+                take = min(self._data_left, end - pos)
+                if self._collect is not None:
+                    self._collect += view[pos:pos + take]
+                self._data_left -= take
+                pos += take
+                if not self._data_left:
+                    self._member_data_done()
+            elif self._pad_left:
+                take = min(self._pad_left, end - pos)
+                self._pad_left -= take
+                pos += take
+            else:
+                take = min(BLOCK - len(self._header), end - pos)
+                self._header += view[pos:pos + take]
+                pos += take
+                if len(self._header) == BLOCK:
+                    block, self._header = bytes(self._header), bytearray()
+                    self._on_header(block)
+
+    def _on_header(self, block: bytes) -> None:
+        if block == bytes(BLOCK):
+            self.ended = True  # end-of-archive marker; what follows is padding
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, ENCODING, ERRORS)
+        except tarfile.TarError as exc:
+            raise TarError(f"Malformed tar header in the backup stream: {exc}") from None
+        size = info.size
+        self._pad_left = (-size) % BLOCK
+        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE):
+            if size > self.MAX_CAPTURE:
+                raise TarError("Implausibly large extended tar header.")
+            self._start_collect(("longname" if info.type == tarfile.GNUTYPE_LONGNAME else "pax", ""), size)
+            return
+        if info.type == tarfile.XGLTYPE:  # global pax header: nothing we use
+            self._data_left = size
+            self._collect = None
+            if not size:
+                self._member_data_done()
+            return
+        path = normalise(self._pax.pop("path", None) or self._long_name or info.name)
+        size = int(self._pax.pop("size", size))
+        mtime = int(float(self._pax.pop("mtime", info.mtime)))
+        linkname = self._pax.pop("linkpath", info.linkname)
+        self._long_name, self._pax = None, {}
+        kind = _kind(info.type)
+        if kind != "file":
+            size = 0 if kind != "other" else size
+        self._pad_left = (-size) % BLOCK
+        self.members.append(Member(path=path, type=kind, size=size, mtime=mtime, mode=info.mode, linkname=linkname))
+        if kind == "file" and path in self._capture and size <= self.MAX_CAPTURE:
+            self._start_collect(("capture", path), size)
+        else:
+            self._collect, self._collect_as, self._data_left = None, None, size
+
+    def _start_collect(self, what: tuple[str, str], size: int) -> None:
+        self._collect, self._collect_as, self._data_left = bytearray(), what, size
+        if not size:
+            self._member_data_done()
+
+    def _member_data_done(self) -> None:
+        data, what = self._collect, self._collect_as
+        self._collect = self._collect_as = None
+        if data is None or what is None:
+            return
+        kind, path = what
+        if kind == "capture":
+            self.captured[path] = bytes(data)
+        elif kind == "longname":
+            self._long_name = bytes(data).rstrip(b"\0").decode(ENCODING, ERRORS)
+        else:
+            self._pax = _parse_pax(bytes(data))
+
+
+def _parse_pax(data: bytes) -> dict[str, str]:
+    out, pos = {}, 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        length = int(data[pos:space])
+        record = data[space + 1:pos + length - 1]
+        key, _, value = record.partition(b"=")
+        out[key.decode(ENCODING, ERRORS)] = value.decode(ENCODING, ERRORS)
+        pos += length
+    return out
+
+
+# --- writing --------------------------------------------------------------------------------------------
+
+
+def dir_member(path: str, mtime: int, mode: int = 0o700) -> bytes:
+    info = tarfile.TarInfo(path)
+    info.type, info.mtime, info.mode = tarfile.DIRTYPE, mtime, mode
+    return info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
+
+
+def file_member(path: str, *, size: int, mtime: int, chunks: Iterable[bytes], mode: int = 0o600) -> Iterator[bytes]:
+    """Header, exactly `size` bytes of data (cut, or zero-padded if the source shrank), padding.
+
+    A file of a running cluster may change while it is read; WAL replay from the backup's start
+    repairs it, as for pg_basebackup, which pads a file that shrank the same way.
+    """
+    info = tarfile.TarInfo(path)
+    info.size, info.mtime, info.mode = size, mtime, mode
+    yield info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
+    left = size
+    for chunk in chunks:
+        if len(chunk) > left:
+            chunk = chunk[:left]
+        if chunk:
+            yield chunk
+            left -= len(chunk)
+        if not left:
+            break
+    while left:
+        zeros = min(left, CHUNK)
+        yield bytes(zeros)
+        left -= zeros
+    if size % BLOCK:
+        yield bytes(BLOCK - size % BLOCK)
+
+
+def end_of_archive() -> bytes:
+    return bytes(2 * BLOCK)
+
+
+# --- reading and extracting ------------------------------------------------------------------------------
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._it = iter(chunks)
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._buf:
+            try:
+                self._buf = memoryview(next(self._it))
+            except StopIteration:
+                return 0
+        n = min(len(target), len(self._buf))
+        target[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def drain(self) -> None:
+        """Read to the end (so checks that run at the end of the source still run)."""
+        for _ in self._it:
+            pass
+
+
+def safe_relpath(name: str) -> PurePosixPath:
+    """The member's path if it stays inside the target directory; TarError otherwise."""
+    path = PurePosixPath(normalise(name))
+    if not name or path.is_absolute() or name.startswith("/") or any(p in ("..", "") for p in path.parts) \
+            or "\0" in name:
+        raise TarError(f"Refusing tar member {name!r}: absolute or escaping path.")
+    return path
+
+
+def iter_members(chunks: Iterable[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """Members of a tar stream in order; read a member's data through tar.extractfile before the next."""
+    reader = ChunkReader(chunks)
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(reader, CHUNK), mode="r|", encoding=ENCODING,
+                          errors=ERRORS) as tar:
+            for info in tar:
+                yield tar, info
+    except tarfile.TarError as exc:
+        raise TarError(f"The backup's tar stream is malformed: {exc}") from None
+    reader.drain()
+
+
+class Extractor:
+    """Writes tar members under `root`, which must exist; refuses links, devices and escaping paths.
+
+    Directories are created by us (never followed through a link, since no link is ever written),
+    files are created exclusively and without following links.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.files = 0
+        self.bytes = 0
+
+    def make_dir(self, rel: PurePosixPath, mode: int = 0o700) -> None:
+        target = self.root.joinpath(*rel.parts)
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(target, (mode & 0o777) | 0o700)
+
+    def write(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> PurePosixPath:
+        rel = safe_relpath(info.name)
+        if info.isdir():
+            self.make_dir(rel, info.mode)
+            return rel
+        if not info.isreg():
+            what = "link" if info.issym() or info.islnk() else "device or special file"
+            raise TarError(f"Refusing tar member {info.name!r}: a {what} (tablespaces and links are not "
+                           "restored by this tool).")
+        if rel.parent.parts:
+            self.make_dir(rel.parent)
+        target = self.root.joinpath(*rel.parts)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, (info.mode & 0o777) | 0o600)
+        with os.fdopen(fd, "wb") as out:
+            src = tar.extractfile(info)
+            try:
+                while block := src.read(CHUNK):
+                    out.write(block)
+                    self.bytes += len(block)
+            except tarfile.TarError as exc:
+                raise TarError(f"The backup's tar stream ends inside {info.name}: {exc}") from None
+        os.utime(target, (info.mtime, info.mtime))
+        self.files += 1
+        return rel
+
+
+def is_regular_file(path: Path) -> bool:
+    return stat.S_ISREG(os.lstat(path).st_mode)

@@ -1,0 +1,275 @@
+"""Physical backups on a real cluster: pg_basebackup fulls, file-level incrementals, restore into a data directory.
+
+One throwaway cluster for the module (autovacuum off: background rewrites of the big table would make the
+size bound of an incremental a matter of luck). Restored directories are started as postgres on a free
+port and their tables compared with the source's at backup time.
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.backups import file_index, physical_restore
+from apps.backups.jobs import DatabaseBackupJob
+from apps.backups.models import Backup, BackupStatus
+from apps.core.services import SYSTEM
+from apps.databases import sample_data
+from apps.databases.clusters import LocalCluster, free_port
+from apps.databases.models import DatabaseTarget
+from apps.databases.services import save_target
+from apps.storage import backends
+from tests.helpers import V1, table_contents, throwaway_cluster
+
+TABLES = ["public.properties", "public.tenants", "public.leases", "billing.payments", "public.big"]
+
+
+@pytest.fixture(scope="module")
+def phys():
+    with throwaway_cluster("pgphys-", start=False) as cluster:
+        cluster.append_conf({"autovacuum": "off"})
+        cluster.start()
+        conn = cluster.conn()
+        with psycopg.connect(**conn.kwargs(), autocommit=True) as c:
+            c.execute("CREATE DATABASE shop")
+        shop = cluster.conn("shop")
+        sample_data.load(shop, rows=2000)
+        with psycopg.connect(**shop.kwargs(), autocommit=True) as c:
+            # About 40 MB that does not compress to nothing: the bulk an incremental must not copy again.
+            c.execute("CREATE TABLE big (id int PRIMARY KEY, payload text)")
+            c.execute("INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 300000) g")
+            c.execute("VACUUM (FREEZE, ANALYZE)")  # hint bits and visibility map settled now, not in a later backup
+            c.execute("CHECKPOINT")
+            c.execute("CREATE ROLE noreplica LOGIN")
+        time.sleep(2)  # the bulk's mtimes are now well before any backup's start
+        yield cluster
+
+
+@pytest.fixture
+def phys_target(db, phys):
+    t = DatabaseTarget(name="phys", host="127.0.0.1", port=phys.port, dbname="shop", user="postgres",
+                       sslmode="disable", default_method="physical", data_directory=str(phys.data))
+    return save_target(target=t, actor=SYSTEM)
+
+
+@pytest.fixture
+def scratch():
+    """A directory the postgres user can reach (pytest's tmp_path is 0700 root)."""
+    base = Path(tempfile.mkdtemp(prefix="pgrestore-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def snapshot(cluster) -> dict:
+    return {t: table_contents(cluster.conn("shop"), t) for t in TABLES}
+
+
+def change(cluster, tag: str, rows: int = 30) -> None:
+    """A small change: new tenants, a few rent updates, one deleted payment."""
+    with psycopg.connect(**cluster.conn("shop").kwargs(), autocommit=True) as c:
+        c.execute("INSERT INTO tenants (full_name, email) SELECT %s || g, %s || g || '@example.org' "
+                  "FROM generate_series(1, %s) g", [f"tenant {tag} ", f"{tag}-", rows])
+        c.execute("UPDATE properties SET monthly_rent = monthly_rent + 1 WHERE id % 97 = 0")
+        c.execute("DELETE FROM billing.payments WHERE id = (SELECT min(id) FROM billing.payments)")
+
+
+def backup(target, **params) -> Backup:
+    job = DatabaseBackupJob.run_now(target=target, actor=SYSTEM, **params)
+    b = Backup.objects.get(pk=job.args["backup_id"])
+    assert b.status == BackupStatus.SUCCEEDED, b.error
+    return b
+
+
+@contextmanager
+def started(pgdata: Path):
+    """Start a restored data directory as postgres on a free port (its own socket directory)."""
+    cluster = LocalCluster(base=pgdata.parent, port=free_port())
+    assert cluster.data == pgdata
+    shutil.chown(pgdata.parent, "postgres", "postgres")  # its log and socket go there
+    cluster.append_conf({"port": str(cluster.port), "unix_socket_directories": f"'{pgdata.parent}'"})
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop(mode="immediate")
+
+
+def restore_cmd(backup_id: str, pgdata: Path) -> dict:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("db_restore", backup_id, "--pgdata", str(pgdata), stdout=out)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def test_physical_full_records_lsns_and_restores_to_a_cluster_equal_to_the_source(phys, phys_target, scratch):
+    from io import StringIO
+
+    out = StringIO()
+    call_command("db_backup", "phys", "--kind", "full", "--method", "physical", stdout=out)
+    printed = json.loads(out.getvalue().strip().splitlines()[-1])
+    full = Backup.objects.get(pk=printed["id"])
+    expected = snapshot(phys)
+    change(phys, "after-full")  # not in the backup: the restore must show the backup's moment
+
+    assert full.status == BackupStatus.SUCCEEDED and full.format == "basebackup" and full.kind == "full"
+    assert printed["lsn_start"] == full.lsn_start and printed["lsn_stop"] == full.lsn_stop
+    with psycopg.connect(**phys.conn().kwargs()) as c:
+        sysid = str(c.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+        version = c.execute("SHOW server_version").fetchone()[0]
+    assert full.system_identifier == sysid and full.server_version == version and full.timeline == 1
+    from apps.databases.engines.physical import parse_lsn
+
+    assert 0 < parse_lsn(full.lsn_start) < parse_lsn(full.lsn_stop)
+    assert sorted(a.name for a in full.artifacts.all()) == ["base.tar", "files.json"]
+    manifest = json.loads(backends.for_location(full.storage_location).get_bytes(full.manifest_key))
+    assert manifest["lsn_start"] == full.lsn_start and manifest["lsn_stop"] == full.lsn_stop
+    assert manifest["system_identifier"] == sysid and manifest["timeline"] == 1
+    index = file_index.load(full)
+    files = {f["path"]: f for f in index["files"]}
+    assert files["PG_VERSION"]["size"] == (phys.data / "PG_VERSION").stat().st_size
+    assert files["global/pg_control"]["type"] == "file" and files["base"]["type"] == "dir"
+    assert "backup_label" not in files and not any(p.startswith("pg_wal/0") for p in files)
+    assert manifest["file_index"]["files"] == len(index["files"])
+
+    pgdata = scratch / "data"
+    result = restore_cmd(full.pk, pgdata)
+    assert result["status"] == "succeeded" and result["chain"] == [full.pk]
+    st = pgdata.stat()
+    assert st.st_mode & 0o777 == 0o700 and st.st_uid == __import__("pwd").getpwnam("postgres").pw_uid
+    assert (pgdata / "backup_label").exists() and not (scratch / "data.partial").exists()
+    with started(pgdata) as restored:
+        assert snapshot(restored) == expected
+        assert snapshot(restored) != snapshot(phys)  # the change made after the backup is not there
+
+
+def test_a_role_without_replication_fails_with_a_clear_message(phys, phys_target):
+    phys_target.user = "noreplica"
+    save_target(target=phys_target, actor=SYSTEM)
+    job = DatabaseBackupJob.run_now(target=phys_target, method="physical", actor=SYSTEM)
+    b = Backup.objects.get(pk=job.args["backup_id"])
+    assert b.status == BackupStatus.FAILED
+    assert "REPLICATION" in b.error and "pg_hba.conf" in b.error and "noreplica" in b.error
+    assert not b.artifacts.exists()
+
+
+def test_default_method_and_the_api(api_as, phys, phys_target):
+    operator = api_as("operator")
+    r = operator.post(f"{V1}/database/backup/incremental", {"target": "phys"}, format="json")
+    assert r.status_code == 400 and "no succeeded physical backup" in r.json()["detail"]
+    r = operator.post(f"{V1}/database/backup/full", {"target": "phys"}, format="json")  # default_method physical
+    assert r.status_code == 202 and r.json()["status"] == "succeeded"
+    b = Backup.objects.get(pk=r.json()["backup_id"])
+    assert b.format == "basebackup" and b.lsn_stop
+    r = operator.post(f"{V1}/database/backup/full", {"target": "phys", "method": "logical"}, format="json")
+    assert r.status_code == 202 and Backup.objects.get(pk=r.json()["backup_id"]).format == "custom"
+    r = operator.post(f"{V1}/database/backup/full", {"target": "phys", "format": "plain"}, format="json")
+    assert r.status_code == 202 and Backup.objects.get(pk=r.json()["backup_id"]).format == "plain"  # implies logical
+    r = operator.post(f"{V1}/database/backup/full", {"target": "phys", "method": "physical", "format": "plain"},
+                      format="json")
+    assert r.status_code == 400 and "physical" in r.json()["detail"]
+    r = operator.post(f"{V1}/database/backup/full", {"target": "phys", "method": "tape"}, format="json")
+    assert r.status_code == 400 and "method" in r.json()
+    # The target's fields are in its API.
+    r = api_as("viewer").get(f"{V1}/database/targets/{phys_target.pk}/")
+    assert r.status_code == 200
+    assert r.json()["default_method"] == "physical" and r.json()["data_directory"] == str(phys.data)
+
+
+def test_an_incremental_of_a_network_only_target_is_refused_with_the_alternatives(api_as, phys, phys_target):
+    phys_target.data_directory = ""
+    save_target(target=phys_target, actor=SYSTEM)
+    r = api_as("operator").post(f"{V1}/database/backup/incremental", {"target": "phys"}, format="json")
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert "no data directory" in detail and "logical full" in detail and "WAL archiving" in detail
+    assert not Backup.objects.exists()
+    with pytest.raises(CommandError, match="no data directory"):
+        call_command("db_backup", "phys", "--kind", "incremental")
+
+
+def test_full_and_two_incrementals_restore_to_the_source_at_the_last_backup(api_as, phys, phys_target, scratch):
+    full = backup(phys_target, method="physical")
+    change(phys, "one")
+    r = api_as("operator").post(f"{V1}/database/backup/incremental", {"target": "phys"}, format="json")
+    assert r.status_code == 202 and r.json()["status"] == "succeeded", r.json()
+    inc1 = Backup.objects.get(pk=r.json()["backup_id"])
+    change(phys, "two")
+    inc2 = backup(phys_target, kind="incremental")
+    expected = snapshot(phys)
+    change(phys, "three")  # after the last backup: must not be restored
+
+    assert inc1.parent_id == full.pk and inc2.parent_id == inc1.pk and inc2.kind == "incremental"
+    assert inc2.system_identifier == full.system_identifier and inc2.lsn_start and inc2.lsn_stop
+    assert sorted(a.name for a in inc2.artifacts.all()) == ["files.json", "files.tar"]
+    # About 1 % of the data changed: far less stored than the full (the big table is referenced, not copied).
+    for inc in (inc1, inc2):
+        assert inc.size_stored < 0.25 * full.size_stored, (inc.size_stored, full.size_stored)
+    index = {f["path"]: f for f in file_index.load(inc2)["files"]}
+    big_files = [f for p, f in index.items() if f["type"] == "file" and f["size"] >= 8 << 20]
+    assert big_files and all(f["backup"] == full.pk for f in big_files)
+    assert any(f["backup"] == inc2.pk and f.get("sha256") for f in index.values())
+
+    pgdata = scratch / "data"
+    result = physical_restore.restore_data_directory(inc2, pgdata)
+    assert result["chain"] == [full.pk, inc1.pk, inc2.pk]
+    with started(pgdata) as restored:
+        assert snapshot(restored) == expected
+
+    # A missing link is found before anything is written.
+    other = scratch / "other"
+    backend = backends.for_location(inc1.storage_location)
+    tar1 = inc1.artifacts.get(name="files.tar")
+    saved = scratch / "saved.tar"
+    shutil.copy(backend._path(tar1.key), saved)
+    backend.delete(tar1.key)
+    with pytest.raises(physical_restore.ChainError, match=f"Broken backup chain: backup {inc1.pk}.*missing"):
+        physical_restore.restore_data_directory(inc2, other)
+    assert not other.exists() and not (scratch / "other.partial").exists()
+
+    # So is a corrupt one (same size, one byte flipped).
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    backend.put_bytes(tar1.key, bytes(data))
+    with pytest.raises(CommandError, match=f"Broken backup chain: backup {inc1.pk}.*SHA-256"):
+        restore_cmd(inc2.pk, other)
+    assert not other.exists() and not (scratch / "other.partial").exists()
+    # Without the up-front check, frame authentication still stops a corrupt link that is read (the full's
+    # tar always is: it holds the big table), and the partial directory goes.
+    shutil.copy(saved, backend._path(tar1.key))
+    base = full.artifacts.get(name="base.tar")
+    data = bytearray(backend.get_bytes(base.key))
+    data[len(data) // 2] ^= 0x01
+    backend.put_bytes(base.key, bytes(data))
+    with pytest.raises(Exception, match="authentication|corrupt"):
+        physical_restore.restore_data_directory(inc2, other, verify_first=False)
+    assert not other.exists() and not (scratch / "other.partial").exists()
+
+
+def test_restore_refuses_bad_destinations_and_logical_backups(phys, phys_target, scratch, target):
+    logical = backup(target)
+    with pytest.raises(CommandError, match="logical"):
+        restore_cmd(logical.pk, scratch / "x")
+    full = backup(phys_target, method="physical")
+    busy = scratch / "busy"
+    busy.mkdir()
+    (busy / "PG_VERSION").write_text("15\n")
+    with pytest.raises(CommandError, match="not empty"):
+        restore_cmd(full.pk, busy)
+    with pytest.raises(CommandError, match="parent directory"):
+        restore_cmd(full.pk, scratch / "no" / "such" / "dir")
+    # An empty directory is fine; a stale .partial of a killed restore is cleared first.
+    empty = scratch / "empty"
+    empty.mkdir()
+    (scratch / "empty.partial").mkdir()
+    (scratch / "empty.partial" / "junk").write_text("left by a killed restore")
+    result = restore_cmd(full.pk, empty)
+    assert result["status"] == "succeeded" and (empty / "PG_VERSION").exists()
+    assert not (empty / "junk").exists() and not (scratch / "empty.partial").exists()

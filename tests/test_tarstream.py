@@ -1,0 +1,90 @@
+"""Tar streams: the header scan used for file indexes, the member writer, and the refusals of the extractor."""
+import io
+import tarfile
+
+import pytest
+
+from apps.databases.engines import tarstream
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], fmt=tarfile.USTAR_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _file(name: str, data: bytes, mtime: int = 1_700_000_000) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), mtime
+    return info, data
+
+
+def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info, None
+
+
+def _in_chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 512, 513, 1 << 20])
+def test_the_scanner_lists_members_and_captures_asked_ones_whatever_the_chunking(chunk):
+    long_name = "base/16384/" + "x" * 150  # needs a pax header
+    d = tarfile.TarInfo("base")
+    d.type = tarfile.DIRTYPE
+    data = _tar([(d, None), _file("backup_label", b"START WAL LOCATION: 0/2000028 (file x)\n"),
+                 _file(long_name, b"a" * 1000, mtime=1_700_000_123), _file("empty", b"")], fmt=tarfile.PAX_FORMAT)
+    scanner = tarstream.TarScanner(capture=["backup_label"])
+    for piece in _in_chunks(data, chunk):
+        scanner.feed(piece)
+    assert scanner.ended
+    assert [(m.path, m.type, m.size) for m in scanner.members] == [
+        ("base", "dir", 0), ("backup_label", "file", 39), (long_name, "file", 1000), ("empty", "file", 0)]
+    assert scanner.members[2].mtime == 1_700_000_123
+    assert scanner.captured == {"backup_label": b"START WAL LOCATION: 0/2000028 (file x)\n"}
+
+
+def test_written_members_read_back_with_tarfile_and_a_shrunk_file_is_zero_padded():
+    stream = b"".join([
+        tarstream.dir_member("global", 1_700_000_000),
+        *tarstream.file_member("global/pg_control", size=10, mtime=1_700_000_001, chunks=[b"0123", b"456789xx"]),
+        *tarstream.file_member("shrunk", size=6, mtime=1_700_000_002, chunks=[b"abc"]),
+        tarstream.end_of_archive(),
+    ])
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        assert tar.getnames() == ["global", "global/pg_control", "shrunk"]
+        assert tar.extractfile("global/pg_control").read() == b"0123456789"
+        assert tar.extractfile("shrunk").read() == b"abc\0\0\0"
+
+
+@pytest.mark.parametrize("member, reason", [
+    (_file("/etc/evil", b"x"), "absolute"),
+    (_file("../evil", b"x"), "escaping"),
+    (_file("base/../../evil", b"x"), "escaping"),
+    (_special("pg_tblspc/16400", tarfile.SYMTYPE, "/elsewhere"), "link"),
+    (_special("base/link", tarfile.SYMTYPE, "../../../etc"), "link"),
+    (_special("hard", tarfile.LNKTYPE, "/etc/passwd"), "link"),
+    (_special("dev", tarfile.CHRTYPE), "device"),
+    (_special("fifo", tarfile.FIFOTYPE), "device"),
+])
+def test_the_extractor_refuses_members_that_could_escape_or_are_not_plain(tmp_path, member, reason):
+    root = tmp_path / "root"
+    root.mkdir()
+    data = _tar([_file("PG_VERSION", b"15\n"), member])
+    extractor = tarstream.Extractor(root)
+    with pytest.raises(tarstream.TarError, match=reason):
+        for tar, info in tarstream.iter_members([data]):
+            extractor.write(tar, info)
+    assert (root / "PG_VERSION").read_bytes() == b"15\n"  # written before the refusal; the caller removes all
+    assert not (tmp_path / "evil").exists() and sorted(p.name for p in root.iterdir()) == ["PG_VERSION"]
+
+
+def test_a_truncated_stream_is_an_error(tmp_path):
+    data = _tar([_file("a", b"x" * 5000)])
+    with pytest.raises(tarstream.TarError):
+        for tar, info in tarstream.iter_members([data[:1500]]):
+            tarstream.Extractor(tmp_path).write(tar, info)
