@@ -113,6 +113,15 @@ def reap(proc: subprocess.Popen) -> Reaped:
 # --- clusters ---------------------------------------------------------------------------------------
 
 
+def cluster_base(keep_dir: Path | None, work: Path, name: str) -> Path:
+    """Where a benchmark's cluster lives: in keep_dir (--cluster-dir, kept and reused) or in the run's work dir."""
+    if keep_dir is None:
+        return work / name
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    keep_dir.resolve().chmod(0o755)  # the postgres user must reach the cluster inside
+    return keep_dir.resolve() / name
+
+
 def open_cluster(base: Path, *, reuse: bool, label: str, conf: dict[str, str] | None = None) -> LocalCluster:
     """Start a throwaway cluster under `base`: a new one, or (reuse) the one a previous run left complete there.
 

@@ -56,7 +56,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DBNAME, DOCS, MB, ROOT, Reaped, TreeMonitor, log, machine_info, make_database, mark_complete, mb, open_cluster,
+    DBNAME, DOCS, MB, ROOT, Reaped, cluster_base, TreeMonitor, log, machine_info, make_database, mark_complete, mb, open_cluster,
     reap, write_section,
 )
 
@@ -674,12 +674,7 @@ def main() -> int:
     clusters: list[LocalCluster] = []
     try:
         for size in sizes:
-            if args.cluster_dir:
-                args.cluster_dir.mkdir(parents=True, exist_ok=True)
-                args.cluster_dir.resolve().chmod(0o755)
-                base = args.cluster_dir.resolve() / f"cluster-{args.dataset}-{size}"
-            else:
-                base = work / f"cluster-{size}"
+            base = cluster_base(args.cluster_dir, work, f"cluster-{args.dataset}-{size}")
             cluster = open_cluster(base, reuse=bool(args.cluster_dir), label=f"{size} MB")
             if not args.cluster_dir:
                 clusters.append(cluster)

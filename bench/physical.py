@@ -57,7 +57,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DBNAME, ROOT, log, machine_info, make_database, mark_complete, mb, open_cluster, reap, tool_version,
+    DBNAME, ROOT, cluster_base, log, machine_info, make_database, mark_complete, mb, open_cluster, reap, tool_version,
     write_section,
 )
 
@@ -704,12 +704,7 @@ def main() -> int:
     tools = ["anchor", "pgbackrest"] + ([] if args.skip_ours else ["ours"])
     try:
         for dataset in datasets:
-            if args.cluster_dir:
-                args.cluster_dir.mkdir(parents=True, exist_ok=True)
-                args.cluster_dir.resolve().chmod(0o755)
-                base = args.cluster_dir.resolve() / f"physical-{dataset}-{args.size}"
-            else:
-                base = work / f"cluster-{dataset}"
+            base = cluster_base(args.cluster_dir, work, f"physical-{dataset}-{args.size}")
             cluster = open_cluster(base, reuse=bool(args.cluster_dir), label=dataset, conf=CLUSTER_CONF)
             try:
                 dbs[dataset] = make_database(cluster, args.size, dataset)
