@@ -172,6 +172,9 @@ def archiving_site(prefix: str = "walsite-"):
             with open(cluster.data / "postgresql.auto.conf", "a") as fh:  # pasted as printed
                 fh.write("\n".join(line for line in lines if line.startswith("archive_")) + "\n")
             cluster.start()
+            # PostgreSQL 15's checkpointer, started while the server is still starting up, first sleeps for
+            # checkpoint_timeout without looking at archive_timeout; a checkpoint wakes it (docs/OPERATIONS.md).
+            site.sql("CHECKPOINT")
             site.sql("CREATE TABLE marks (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())")
             yield site
     finally:
