@@ -108,11 +108,12 @@ def test_history_and_partial_files_are_archived(wal_site, scratch):
     fetch(wal_site, name, partial)
     for path in (history, partial):
         started = time.monotonic()
-        wal_site.manage("wal_push", TARGET, str(path))
+        pushed = wal_site.manage("wal_push", TARGET, str(path), "-v", "2")
         elapsed = time.monotonic() - started
+        assert pushed.stdout.startswith(f"archived {path.name}")
         row = wal_site.segment(path.name)
         assert row is not None and row["sha256_raw"] == _sha(path), path.name
-        print(f"\nwal_push of {path.name} ({path.stat().st_size} bytes), whole process: {elapsed:.2f} s")
+        print(f"\nwal_push of {path.name}, whole process: {elapsed:.2f} s ({pushed.stdout.strip()})")
     assert wal_site.segment(history.name)["timeline"] == 2 and wal_site.segment(history.name)["start_lsn"] == ""
     assert wal_site.segment(partial.name)["start_lsn"] == wal_site.segment(name)["start_lsn"]
     assert wal_site.segment(partial.name)["key"].endswith(f"/00000001/{name}.partial.zst.aead")
