@@ -37,7 +37,7 @@ urlpatterns = [
     path("backup-recovery/verification/verify-all", verification.VerifyAllView.as_view(), name="verify-all"),
     path("backup-recovery/verification/runs", verification.VerificationRunListView.as_view(),
          name="verification-run-list"),
-    path("backup-recovery/database/targets/<int:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
+    path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),
     path("jobs", job_list, name="job-list"),
     path("jobs/<ulid:pk>", job_detail, name="job-detail"),

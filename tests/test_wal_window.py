@@ -149,6 +149,7 @@ def test_recovery_window_api(imported, history, api_as, client):
     assert body["archive"]["archive_lag_seconds"] >= 0
     assert api_as("viewer").get(f"/v1/backup-recovery/database/targets/{imported.pk + 999}/recovery-window"
                                 ).status_code == 404
+    assert api_as("viewer").get("/v1/backup-recovery/database/targets/x/recovery-window").status_code == 404
     assert client.get(url).status_code == 401
     assert api_as(None).get(url).status_code == 403
 

@@ -64,7 +64,7 @@ class RecoveryWindowView(generics.GenericAPIView):
 
     @extend_schema(summary="Recovery window of a database target",
                    responses={200: RecoveryWindowSerializer, 404: ERROR_404, **COMMON_ERRORS})
-    def get(self, request, pk: int):
+    def get(self, request, pk: str):
         target = self.get_object()
         body = wal_selectors.recovery_window(target).as_dict()
         body["archive"] = wal_selectors.archive_status(target)

@@ -54,8 +54,8 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         status = wal_selectors.archive_status(obj)
         cur = window.current
         if cur is None:
-            head = format_html("<strong>No recovery window</strong>: no succeeded physical base backup with "
-                               "continuous archived WAL after it.")
+            head = format_html("<strong>{}</strong>: no succeeded physical base backup with continuous archived "
+                               "WAL after it.", "No recovery window")
         else:
             link = reverse("admin:backups_backup_change", args=[cur.base_backup_id])
             head = format_html(
