@@ -6,7 +6,6 @@ copied, so their catalog rows are written directly (the physical producer is bui
 """
 import psycopg
 import pytest
-from django.contrib.auth.models import User
 
 from apps.backups import wal_names, wal_selectors
 from apps.backups.models import Backup, WalSegment

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from apps.backups import layout, wal_names
-from apps.backups.models import WalSegment
+from apps.backups.models import RestorePoint, WalSegment
 from apps.core.errors import ConflictError, NotFound, UserError
 from apps.databases.models import DatabaseTarget
 from apps.storage import backends
@@ -71,11 +71,12 @@ def push(*, target: DatabaseTarget, path: Path | str) -> PushResult:
         log.warning("%s is catalogued but missing or damaged in storage: storing it again", wal.name)
     location = existing.storage_location if existing else (target.storage_location or ensure_default_location())
 
-    last_commit, warning = None, ""
+    scan = None
     if header is not None:
         from apps.databases.engines import wal as wal_engine
 
-        last_commit, warning = wal_engine.last_transaction_time(path, segment_name=wal.name[:24], header=header)
+        scan = wal_engine.scan_segment(path, segment_name=wal.name[:24], header=header)
+    last_commit, warning = (scan.last_transaction_at, scan.warning) if scan else (None, "")
 
     stats, key = _store(target=target, location=location, wal=wal, path=path)
     if existing is not None and stats.sha256_raw != existing.sha256_raw:
@@ -85,7 +86,8 @@ def push(*, target: DatabaseTarget, path: Path | str) -> PushResult:
         size_stored=stats.size_stored, sha256_raw=stats.sha256_raw, sha256_stored=stats.sha256_stored,
         compression=stats.compression, cipher=stats.cipher, key_id=stats.key_id, last_commit_at=last_commit,
     )
-    segment = _record(target=target, name=wal.name, fields=fields, existing=existing)
+    segment = _record(target=target, name=wal.name, fields=fields, existing=existing,
+                      restore_points=scan.restore_points if scan else [])
     return PushResult(segment=segment, stored=True, seconds=time.monotonic() - started, warning=warning)
 
 
@@ -140,18 +142,24 @@ def _store(*, target: DatabaseTarget, location, wal: wal_names.WalFileName, path
     return encoder.stats, key
 
 
-def _record(*, target: DatabaseTarget, name: str, fields: dict, existing: WalSegment | None) -> WalSegment:
-    """Insert the catalog row of a file just stored (or update the row of one stored again after damage).
+def _record(*, target: DatabaseTarget, name: str, fields: dict, existing: WalSegment | None,
+            restore_points: list[tuple[str, str]]) -> WalSegment:
+    """Insert the catalog row of a file just stored (or update the row of one stored again after damage), with the
+    restore points it holds, in one transaction.
 
     A concurrent push of the same name is settled here; a row with other content is never changed.
     """
     if existing is not None:
-        WalSegment.objects.filter(pk=existing.pk, sha256_raw=fields["sha256_raw"]).update(**fields)
+        with transaction.atomic():
+            WalSegment.objects.filter(pk=existing.pk, sha256_raw=fields["sha256_raw"]).update(**fields)
+            _catalog_restore_points(target, name, fields["timeline"], restore_points)
         existing.refresh_from_db()
         return existing
     try:
         with transaction.atomic():
-            return WalSegment.objects.create(database_target=target, name=name, **fields)
+            segment = WalSegment.objects.create(database_target=target, name=name, **fields)
+            _catalog_restore_points(target, name, fields["timeline"], restore_points)
+            return segment
     except IntegrityError:
         pass
     # Another push of this name inserted first, and its object or ours is now under the key: keep the row
@@ -163,6 +171,13 @@ def _record(*, target: DatabaseTarget, name: str, fields: dict, existing: WalSeg
         WalSegment.objects.filter(pk=other.pk).update(**fields)
         other.refresh_from_db()
     return other
+
+
+def _catalog_restore_points(target: DatabaseTarget, segment: str, timeline: int,
+                            points: list[tuple[str, str]]) -> None:
+    for name, lsn in points:
+        RestorePoint.objects.get_or_create(database_target=target, segment=segment, lsn=lsn,
+                                           defaults={"name": name, "timeline": timeline})
 
 
 def _stored_intact(segment: WalSegment) -> bool:

@@ -61,8 +61,10 @@ def restore_command(target_name: str, inv: Invocation) -> str:
 
 
 def conf_value(value: str) -> str:
-    """A postgresql.conf string literal."""
-    return "'" + value.replace("'", "''") + "'"
+    """A postgresql.conf string literal: the server reads backslash escapes in it, so backslashes are doubled too."""
+    if any(c in value for c in "\n\r\0"):
+        raise UserError("A configuration value may not hold a line break or NUL.")
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def archive_settings(target_name: str, inv: Invocation, *, timeout: int = ARCHIVE_TIMEOUT) -> dict[str, str]:

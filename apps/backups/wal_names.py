@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from apps.core.errors import UserError
+from apps.databases.lsn import parse as parse_lsn, segment_name, to_text as format_lsn  # noqa: F401 (re-exported)
 
 DEFAULT_SEGMENT_SIZE = 16 << 20
 
@@ -16,7 +17,6 @@ _SHAPES = {
     "backup": re.compile(r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\.[0-9A-F]{8}\.backup"),
     "history": re.compile(r"([0-9A-F]{8})\.history"),
 }
-_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
 @dataclass(frozen=True)
@@ -66,18 +66,3 @@ def check_segment_size(size: int) -> int:
     return size
 
 
-def segment_name(timeline: int, segno: int, segment_size: int) -> str:
-    per_id = 0x1_0000_0000 // segment_size
-    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
-
-
-def parse_lsn(text: str) -> int:
-    """'16/B374D848' -> integer; UserError when it is not an LSN."""
-    m = _LSN.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        raise UserError(f"{text!r} is not an LSN (expected hex like 0/1A2B3C4D).")
-    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"

@@ -159,33 +159,58 @@ def base_backups(target: DatabaseTarget):
             .exclude(lsn_start="").exclude(lsn_stop="").order_by("finished_at", "created_at"))
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How far archived WAL carries a recovery that starts from one base backup."""
+
+    latest_at: datetime | None  # the last commit archived in the stretch (None: no commit after the backup)
+    latest_lsn: int  # end of the stretch's last archived segment
+    gap: Gap | None  # the gap that ends the stretch, if any
+
+
+class Unreachable(Exception):
+    """The WAL a base backup needs to become consistent is not all archived."""
+
+
+def reach_from(target: DatabaseTarget, backup: Backup, *, ranges=None, commits=None) -> Reach:
+    """The continuous stretch of archived WAL that starts at `backup` (raises Unreachable if there is none)."""
+    ranges = segment_ranges(target) if ranges is None else ranges
+    size = segment_size(target)
+    commits = _commit_times(target, size) if commits is None else commits
+    tli = backup.timeline or 1
+    start, stop = wal_names.parse_lsn(backup.lsn_start), wal_names.parse_lsn(backup.lsn_stop)
+    run = next((r for r in ranges.get(tli, []) if r.start_lsn <= start < r.end_lsn), None)
+    if run is None:
+        raise Unreachable(f"the segment holding its start ({backup.lsn_start}, timeline {tli}) is not archived")
+    if run.end_lsn < stop:
+        raise Unreachable(f"WAL up to its end ({backup.lsn_stop}) is not all archived")
+    last = max((t for segno, t in commits.get(tli, {}).items()
+                if stop // size <= segno < run.end_lsn // size and t), default=None)
+    gap = next((g for g in gaps(target, ranges) if g.timeline == tli and g.start_lsn == run.end_lsn), None)
+    return Reach(latest_at=last, latest_lsn=run.end_lsn, gap=gap)
+
+
 def recovery_window(target: DatabaseTarget) -> RecoveryWindow:
     """From the oldest base backup with continuous WAL after it, to the last commit archived after it."""
     ranges = segment_ranges(target)
-    size = segment_size(target)
-    commits = _commit_times(target, size)
-    spans: dict[tuple[int, int], Span] = {}  # (timeline, range start) -> span of the oldest backup in it
+    commits = _commit_times(target, segment_size(target))
+    spans: dict[tuple[int, int], Span] = {}  # (timeline, stretch end) -> span of the oldest backup in it
     unusable = {}
     for backup in base_backups(target):
+        try:
+            reach = reach_from(target, backup, ranges=ranges, commits=commits)
+        except Unreachable as exc:
+            unusable[backup.pk] = str(exc)
+            continue
         tli = backup.timeline or 1
-        start, stop = wal_names.parse_lsn(backup.lsn_start), wal_names.parse_lsn(backup.lsn_stop)
-        run = next((r for r in ranges.get(tli, []) if r.start_lsn <= start < r.end_lsn), None)
-        if run is None:
-            unusable[backup.pk] = (f"the segment holding its start ({backup.lsn_start}, timeline {tli}) "
-                                   "is not archived")
-            continue
-        if run.end_lsn < stop:
-            unusable[backup.pk] = f"WAL up to its end ({backup.lsn_stop}) is not all archived"
-            continue
-        if (tli, run.start_lsn) in spans:
+        if (tli, reach.latest_lsn) in spans:
             continue  # an older backup already starts this stretch
-        last = max((t for segno, t in commits.get(tli, {}).items()
-                    if stop // size <= segno < run.end_lsn // size and t), default=None)
-        earliest_at = backup.finished_at
-        spans[(tli, run.start_lsn)] = Span(
-            base_backup_id=backup.pk, timeline=tli, earliest_at=earliest_at, earliest_lsn=stop,
+        earliest_at, last = backup.finished_at, reach.latest_at
+        spans[(tli, reach.latest_lsn)] = Span(
+            base_backup_id=backup.pk, timeline=tli, earliest_at=earliest_at,
+            earliest_lsn=wal_names.parse_lsn(backup.lsn_stop),
             latest_at=last if last and (earliest_at is None or last > earliest_at) else earliest_at,
-            latest_lsn=run.end_lsn,
+            latest_lsn=reach.latest_lsn,
         )
     ordered = sorted(spans.values(), key=lambda s: (s.latest_lsn, s.timeline))
     return RecoveryWindow(target=target.name, spans=ordered, gaps=gaps(target, ranges), unusable_backups=unusable)

@@ -23,6 +23,10 @@ _XACT_TIME = re.compile(
 )
 
 
+# "lsn: 0/03000148, prev 0/03000110, desc: RESTORE_POINT before-migration" (rmgr XLOG).
+_RESTORE_POINT = re.compile(r"lsn: ([0-9A-F]+/[0-9A-F]+),.*desc: RESTORE_POINT (.*)$")
+
+
 class WalFileError(Exception):
     """The file is not the WAL segment its name says."""
 
@@ -78,8 +82,15 @@ def pg_waldump_for(header: SegmentHeader) -> str:
     return pg_bin("pg_waldump")
 
 
-def last_transaction_time(path: Path, *, segment_name: str, header: SegmentHeader) -> tuple[datetime | None, str]:
-    """(time of the last COMMIT/ABORT record in this one segment or None, warning or "").
+@dataclass(frozen=True)
+class SegmentScan:
+    last_transaction_at: datetime | None  # the last COMMIT/ABORT record's time
+    restore_points: list[tuple[str, str]]  # (name, LSN) of each RESTORE_POINT record
+    warning: str = ""
+
+
+def scan_segment(path: Path, *, segment_name: str, header: SegmentHeader) -> SegmentScan:
+    """The last COMMIT/ABORT time and the restore points in this one segment, in one pg_waldump pass.
 
     pg_waldump sees the file alone, under its segment name, in a private directory: it cannot read on into
     the next segment of pg_wal, and a `.partial` file is read like the segment it is. Its expected stop at
@@ -88,14 +99,17 @@ def last_transaction_time(path: Path, *, segment_name: str, header: SegmentHeade
     with tempfile.TemporaryDirectory(prefix="walscan-") as tmp:
         os.symlink(Path(path).resolve(), Path(tmp) / segment_name)
         env = {**os.environ, "TZ": "UTC"}  # pg_waldump prints times in the local zone
-        last = None
+        last, points = None, []
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
-                [pg_waldump_for(header), "--rmgr=Transaction", "--path", tmp, segment_name],
+                [pg_waldump_for(header), "--rmgr=Transaction", "--rmgr=XLOG", "--path", tmp, segment_name],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env, text=True,
             )
             with proc.stdout:
                 for line in proc.stdout:
+                    if "RESTORE_POINT" in line and (rp := _RESTORE_POINT.search(line.rstrip("\n"))):
+                        points.append((rp.group(2), rp.group(1)))
+                        continue
                     m = _XACT_TIME.search(line)
                     if m:
                         at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f" if "." in m.group(1)
@@ -107,5 +121,5 @@ def last_transaction_time(path: Path, *, segment_name: str, header: SegmentHeade
     normal_end = ("could not find file", "invalid record length", "invalid magic number",
                   "contrecord is requested", "missing contrecord", "invalid record offset")
     if rc != 0 and not any(s in message for s in normal_end):
-        return last, f"pg_waldump could not read {segment_name}: {message[-300:]}"
-    return last, ""
+        return SegmentScan(last, points, f"pg_waldump could not read {segment_name}: {message[-300:]}")
+    return SegmentScan(last, points)
