@@ -40,12 +40,10 @@ import argparse
 import datetime as dt
 import json
 import os
-import pwd
 import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -61,7 +59,9 @@ from common import (  # noqa: E402
     write_section,
 )
 
-from apps.databases.clusters import RUN_AS, LocalCluster, free_port, server_bin_dir  # noqa: E402
+from apps.databases.clusters import (  # noqa: E402
+    LocalCluster, as_server_user, free_port, give_to_server_user, server_bin_dir, server_user_python,
+)
 from apps.pipeline.keys import generate_spec  # noqa: E402
 
 MARK_START = "<!-- bench/physical.py results: start -->"
@@ -100,14 +100,8 @@ class Op:
 # --- running things as the postgres user ---------------------------------------------------------------
 
 
-def as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", RUN_AS, "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 def give(path: Path, mode: int) -> None:
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam(RUN_AS)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
+    give_to_server_user(path)
     path.chmod(mode)
 
 
@@ -252,7 +246,7 @@ def wait_promoted(cluster: LocalCluster, port: int, timeout: float = 600) -> Non
 
 def stop_and_remove(pgdata: Path) -> None:
     if (pgdata / "postmaster.pid").exists():
-        subprocess.run(as_postgres([f"{server_bin_dir()}/pg_ctl", "-D", str(pgdata), "-m", "immediate", "-w", "stop"]),
+        subprocess.run(as_server_user([f"{server_bin_dir()}/pg_ctl", "-D", str(pgdata), "-m", "immediate", "-w", "stop"]),
                        capture_output=True)
     shutil.rmtree(pgdata, ignore_errors=True)
 
@@ -400,7 +394,7 @@ class PgBackRest(Tool):
         self.run("stanza-create")
 
     def run(self, *args: str) -> Timed:
-        return timed(as_postgres(["pgbackrest", f"--config={self.conf}", f"--stanza={TARGET}", *args]),
+        return timed(as_server_user(["pgbackrest", f"--config={self.conf}", f"--stanza={TARGET}", *args]),
                      what=f"pgbackrest {args[-1]}")
 
     def _last(self) -> tuple[str, int]:
@@ -427,7 +421,7 @@ class PgBackRest(Tool):
                      f"--target={target}", "--target-action=promote", "restore")
         with open(pgdata / "postgresql.auto.conf", "a") as fh:  # the source's port is taken
             fh.write(f"port = {port}\n")
-        s = timed(as_postgres([f"{server_bin_dir()}/pg_ctl", "-D", str(pgdata), "-l", str(pgdata.parent /
+        s = timed(as_server_user([f"{server_bin_dir()}/pg_ctl", "-D", str(pgdata), "-l", str(pgdata.parent /
                   f"{pgdata.name}.log"), "-w", "-t", "600", "start"]), what="pg_ctl start")
         wait_promoted(self.cluster, port)
         return Timed(time.perf_counter() - t0, r.cpu + s.cpu, r.stdout, r.stderr)
@@ -455,7 +449,7 @@ class Ours(Tool):
             f"BACKUP_LOCAL_ROOT={self.root}\nBACKUP_ENCRYPTION_KEYS_FILE={keys}\nLOG_LEVEL=WARNING\n")
         for path in (keys, self.env_file):
             give(path, 0o600)
-        self.python = postgres_python(home)
+        self.python = server_user_python(home)
         # PostgreSQL runs archive_command and restore_command with the environment it was started with
         # (PYTHONPYCACHEPREFIX, see main); the commands run here get the same, plus the environment file.
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
@@ -470,7 +464,7 @@ class Ours(Tool):
         self.archive_command = parse_conf_string(printed, "archive_command")
 
     def manage(self, *args: str) -> Timed:
-        return timed(as_postgres([self.python, str(ROOT / "manage.py"), *args]), env=self.env, cwd=ROOT,
+        return timed(as_server_user([self.python, str(ROOT / "manage.py"), *args]), env=self.env, cwd=ROOT,
                      what=f"manage.py {args[0]}")
 
     def _backup(self, *args: str) -> tuple[Timed, int, str]:
@@ -515,27 +509,6 @@ def parse_conf_string(printed: str, name: str) -> str:
             if value.startswith("'") and value.endswith("'"):
                 return value[1:-1].replace("''", "'")
     raise RuntimeError(f"no {name} line in:\n{printed}")
-
-
-def postgres_python(base: Path) -> str:
-    """An interpreter the postgres user can run with this environment's packages.
-
-    This one, if postgres can run it; otherwise (a pyenv under /root) a virtualenv of the system's Python of the
-    same version pointed at the same site-packages, as an operator would install the app where postgres reaches.
-    """
-    probe = subprocess.run(as_postgres([sys.executable, "-c", "import django"]), capture_output=True)
-    if probe.returncode == 0:
-        return sys.executable
-    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    if not system.exists():
-        raise RuntimeError(f"the postgres user cannot run {sys.executable} and there is no {system}")
-    venv = base / "python"
-    subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    (site / "backupsite-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    for path in [venv, *venv.rglob("*")]:
-        path.chmod(path.stat().st_mode | 0o055)
-    return str(venv / "bin" / "python")
 
 
 # --- reporting ------------------------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ import pwd
 import shutil
 import sqlite3
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from contextlib import contextmanager
@@ -27,16 +25,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from apps.databases.clusters import RUN_AS
+from apps.databases.clusters import RUN_AS, as_server_user, server_user_python
 from tests.helpers import throwaway_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "walsrc"
 ARCHIVE_TIMEOUT = 2  # seconds, so a test waits little for a segment; archive_config's default is 60
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", RUN_AS, "--", *cmd] if os.geteuid() == 0 else cmd
 
 
 def _give(path: Path, mode: int, *, group_only: bool = False) -> None:
@@ -51,26 +45,11 @@ def _give(path: Path, mode: int, *, group_only: bool = False) -> None:
 
 
 def postgres_python(base: Path) -> str:
-    """An interpreter the postgres user can run with this environment's packages.
-
-    Normally this interpreter itself. Where it lives somewhere postgres cannot reach (a pyenv under /root,
-    as on the CI machine), a virtualenv of the system's Python of the same version, pointed at the same
-    site-packages by a .pth file, stands in: what an operator would do by installing the app's venv
-    where the postgres user can execute it.
-    """
-    probe = subprocess.run(_as_postgres([sys.executable, "-c", "import django"]), capture_output=True)
-    if probe.returncode == 0:
-        return sys.executable
-    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    if not system.exists():
-        pytest.skip(f"the postgres user cannot run {sys.executable} and there is no {system}")
-    venv = base / "python"
-    subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    (site / "backupsite-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    for path in [venv, *venv.rglob("*")]:
-        path.chmod(path.stat().st_mode | 0o055)
-    return str(venv / "bin" / "python")
+    """An interpreter the postgres user can run with this environment's packages (see server_user_python)."""
+    try:
+        return server_user_python(base)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
 
 
 class WalSite:
@@ -100,7 +79,7 @@ class WalSite:
     # --- child processes, as postgres --------------------------------------------------------------
 
     def manage(self, *args: str, ok: bool = True, cwd: Path | None = None, timeout: float = 120):
-        done = subprocess.run(_as_postgres([self.python, str(ROOT / "manage.py"), *args]), cwd=cwd or ROOT,
+        done = subprocess.run(as_server_user([self.python, str(ROOT / "manage.py"), *args]), cwd=cwd or ROOT,
                               env=self.env, text=True, capture_output=True, timeout=timeout)
         if ok:
             assert done.returncode == 0, done.stderr

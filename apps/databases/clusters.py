@@ -10,6 +10,8 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +113,31 @@ def give_to_server_user(path: Path) -> None:
         shutil.chown(path, RUN_AS, RUN_AS)
 
 
-def _as_server_user(cmd: list[str]) -> list[str]:
+def as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", RUN_AS, "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def server_user_python(base: Path) -> str:
+    """An interpreter the server user can run with this environment's packages (for archive_command and the like).
+
+    Normally this interpreter itself. Where it lives somewhere that user cannot reach (a pyenv under /root, as on
+    the CI machine), a virtualenv of the system's Python of the same version under `base`, pointed at the same
+    site-packages by a .pth file, stands in: what an operator would do by installing the app's venv where the
+    server user can execute it. RuntimeError if neither is possible.
+    """
+    probe = subprocess.run(as_server_user([sys.executable, "-c", "import django"]), capture_output=True)
+    if probe.returncode == 0:
+        return sys.executable
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not system.exists():
+        raise RuntimeError(f"the {RUN_AS} user cannot run {sys.executable} and there is no {system}")
+    venv = base / "python"
+    subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    (site / "backupsite-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    for path in [venv, *venv.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o055)
+    return str(venv / "bin" / "python")
 
 
 @dataclass
@@ -138,7 +163,7 @@ class LocalCluster:
                       sslmode="disable")
 
     def _run(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
-        result = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, **kw)
+        result = subprocess.run(as_server_user(cmd), capture_output=True, text=True, **kw)
         if result.returncode != 0:
             raise RuntimeError(f"{Path(cmd[0]).name} failed ({result.returncode}): {result.stderr.strip()[-1000:]}")
         return result
@@ -200,7 +225,7 @@ class LocalCluster:
     def is_running(self) -> bool:
         if not self.data.exists():
             return False
-        result = subprocess.run(_as_server_user([f"{server_bin_dir()}/pg_ctl", "-D", str(self.data), "status"]),
+        result = subprocess.run(as_server_user([f"{server_bin_dir()}/pg_ctl", "-D", str(self.data), "status"]),
                                 capture_output=True, text=True)
         return result.returncode == 0
 
