@@ -279,6 +279,7 @@ class Anchor:
             raise RuntimeError(f"pg_basebackup | zstd failed ({rb.returncode}, {rz.returncode})")
         size = out.stat().st_size
         out.unlink()
+        log(f"{dataset} #{rep} anchor full: {wall:.2f} s, cpu {rb.cpu + rz.cpu:.2f} s, stored {mb(size)} MiB")
         return [Op(dataset, rep, self.name, "full", wall, rb.cpu + rz.cpu, load, stored=size)]
 
 
