@@ -98,8 +98,9 @@ def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | 
             say(f"recovered: {fields['reached']}")
         if run.table:
             fields["table_destination"] = _copy_back(run, port=port, into=into, rename=rename, say=say)
-            cluster.destroy()  # a scratch cluster: only the table was wanted
+            cluster.stop(mode="fast")  # a scratch cluster: only the table was wanted
             cluster = None
+            shutil.rmtree(pgdata)
         RecoveryRun.objects.filter(pk=run.pk).update(status=RecoveryStatus.SUCCEEDED, finished_at=timezone.now(),
                                                      error="", **fields)
     except BaseException as exc:
