@@ -126,6 +126,25 @@ def test_a_time_beyond_the_archive_is_refused_before_anything_is_written(history
     assert window["last_commit_at"]  # the archive knows its last commit, which is what the refusal names
 
 
+def test_the_recovery_window_is_what_can_be_recovered(history, recover, wal_site):
+    """Just inside both ends of the reported window recovery works; just outside it is refused."""
+    from django.utils.dateparse import parse_datetime
+
+    window = json.loads(wal_site.orm(
+        "import json; from apps.backups import wal_selectors; from apps.databases.models import DatabaseTarget as T; "
+        f"print(json.dumps(wal_selectors.recovery_window(T.objects.get(name='{TARGET}')).as_dict(), default=str))"))
+    earliest, latest = parse_datetime(window["earliest_at"]), parse_datetime(window["latest_at"])
+    assert window["base_backup_id"] == history["full"]["id"] and not window["gaps"]
+    assert earliest <= history["marks"][1]["at"] < history["marks"][6]["at"] <= latest
+
+    result, conn = recover("--target-time", (latest - timedelta(microseconds=1)).isoformat(), "--start")
+    assert _events(conn) == [1, 2, 3, 4, 5, 6]  # everything committed before the last archived commit
+    for outside in (latest, earliest - timedelta(seconds=1)):
+        done = recover("--target-time", outside.isoformat(), ok=False)
+        assert done.returncode != 0 and ("beyond what can be recovered" in done.stderr
+                                          or "No physical backup" in done.stderr), done.stderr
+
+
 def test_one_table_copied_back_renamed_and_in_place(history, recover, wal_site):
     m = history["marks"]
     before_damage = m[4]["at"] + timedelta(milliseconds=1)  # after mark 4 committed, before the DELETE did
