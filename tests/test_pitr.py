@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from apps.databases.clusters import server_bin_dir
-from tests.wal_site import TARGET, _as_postgres, _give
+from apps.databases.clusters import as_server_user, server_bin_dir
+from tests.wal_site import TARGET, _give
 
 pytestmark = pytest.mark.usefixtures("wal_site")
 
@@ -79,7 +79,7 @@ def recover(wal_site):
     yield run
     for pgdata in started:
         if (pgdata / "postmaster.pid").exists():
-            subprocess.run(_as_postgres([f"{server_bin_dir()}/pg_ctl", "-D", str(pgdata), "-m", "immediate",
+            subprocess.run(as_server_user([f"{server_bin_dir()}/pg_ctl", "-D", str(pgdata), "-m", "immediate",
                                          "stop"]), capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 

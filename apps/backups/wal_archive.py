@@ -116,6 +116,33 @@ def fetch(*, target: DatabaseTarget, name: str, dest: Path | str) -> WalSegment:
     return segment
 
 
+def prefetch(*, target: DatabaseTarget, after: str, spool: Path | str, count: int) -> list[str]:
+    """Fetch the archived segments that follow `after` on its timeline into `spool`, up to `count`, stopping at the
+    first one not archived. Each is authenticated and written atomically like any fetch; a failure only ends the
+    prefetch (that segment's own request then reports it). Returns the names fetched."""
+    from apps.backups import wal_selectors
+
+    wal = wal_names.parse(after)
+    if not wal.is_segment or count <= 0:
+        return []
+    size = wal_selectors.segment_size(target)
+    names = [wal_names.segment_name(wal.timeline, wal.segno(size) + i, size) for i in range(1, count + 1)]
+    archived = set(WalSegment.objects.filter(database_target=target, name__in=names).values_list("name", flat=True))
+    spool, fetched = Path(spool), []
+    for name in names:
+        if name not in archived:
+            break
+        if (spool / name).exists():
+            continue
+        try:
+            fetch(target=target, name=name, dest=spool / name)
+        except Exception as exc:
+            log.warning("Prefetch of %s stopped: %s", name, exc)
+            break
+        fetched.append(name)
+    return fetched
+
+
 def _checked_header(path: Path, wal: wal_names.WalFileName, size: int):
     from apps.databases.engines import wal as wal_engine  # imported when a segment is pushed
 

@@ -86,8 +86,9 @@ def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | 
         _restore_base(run.base_backup, pgdata, ctx)
         restore_seconds = time.monotonic() - t0
         port = run.port or clusters.free_port()
+        spool = _wal_spool(pgdata)
         recovery_settings.write(pgdata, recovery_settings.recovery_settings(
-            restore_command=_restore_command(run.database_target), target=goal_of(run), port=port))
+            restore_command=_restore_command(run.database_target, spool=spool), target=goal_of(run), port=port))
         fields = {"restore_seconds": restore_seconds, "port": port}
         if run.start:
             say(f"starting the recovered cluster on port {port}; replaying WAL to {run.target_description}")
@@ -102,12 +103,15 @@ def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | 
             cluster.stop(mode="fast")  # a scratch cluster: only the table was wanted
             cluster = None
             shutil.rmtree(pgdata)
+        if run.start:
+            shutil.rmtree(spool, ignore_errors=True)  # promoted: no more WAL is fetched
         RecoveryRun.objects.filter(pk=run.pk).update(status=RecoveryStatus.SUCCEEDED, finished_at=timezone.now(),
                                                      error="", **fields)
     except BaseException as exc:
         if cluster is not None:
             cluster.stop(mode="immediate")
         shutil.rmtree(pgdata, ignore_errors=True)
+        shutil.rmtree(_wal_spool(pgdata), ignore_errors=True)
         RecoveryRun.objects.filter(pk=run.pk).update(status=RecoveryStatus.FAILED, finished_at=timezone.now(),
                                                      error=str(exc) or type(exc).__name__)
         raise
@@ -181,11 +185,22 @@ def _restore_base(backup, pgdata: Path, ctx) -> None:
     physical_restore.restore_data_directory(backup, pgdata, ctx=ctx)
 
 
-def _restore_command(target: DatabaseTarget) -> str:
-    """wal_fetch as the recovered server's restore_command, with this process's interpreter and environment file."""
+def _wal_spool(pgdata: Path) -> Path:
+    """Where wal_fetch puts the segments it fetches ahead: beside the data directory, the server user's only."""
+    return pgdata.parent / f".{pgdata.name}.walspool"
+
+
+def _restore_command(target: DatabaseTarget, spool: Path | None = None) -> str:
+    """wal_fetch as the recovered server's restore_command, with this process's interpreter and environment file;
+    with a spool, segments are fetched ahead (wal_config.restore_command)."""
     from apps.backups import wal_config
 
-    return wal_config.restore_command(target.name, wal_config.Invocation.current())
+    if spool is not None:
+        shutil.rmtree(spool, ignore_errors=True)  # never reuse what an earlier run left: start empty
+        spool.mkdir(mode=0o700)
+        clusters.give_to_server_user(spool)
+    return wal_config.restore_command(target.name, wal_config.Invocation.current(),
+                                      spool=str(spool) if spool else None)
 
 
 def _restore_point_lsn(target: DatabaseTarget, goal: RecoveryTarget) -> int | None:

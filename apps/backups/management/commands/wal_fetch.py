@@ -14,8 +14,11 @@ class Command(BaseCommand):
         parser.add_argument("target", help="Target name")
         parser.add_argument("name", help="WAL file name, as PostgreSQL's %%f")
         parser.add_argument("path", help="Where to write it, as PostgreSQL's %%p")
+        parser.add_argument("--spool", help="Directory (written only by the server user) to fetch the next segments "
+                                            "into, for the shell part of restore_command to move in")
+        parser.add_argument("--prefetch", type=int, default=0, help="How many segments to fetch ahead")
 
-    def handle(self, *args, target, name, path, **options):
+    def handle(self, *args, target, name, path, spool, prefetch, **options):
         from apps.backups import wal_archive
         from apps.core.errors import UserError
         from apps.databases.models import DatabaseTarget
@@ -33,3 +36,5 @@ class Command(BaseCommand):
             raise CommandError(f"{name} cannot be restored: {exc}", returncode=EXIT_ERROR)
         except Exception as exc:
             raise CommandError(f"{name} cannot be restored: {type(exc).__name__}: {exc}", returncode=EXIT_ERROR)
+        if spool and prefetch > 0:
+            wal_archive.prefetch(target=row, after=name, spool=spool, count=prefetch)
