@@ -145,6 +145,28 @@ def test_the_recovery_window_is_what_can_be_recovered(history, recover, wal_site
                                           or "No physical backup" in done.stderr), done.stderr
 
 
+def test_wal_fetch_fetches_ahead_into_a_spool(history, wal_site):
+    """What the spool restore_command relies on: one wal_fetch writes the asked segment and the next archived ones,
+    each authentic (same SHA-256 as catalogued), stopping where the archive stops."""
+    import hashlib
+
+    site = wal_site
+    names = [n for (n,) in site.rows("SELECT name FROM backups_walsegment WHERE start_lsn != '' ORDER BY name")]
+    work = Path(tempfile.mkdtemp(prefix="spool-"))
+    try:
+        _give(work, 0o755)
+        spool = work / "spool"
+        spool.mkdir()
+        _give(spool, 0o700)
+        site.manage("wal_fetch", TARGET, names[-3], str(work / "asked"), "--spool", str(spool), "--prefetch", "5")
+        assert sorted(p.name for p in spool.iterdir()) == names[-2:]  # only what is archived after it
+        for name in names[-2:]:
+            (sha,), = site.rows("SELECT sha256_raw FROM backups_walsegment WHERE name = ?", name)
+            assert hashlib.sha256((spool / name).read_bytes()).hexdigest() == sha
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_one_table_copied_back_renamed_and_in_place(history, recover, wal_site):
     m = history["marks"]
     before_damage = m[4]["at"] + timedelta(milliseconds=1)  # after mark 4 committed, before the DELETE did
