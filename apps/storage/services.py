@@ -29,7 +29,7 @@ def check_settings(location: StorageLocation) -> None:
     from urllib.parse import urlsplit
 
     from apps.storage import tiering
-    from apps.storage.backends.cloud import check_credentials_ref
+    from apps.storage.backends.cloud import CloudBackend, check_credentials_ref
 
     try:
         check_credentials_ref(location.credentials_ref)
@@ -37,9 +37,9 @@ def check_settings(location: StorageLocation) -> None:
         raise UserError(str(exc)) from None
     if location.endpoint_url and (urlsplit(location.endpoint_url).username or urlsplit(location.endpoint_url).password):
         raise UserError("endpoint_url must not hold credentials; use credentials_ref.")
-    if location.kind != StorageKind.LOCAL and not location.bucket:
-        word = "container" if location.kind == "azure" else "bucket"
-        raise UserError(f"A {location.kind} location needs a {word}.")
+    backend = backends.get(location.kind)
+    if issubclass(backend, CloudBackend) and not location.bucket:
+        raise UserError(f"A {location.kind} location needs a {backend.container_word}.")
     if location.immutability and not location.retention_days:
         raise UserError("A write-once location needs retention_days (how long each object stays locked).")
     tiering.check_rules(location.tier_rules, kind=location.kind)
