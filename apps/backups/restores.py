@@ -2,6 +2,7 @@
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from apps.backups import sources
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupStatus
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
@@ -13,7 +14,7 @@ from apps.databases.models import DatabaseTarget
 from apps.jobs.progress import JobContext
 from apps.pipeline.artifact import Decoder
 from apps.pipeline.keys import configured_keyring
-from apps.storage import backends
+from apps.storage.backends import StorageBackend
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,16 @@ def request_restore(
     return args
 
 
-def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None) -> Iterator[bytes]:
+def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None,
+                    backend: StorageBackend | None = None) -> Iterator[bytes]:
     """Raw bytes of an artifact, held to the catalog's record of it and authenticated frame by frame.
 
+    Read from `backend`, or (None) from the first healthy copy of the backup (apps/backups/sources.py).
     The first chunk is decoded before returning, so a refused header (downgraded, substituted) or a
     frame 0 that fails authentication raises before the caller creates a database or starts a tool.
     """
-    backend = backends.for_location(backup.storage_location)
+    if backend is None:
+        backend = sources.source_for(backup, ctx)
     keyring = configured_keyring()
     if artifact.cipher == "none":
         if keyring is not None:  # the decoder would refuse it too, but only after the checksum read below
@@ -130,7 +134,7 @@ def run_restore(*, backup: Backup, conn: PgConn, request: RestoreRequest, ctx: J
     compared = _compare_row_counts(backup=backup, conn=conn, schema=schema, table=table)
     ctx.log(f"restore complete; row counts match for {len(compared)} tables")
     return {"backup_id": backup.pk, "destination": conn.redacted(), "tables_compared": len(compared),
-            "rows_compared": sum(compared.values())}
+            "rows_compared": sum(compared.values()), "location": sources.source_name(backup)}
 
 
 def _compare_row_counts(*, backup: Backup, conn: PgConn, schema: str | None, table: str | None) -> dict[str, int]:

@@ -63,11 +63,12 @@ class S3Backend(CloudBackend):
         if self._client is None:
             import boto3  # heavy: only when a location of this kind is used
             from botocore.config import Config
+            from django.conf import settings
 
             session = boto3.session.Session(**_credentials(read_credentials(self.location.credentials_ref)))
             self._client = session.client(
                 "s3", endpoint_url=self.location.endpoint_url or None, region_name=self.location.region or None,
-                config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=16,
+                config=Config(retries={"max_attempts": settings.STORAGE_SDK_ATTEMPTS, "mode": "standard"}, max_pool_connections=16,
                               connect_timeout=10, read_timeout=120),
             )
         return self._client
