@@ -41,9 +41,10 @@ class DatabaseBackupJob(JobRunner):
         return backup.job
 
     def run(self, **_runtime) -> dict:
-        from apps.backups import replication, services
+        from apps.backups import lifecycle, replication, services
 
         backup = services.run_database_backup(backup=Backup.objects.get(pk=self.job.args["backup_id"]), ctx=self.ctx)
+        lifecycle.refresh_used_bytes(backup.storage_location)
         # Committed: now the copies, one job per replica location (they do not hold this job up).
         jobs = replication.enqueue_replicas(backup=backup,
                                             actor=Actor(user=self.job.requested_by, via=self.job.via))
@@ -127,3 +128,21 @@ class RestoreDataDirectoryJob(JobRunner):
 
         backup = Backup.objects.get(pk=self.job.args["backup_id"])
         return physical_restore.restore_data_directory(backup, self.job.args["pgdata"], self.ctx)
+
+
+class EnforceTiersJob(JobRunner):
+    """Move replicas to colder tiers by age, per location's tier rules (apps/backups/lifecycle.py)."""
+
+    name = "storage.enforce_tiers"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, location: StorageLocation | None = None, dry_run: bool = False) -> Job:
+        return cls.create_job(args={"location_id": location.pk if location else None, "dry_run": dry_run},
+                              actor=actor)
+
+    def run(self, **_runtime) -> dict:
+        from apps.backups import lifecycle
+
+        location_id = self.job.args.get("location_id")
+        location = StorageLocation.objects.get(pk=location_id) if location_id else None
+        return lifecycle.enforce_tiers(location=location, dry_run=self.job.args.get("dry_run", False), ctx=self.ctx)

@@ -110,6 +110,9 @@ def replicate(*, backup: Backup, location: StorageLocation, ctx: JobContext | No
         _log(ctx, f"replica {location.name}: failed for good: {exc}")
         raise
     replica.refresh_from_db()
+    from apps.backups.lifecycle import refresh_used_bytes
+
+    refresh_used_bytes(location)
     _log(ctx, f"replica {location.name}: {copied} bytes copied and verified after {replica.attempts} attempt(s)")
     return replica
 

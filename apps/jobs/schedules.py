@@ -7,6 +7,7 @@ from django_q.models import Schedule
 SCHEDULES = [
     # name, function, schedule type, every N minutes
     ("Settle dead jobs", "apps.jobs.tasks.reap_dead_jobs", Schedule.MINUTES, 1),
+    ("Enforce storage tiers", "apps.jobs.tasks.enforce_tiers", Schedule.MINUTES, 24 * 60),
 ]
 
 

@@ -58,11 +58,11 @@ class _StreamReader(io.RawIOBase):
 class GcsBackend(CloudBackend):
     kind = "gcs"
     label = "Google Cloud Storage"
+    http = None  # a requests.Session to send through (the tests record requests with it)
 
     def __init__(self, location):
         super().__init__(location)
         self._bucket = None
-        self.http = None  # a requests.Session to send through (the tests record requests with it)
 
     @property
     def bucket(self):
