@@ -47,7 +47,7 @@ def problem(backup: Backup, backend: StorageBackend, *, deep: bool = True) -> tu
             if info is None:
                 return f"{artifact.key} is missing", True
             if info.size != artifact.size_stored:
-                return f"{artifact.key} is {info.size} bytes, the catalog records {artifact.size_stored}", True
+                return f"{artifact.key} is {info.size} bytes, expected {artifact.size_stored}", True
             if deep and backend.sha256(artifact.key)[0] != artifact.sha256_stored:
                 return f"{artifact.key} fails its SHA-256 check (corrupt or altered)", True
     except (StorageError, OSError) as exc:

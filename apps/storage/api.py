@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.core.api import COMMON_ERRORS, ERROR_404, ActorMixin, crud_schema
-from apps.core.roles import OPERATOR
+from apps.core.roles import ADMIN, OPERATOR
 from apps.storage import services
 from apps.storage.models import StorageLocation
 
@@ -69,11 +69,7 @@ class StorageLocationViewSet(ActorMixin, viewsets.ModelViewSet):
     serializer_class = StorageLocationSerializer
     filterset_fields = ["kind", "enabled", "is_primary"]
     http_method_names = ["get", "post", "put", "patch", "head", "options"]
-
-    def get_permissions(self):
-        if self.action == "test":
-            self.write_role = OPERATOR
-        return super().get_permissions()
+    write_role = ADMIN  # the connection test lowers it to operator (its route's initkwargs)
 
     def perform_create(self, serializer):
         serializer.instance = services.save_location(location=StorageLocation(**serializer.validated_data),
@@ -90,6 +86,6 @@ class StorageLocationViewSet(ActorMixin, viewsets.ModelViewSet):
                                "checks that the store refuses to delete a fresh object. 200 whatever the outcome: "
                                "`ok` says whether every check passed.",
                    responses={200: ConnectionTestSerializer, 404: ERROR_404, **COMMON_ERRORS})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], write_role=OPERATOR)
     def test(self, request, pk=None):
         return Response(services.test_location(location=self.get_object(), actor=self.actor))
