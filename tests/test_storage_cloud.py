@@ -168,3 +168,15 @@ def test_s3_credentials_from_an_aws_ini_file_in_an_env_variable(cloud_location, 
     store = backends.for_location(location)
     store.put_bytes("k", b"v")
     assert store.get_bytes("k") == b"v"
+
+
+@pytest.mark.parametrize("sizes", [[], [1], [3, 3, 3], [10], [4, 0, 4, 1], [7, 7]])
+def test_parts_regroup_any_chunking_into_exact_parts(sizes):
+    data = payload(sum(sizes), seed=3)
+    chunks, at = [], 0
+    for n in sizes:
+        chunks.append(data[at:at + n])
+        at += n
+    out = list(cloud.parts(chunks, 4))
+    assert b"".join(out) == data
+    assert all(len(p) == 4 for p in out[:-1]) and all(0 < len(p) <= 4 for p in out)

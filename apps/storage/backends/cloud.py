@@ -48,14 +48,21 @@ def read_credentials(ref: str) -> str | None:
 
 def parts(chunks: Iterable[bytes], size: int = PART_SIZE) -> Iterator[bytes]:
     """Regroup a stream into parts of exactly `size` bytes (the last may be shorter; none is empty)."""
-    buf = bytearray()
+    pending: list[bytes] = []
+    held = 0
     for chunk in chunks:
-        buf += chunk
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            data = b"".join(pending)  # one copy per part
+            offset = 0
+            while held - offset >= size:
+                yield data[offset:offset + size]
+                offset += size
+            pending = [data[offset:]] if offset < held else []
+            held -= offset
+    if held:
+        yield b"".join(pending)
 
 
 def upload_parts(pieces: Iterator[bytes], send: Callable[[int, bytes], object],
