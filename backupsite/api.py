@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from apps.backups import api as backups
+from apps.backups import wal_api
 from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
@@ -43,6 +44,8 @@ urlpatterns = [
          name="pitr"),
     path("backup-recovery/disaster-recovery/recoveries", recovery.RecoveryRunListView.as_view(),
          name="recovery-list"),
+    path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
+         name="target-recovery-window"),
     path("jobs", job_list, name="job-list"),
     path("jobs/<ulid:pk>", job_detail, name="job-detail"),
     *router.urls,

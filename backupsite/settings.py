@@ -2,6 +2,10 @@
 
 Secrets may also come from files: every variable FOO can be given as FOO_FILE
 holding a path, so they never need to sit in a process environment listing.
+
+BACKUPSITE_ENV_FILE names an environment file (KEY=value lines) read first, its values winning over
+the process environment: PostgreSQL runs wal_push / wal_fetch with its own environment, so the
+archive_command line carries this one path instead of the settings (see archive_config).
 """
 import os
 from datetime import timedelta
@@ -14,6 +18,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+
+ENV_FILE = os.environ.get("BACKUPSITE_ENV_FILE", "")
+if ENV_FILE:
+    try:
+        with open(ENV_FILE) as _fh:
+            environ.Env.read_env(_fh, overwrite=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"Cannot read BACKUPSITE_ENV_FILE {ENV_FILE}: {exc.strerror}.") from None
 
 
 def secret(name: str, default: str = "") -> str:

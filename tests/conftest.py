@@ -19,8 +19,14 @@ def pg_cluster():
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def wal_site():
+    """A cluster archiving (archive_mode on, archive_timeout 2 s) through wal_push to target `walsrc` of a site
+    usable by the postgres user: see tests/wal_site.py. One per test module: tests may break and mend it."""
+    from tests.wal_site import archiving_site
 
-
+    with archiving_site() as site:
+        yield site
 
 
 @pytest.fixture(scope="session")

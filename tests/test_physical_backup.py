@@ -5,7 +5,6 @@ size bound of an incremental a matter of luck). Restored directories are started
 port and their tables compared with the source's at backup time.
 """
 import json
-import os
 import shutil
 import tempfile
 import time

@@ -151,3 +151,21 @@ class WalSegment(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.database_target_id}:{self.name}"
+
+
+class RestorePoint(TimeStampedModel):
+    """A named restore point (pg_create_restore_point) found in an archived segment: a PITR target by name."""
+
+    database_target = models.ForeignKey("databases.DatabaseTarget", on_delete=models.CASCADE,
+                                        related_name="restore_points")
+    name = models.CharField(max_length=64)
+    lsn = models.CharField(max_length=32)
+    timeline = models.PositiveIntegerField()
+    segment = models.CharField(max_length=64, help_text="The archived segment that holds it.")
+
+    class Meta:
+        ordering = ["database_target", "-created_at"]
+        constraints = [models.UniqueConstraint(fields=["database_target", "segment", "lsn"], name="uniq_restore_point")]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.lsn}"

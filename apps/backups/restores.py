@@ -14,6 +14,7 @@ from apps.databases.models import DatabaseTarget
 from apps.jobs.progress import JobContext
 from apps.pipeline.artifact import Decoder
 from apps.pipeline.keys import configured_keyring
+from apps.storage import backends
 from apps.storage.backends import StorageBackend
 
 
@@ -81,25 +82,37 @@ def request_restore(
 
 def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None,
                     backend: StorageBackend | None = None) -> Iterator[bytes]:
-    """Raw bytes of an artifact, held to the catalog's record of it and authenticated frame by frame.
+    """Raw bytes of a backup's artifact, authenticated against the catalog (see stored_stream).
 
     Read from `backend`, or (None) from the first healthy copy of the backup (apps/backups/sources.py).
-    The first chunk is decoded before returning, so a refused header (downgraded, substituted) or a
-    frame 0 that fails authentication raises before the caller creates a database or starts a tool.
     """
     if backend is None:
         backend = sources.source_for(backup, ctx)
+    return stored_stream(backend=backend, record=artifact, ctx=ctx)
+
+
+def stored_stream(*, record, ctx: JobContext | None = None, location=None,
+                  backend: StorageBackend | None = None) -> Iterator[bytes]:
+    """Raw bytes of a stored object (read from `backend`, or from `location`), held to the catalog's `record`
+    of it and authenticated frame by frame.
+
+    `record` is anything with key, sizes, checksums, compression, cipher and key id (a BackupArtifact, a
+    WalSegment). The first chunk is decoded before returning, so a refused header (downgraded, substituted)
+    or a frame 0 that fails authentication raises before the caller creates a database or starts a tool.
+    """
+    if backend is None:
+        backend = backends.for_location(location)
     keyring = configured_keyring()
-    if artifact.cipher == "none":
+    if record.cipher == "none":
         if keyring is not None:  # the decoder would refuse it too, but only after the checksum read below
-            raise UserError(f"{artifact.key} is not encrypted, but encryption keys are configured: an artifact "
+            raise UserError(f"{record.key} is not encrypted, but encryption keys are configured: an artifact "
                             "that cannot be authenticated is not restored.")
         # Without AEAD, a corrupt byte would only show at the end: check the whole file before using any of it.
-        verify_stored_checksum(backend=backend, artifact=artifact)
-    stream = Decoder.for_record(artifact, keyring=keyring).decode(backend.get_stream(artifact.key))
+        verify_stored_checksum(backend=backend, artifact=record)
+    stream = Decoder.for_record(record, keyring=keyring).decode(backend.get_stream(record.key))
     first = next(stream, None)
     if ctx is not None:
-        ctx.progress(0, artifact.size_raw, force=True)
+        ctx.progress(0, record.size_raw, force=True)
     return _resume(first, stream, ctx)
 
 

@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
@@ -39,6 +41,7 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "default_method", "wal_archiving", "sslmode"]
     search_fields = ["name", "host", "dbname", "description"]
     actions = ["backup_now"]
+    readonly_fields = ["wal_archive"]
 
     @admin.display(boolean=True)
     def has_password(self, obj):
@@ -48,6 +51,37 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
     def last_backup(self, obj):
         last = obj.backups.filter(status="succeeded").order_by("-finished_at").first()
         return last.finished_at if last else "—"
+
+    @admin.display(description="WAL archive and recovery window")
+    def wal_archive(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        from apps.backups import wal_selectors  # read only on the change page
+
+        window = wal_selectors.recovery_window(obj)
+        status = wal_selectors.archive_status(obj)
+        cur = window.current
+        if cur is None:
+            head = format_html("<strong>{}</strong>: no succeeded physical base backup with continuous archived "
+                               "WAL after it.", "No recovery window")
+        else:
+            link = reverse("admin:backups_backup_change", args=[cur.base_backup_id])
+            head = format_html(
+                "<strong>Recoverable from {} to {}</strong> (LSN {} to {}, timeline {}, base backup "
+                '<a href="{}">{}</a>)', cur.earliest_at, cur.latest_at or "—",
+                window.as_dict()["earliest_lsn"], window.as_dict()["latest_lsn"], cur.timeline, link,
+                cur.base_backup_id)
+        lag = format_html(
+            "Last archived: {} at {} ({}); newest commit archived {}; {} files", status["last_archived"] or "—",
+            status["last_archived_at"] or "—",
+            "never" if status["archive_lag_seconds"] is None else f"{status['archive_lag_seconds']:.0f} s ago",
+            status["last_commit_at"] or "—", status["files"])
+        gaps = format_html_join(
+            "", "<li><strong>Gap</strong> on timeline {}: {} segment(s) missing, {} to {}</li>",
+            ((g.timeline, g.missing, g.first_missing, g.last_missing) for g in window.gaps))
+        unusable = format_html_join("", "<li>Base backup {} cannot be used: {}</li>",
+                                    window.unusable_backups.items())
+        return format_html("{}<br>{}<ul>{}{}</ul>", head, lag, gaps, unusable)
 
     def save_model(self, request, obj, form, change):
         password = form.cleaned_data.get("password") or None

@@ -8,7 +8,6 @@ database and the scratch cluster is stopped and removed.
 import logging
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from django.utils import timezone
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
 from apps.databases import clusters, identifiers
+from apps.databases import lsn as lsns
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs.progress import JobContext
@@ -98,8 +98,9 @@ def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | 
             say(f"recovered: {fields['reached']}")
         if run.table:
             fields["table_destination"] = _copy_back(run, port=port, into=into, rename=rename, say=say)
-            cluster.destroy()  # a scratch cluster: only the table was wanted
+            cluster.stop(mode="fast")  # a scratch cluster: only the table was wanted
             cluster = None
+            shutil.rmtree(pgdata)
         RecoveryRun.objects.filter(pk=run.pk).update(status=RecoveryStatus.SUCCEEDED, finished_at=timezone.now(),
                                                      error="", **fields)
     except BaseException as exc:
@@ -180,14 +181,42 @@ def _restore_base(backup, pgdata: Path, ctx) -> None:
 
 
 def _restore_command(target: DatabaseTarget) -> str:
-    from apps.backups import wal_archive
+    """wal_fetch as the recovered server's restore_command, with this process's interpreter and environment file."""
+    from apps.backups import wal_config
 
-    return wal_archive.restore_command(target)
+    return wal_config.restore_command(target.name, wal_config.Invocation.current())
 
 
 def _restore_point_lsn(target: DatabaseTarget, goal: RecoveryTarget) -> int | None:
-    return None
+    """The LSN of a named restore point, as wal_push catalogued it (the newest, if the name was used twice)."""
+    if not goal.name:
+        return None
+    from apps.backups.models import RestorePoint
+
+    found = [lsns.parse(p.lsn) for p in RestorePoint.objects.filter(database_target=target, name=goal.name)]
+    if not found:
+        raise UserError(f"No restore point named {goal.name!r} is in the WAL archived for {target.name} (restore "
+                        "points are catalogued when the segment holding them is archived; run "
+                        "SELECT pg_switch_wal() on the source to archive the current one).")
+    return max(found)
 
 
 def _check_archive(*, target: DatabaseTarget, base, goal: RecoveryTarget) -> None:
-    return None
+    """Refuse a goal the archived WAL cannot reach from `base`, before anything is written."""
+    from apps.backups import wal_selectors
+
+    try:
+        reach = wal_selectors.reach_from(target, base)
+    except wal_selectors.Unreachable as exc:
+        raise UserError(f"Base backup {base.pk} cannot be recovered: {exc}.") from None
+    gap = (f" Segments {reach.gap.first_missing} to {reach.gap.last_missing} are missing from the archive."
+           if reach.gap else "")
+    end = f"the archived WAL from base backup {base.pk} ends at LSN {lsns.to_text(reach.latest_lsn)}"
+    if goal.time and (reach.latest_at is None or goal.time >= reach.latest_at):
+        last = reach.latest_at.isoformat() if reach.latest_at else "none after the backup"
+        raise UserError(
+            f"{goal.describe()} is beyond what can be recovered: {end}, and its last commit is at {last}.{gap} "
+            "Choose an earlier time, or give no target to recover everything archived.")
+    target_lsn = goal.lsn_value if goal.lsn else _restore_point_lsn(target, goal)
+    if target_lsn is not None and target_lsn >= reach.latest_lsn:
+        raise UserError(f"{goal.describe()} is beyond what can be recovered: {end}.{gap}")

@@ -8,6 +8,7 @@ pushes its WAL into the source's archive.
 import os
 from pathlib import Path
 
+from apps.backups.wal_config import conf_value
 from apps.databases.clusters import give_to_server_user
 from apps.recovery.targets import RecoveryTarget
 
@@ -17,13 +18,6 @@ MINIMAL_HBA = (
     "host all all 127.0.0.1/32 scram-sha-256\n"
     "host all all ::1/128 scram-sha-256\n"
 )
-
-
-def quote(value: str) -> str:
-    """A postgresql.conf string literal."""
-    if any(c in value for c in "\n\r\0"):
-        raise ValueError("A configuration value may not hold a line break or NUL.")
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def recovery_settings(*, restore_command: str, target: RecoveryTarget, port: int) -> dict[str, str]:
@@ -57,7 +51,7 @@ def write(pgdata: Path, settings: dict[str, str]) -> None:
         owned.append(auto)
     with open(auto, "a") as fh:
         fh.write("\n# point-in-time recovery (backupsite)\n")
-        fh.write("".join(f"{k} = {quote(v)}\n" for k, v in settings.items()))
+        fh.write("".join(f"{k} = {conf_value(v)}\n" for k, v in settings.items()))
     (pgdata / "standby.signal").unlink(missing_ok=True)
     signal = pgdata / "recovery.signal"
     signal.touch()

@@ -62,7 +62,7 @@ def parse_target(*, time: str | datetime | None = None, lsn: str | None = None, 
                             "another time zone.")
         return RecoveryTarget(time=when, inclusive=inclusive)
     if lsn not in (None, ""):
-        return RecoveryTarget(lsn=lsns.to_text(lsns.parse(lsn)), inclusive=inclusive)
+        return RecoveryTarget(lsn=lsns.to_text(lsns.parse(lsn.strip())), inclusive=inclusive)
     if name not in (None, ""):
         if not _RESTORE_POINT.match(name):
             raise UserError("A restore point name is 1-63 letters, digits, spaces or _ . : @ + - characters.")

@@ -27,7 +27,7 @@ from apps.databases import catalog
 from apps.databases.connection import PgConn
 from apps.databases.engines import tarstream
 from apps.databases.engines.physical import (
-    BaseBackupInfo, format_lsn, parse_backup_label, parse_lsn, wal_file_name,
+    BaseBackupInfo, format_lsn, parse_backup_label, parse_lsn, segment_name,
 )
 
 CHUNK = 1 << 20
@@ -190,7 +190,7 @@ class IncrementalBackup:
                 yield from self._copy_wal(wal_dir / name, f"pg_wal/{name}", None)
         first, last = start // segsize, stop // segsize
         for segno in range(first, last + 1):
-            name = wal_file_name(tli, segno, segsize)
+            name = segment_name(tli, segno, segsize)
             # The stop LSN ends the backup-end record; one page more than needed, for safety.
             used = segsize if segno < last else min(segsize, (stop % segsize // WAL_PAGE + 2) * WAL_PAGE)
             yield from self._copy_wal(wal_dir / name, f"pg_wal/{name}", used)

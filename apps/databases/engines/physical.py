@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from apps.databases import catalog
 from apps.databases.connection import PgConn
+from apps.databases.lsn import parse as parse_lsn, segment_name, to_text as format_lsn  # noqa: F401
 from apps.databases.engines.tarstream import TarScanner
 from apps.databases.pgtools import pg_bin
 
@@ -36,20 +37,6 @@ class BaseBackupError(Exception):
 
 
 # --- LSNs and WAL file names -------------------------------------------------------------------------
-
-
-def parse_lsn(text: str) -> int:
-    hi, lo = text.strip().split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-def wal_file_name(timeline: int, segno: int, segment_size: int) -> str:
-    per_id = 0x100000000 // segment_size
-    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
 
 
 def parse_backup_label(text: str) -> dict:

@@ -1,0 +1,81 @@
+"""The postgresql.conf lines that make PostgreSQL archive to (and recover from) a target.
+
+PostgreSQL runs archive_command / restore_command through /bin/sh, as its own OS user, with its own
+environment. So each line names the interpreter and manage.py by absolute path, and carries the
+environment file (BACKUPSITE_ENV_FILE, read by the settings) rather than any setting or secret.
+Quoting, from the inside out: shell words (shlex), `%` doubled for PostgreSQL's placeholders, then
+the configuration string with single quotes doubled.
+"""
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from apps.core.errors import UserError
+
+ARCHIVE_TIMEOUT = 60  # seconds: the RPO bound while the database is written to
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How PostgreSQL's shell starts manage.py: interpreter, manage.py and environment file, all absolute."""
+
+    python: str
+    manage: str
+    env_file: str
+
+    @classmethod
+    def current(cls, *, python: str | None = None, env_file: str | None = None) -> "Invocation":
+        """This process's interpreter and project; the environment file given, else the one this process read."""
+        env_file = env_file or settings.ENV_FILE
+        if not env_file:
+            raise UserError("Name the environment file PostgreSQL's commands should read (--env-file, or run "
+                            "with BACKUPSITE_ENV_FILE set): they do not inherit this shell's environment.")
+        # Not resolved: a virtualenv's bin/python is a symlink that must stay one.
+        python = python or sys.executable
+        inv = cls(python=python, manage=str(Path(settings.BASE_DIR, "manage.py")), env_file=env_file)
+        for what, value in (("interpreter", inv.python), ("environment file", inv.env_file)):
+            if not Path(value).is_absolute():
+                raise UserError(f"The {what} must be an absolute path: PostgreSQL runs the command from its "
+                                "data directory.")
+        return inv
+
+    def command(self, *words: str) -> str:
+        """A shell command line running `manage.py WORDS...`; `%p`/`%f` words stay PostgreSQL placeholders."""
+        literal = [f"BACKUPSITE_ENV_FILE={shlex.quote(self.env_file)}", shlex.quote(self.python),
+                   shlex.quote(self.manage)]
+        parts = [w.replace("%", "%%") for w in literal]
+        for word in words:
+            parts.append(f'"{word}"' if word in ("%p", "%f") else shlex.quote(word).replace("%", "%%"))
+        return " ".join(parts)
+
+
+def archive_command(target_name: str, inv: Invocation) -> str:
+    return inv.command("wal_push", target_name, "%p")
+
+
+def restore_command(target_name: str, inv: Invocation) -> str:
+    return inv.command("wal_fetch", target_name, "%f", "%p")
+
+
+def conf_value(value: str) -> str:
+    """A postgresql.conf string literal: the server reads backslash escapes in it, so backslashes are doubled too."""
+    if any(c in value for c in "\n\r\0"):
+        raise UserError("A configuration value may not hold a line break or NUL.")
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def archive_settings(target_name: str, inv: Invocation, *, timeout: int = ARCHIVE_TIMEOUT) -> dict[str, str]:
+    """The archiving lines of postgresql.conf, as {name: value as written in the file}."""
+    return {
+        "archive_mode": "on",
+        "archive_command": conf_value(archive_command(target_name, inv)),
+        "archive_timeout": str(timeout),
+    }
+
+
+def recovery_settings(target_name: str, inv: Invocation) -> dict[str, str]:
+    """restore_command for a cluster recovering from this target's archive (PITR, standby)."""
+    return {"restore_command": conf_value(restore_command(target_name, inv))}
