@@ -145,3 +145,25 @@ def test_setup_schedules_can_run_twice(db):
     sweep = Schedule.objects.get(name="Settle dead jobs")
     assert sweep.func == "apps.jobs.tasks.reap_dead_jobs" and sweep.minutes == 1
     assert Schedule.objects.filter(name="Settle dead jobs").count() == 1
+    incremental = Schedule.objects.get(name="Incremental database backups")
+    assert incremental.schedule_type == Schedule.CRON and incremental.cron == "0 0,6,12,18 * * *"
+    assert incremental.next_run is not None and incremental.next_run.hour in (0, 6, 12, 18)
+    assert Schedule.objects.get(name="Full database backups").cron == "0 2 * * *"
+
+
+def test_scheduled_backups_queue_one_job_per_fitting_target(target, settings):
+    """Fulls for every enabled target; incrementals only where they can be taken (physical, data directory)."""
+    from apps.backups import tasks
+    from apps.databases.models import BackupMethod, DatabaseTarget
+
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+    DatabaseTarget.objects.create(name="off", host="h", dbname="d", user="u", enabled=False)
+    DatabaseTarget.objects.create(name="managed", host="h", dbname="d", user="u",
+                                  default_method=BackupMethod.PHYSICAL)  # network-only: no data directory
+    assert tasks.incremental_backups() == []
+    queued = tasks.full_backups()  # sample (logical, succeeds) and managed (fails: no such host), not `off`
+    jobs = {Job.objects.get(pk=pk).args["backup_id"]: Job.objects.get(pk=pk) for pk in queued}
+    backups = Backup.objects.filter(pk__in=jobs).select_related("database_target")
+    assert sorted(b.database_target.name for b in backups) == ["managed", "sample"]
+    assert {b.database_target.name: b.status for b in backups}["sample"] == BackupStatus.SUCCEEDED
+    assert {j.via for j in jobs.values()} == {"schedule"}

@@ -5,18 +5,21 @@ Later features (nightly backups, retention, verification, health) add their entr
 from django_q.models import Schedule
 
 SCHEDULES = [
-    # name, function, schedule type, every N minutes
-    ("Settle dead jobs", "apps.jobs.tasks.reap_dead_jobs", Schedule.MINUTES, 1),
-    ("Enforce storage tiers", "apps.jobs.tasks.enforce_tiers", Schedule.MINUTES, 24 * 60),
+    # name, function, when: every N minutes (an int) or a cron line (server time zone)
+    ("Settle dead jobs", "apps.jobs.tasks.reap_dead_jobs", 1),
+    ("Full database backups", "apps.backups.tasks.full_backups", "0 2 * * *"),
+    ("Incremental database backups", "apps.backups.tasks.incremental_backups", "0 0,6,12,18 * * *"),
+    ("Enforce storage tiers", "apps.backups.tasks.enforce_tiers", "30 4 * * *"),
 ]
 
 
 def ensure() -> list[tuple[str, bool]]:
     done = []
-    for name, func, schedule_type, minutes in SCHEDULES:
+    for name, func, when in SCHEDULES:
+        timing = ({"schedule_type": Schedule.MINUTES, "minutes": when} if isinstance(when, int)
+                  else {"schedule_type": Schedule.CRON, "cron": when})
         _, created = Schedule.objects.update_or_create(
-            name=name, defaults={"func": func, "schedule_type": schedule_type, "minutes": minutes,
-                                 "repeats": -1},
+            name=name, defaults={"func": func, "repeats": -1, **timing},
         )
         done.append((name, created))
     return done

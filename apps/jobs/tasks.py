@@ -11,10 +11,3 @@ def reap_dead_jobs() -> int:
     """Scheduled every minute (setup_schedules): settle jobs whose process died, and what they worked on."""
     return services.reap_dead_jobs()
 
-
-def enforce_tiers() -> str:
-    """Scheduled daily (setup_schedules): move replicas to colder tiers by age."""
-    from apps.backups.jobs import EnforceTiersJob
-    from apps.core.services import SYSTEM
-
-    return EnforceTiersJob.run_now(actor=SYSTEM).status

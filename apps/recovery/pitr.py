@@ -53,6 +53,7 @@ def request_pitr(*, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str, a
         table = f"{schema or 'public'}.{name}"
     base = selectors.base_backup_for(target, goal, restore_point_lsn=_restore_point_lsn(target, goal))
     _check_archive(target=target, base=base, goal=goal)
+    _restore_command(target)  # the environment file the server's restore_command needs is known, before any work
     with transaction.atomic():
         run = RecoveryRun.objects.create(
             database_target=target, kind=RecoveryKind.TABLE if table else RecoveryKind.PITR,
