@@ -146,6 +146,14 @@ PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # (a holder on this host whose process is gone is stale at once).
 BACKUP_LOCK_STALE_SECONDS = env.int("BACKUP_LOCK_STALE_SECONDS", default=60)
 
+# --- Replication (apps/backups/replication.py) ----------------------------------
+# Attempts per replica copy, and the exponential backoff between them (first wait, longest wait), in seconds.
+REPLICATION_ATTEMPTS = env.int("REPLICATION_ATTEMPTS", default=5)
+REPLICATION_BACKOFF_SECONDS = env.float("REPLICATION_BACKOFF_SECONDS", default=2.0)
+REPLICATION_BACKOFF_MAX_SECONDS = env.float("REPLICATION_BACKOFF_MAX_SECONDS", default=120.0)
+# Attempts the cloud SDKs make themselves per request (inside each of ours).
+STORAGE_SDK_ATTEMPTS = env.int("STORAGE_SDK_ATTEMPTS", default=3)
+
 # --- Jobs (django-q2, ORM broker: no extra service needed) -------------------
 
 JOB_TIMEOUT_SECONDS = env.int("JOB_TIMEOUT_SECONDS", default=6 * 3600)

@@ -4,6 +4,7 @@
 #      when something is missing.
 #   2. .venv with Python 3.11, created if missing.
 #   3. pip install -e '.[test]', skipped while .venv/.setup-stamp is newer than pyproject.toml.
+#   4. Azurite (the Azure Blob emulator of the storage tests), from npm into .tools/azurite, if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ for tool in psql pg_dump pg_restore; do
 done
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # tests/test_console_browser.py (Playwright)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)           # Azurite (tests/emulators.py)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ! command -v "$PY" >/dev/null 2>&1; then
     missing+=(python3.11 python3.11-venv)
 elif ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -58,4 +61,17 @@ else
     # compat mode: a plain path in a .pth file; the default import-hook finder costs every command ~20 ms.
     .venv/bin/python -m pip install --disable-pip-version-check -q --config-settings editable_mode=compat -e '.[test]'
     touch "$STAMP"
+fi
+
+# --- 4. Azurite ----------------------------------------------------------------------------------
+# Pinned: 3.35.0 is the last release that runs on Debian 12's node 20 (3.36 needs node 21, 3.37 node 22).
+AZURITE_VERSION=3.35.0
+AZURITE_DIR=.tools/azurite
+if [ -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ] \
+        && grep -q "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null; then
+    say "Azurite $AZURITE_VERSION present ($AZURITE_DIR)"
+else
+    say "npm install azurite@$AZURITE_VERSION into $AZURITE_DIR"
+    mkdir -p "$AZURITE_DIR"
+    npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
 fi

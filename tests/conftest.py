@@ -8,6 +8,9 @@ from django.contrib.auth.models import User
 from apps.databases import sample_data
 from tests.helpers import create_database, drop_database, jwt_client, make_user, throwaway_cluster
 
+# Session-scoped emulators of S3, Azure Blob and GCS, and the cloud_location factory.
+pytest_plugins = ["tests.emulators"]
+
 
 @pytest.fixture(scope="session")
 def pg_cluster():

@@ -123,7 +123,7 @@ def test_storage_location_crud(api_as, tmp_path):
     assert r.status_code == 201, r.content
     first = r.json()
     assert first["is_primary"] is True and first["enabled"] is True
-    # s3 has no backend yet, so it is refused (tests/test_storage_kinds.py); a second local disk stands in.
+    # A second local disk stands in for an offsite store (the cloud kinds: tests/test_storage_api.py).
     r = admin.post(LOCATIONS, {"name": "offsite", "kind": "local", "path": str(tmp_path / "b"),
                                "credentials_ref": "env:AWS_PROFILE_DR", "is_primary": True}, format="json")
     assert r.status_code == 201, r.content

@@ -61,11 +61,11 @@ def test_a_failure_before_the_dump_settles_the_backup(target, settings):
 
 
 def test_a_location_without_backend_is_refused_when_the_backup_is_requested(api_as, target):
-    cloud = StorageLocation.objects.create(name="nowhere", kind="s3", bucket="b")  # as a pre-registry row would be
+    cloud = StorageLocation.objects.create(name="nowhere", kind="ftp", bucket="b")  # as a pre-registry row would be
     DatabaseTarget.objects.filter(pk=target.pk).update(storage_location=cloud)
     operator = api_as("operator")
     r = operator.post(f"{V1}/database/backup/full", {"target": target.name}, format="json")
-    assert r.status_code == 400 and "No storage backend for kind 's3'" in r.json()["detail"]
+    assert r.status_code == 400 and "No storage backend for kind 'ftp'" in r.json()["detail"]
     assert not Backup.objects.exists() and not Job.objects.exists()
     # Moved back to a location that works, the target backs up at once: nothing was left blocking it.
     DatabaseTarget.objects.filter(pk=target.pk).update(storage_location=None)

@@ -272,3 +272,26 @@ def test_restore_refuses_bad_destinations_and_logical_backups(phys, phys_target,
     result = restore_cmd(full.pk, empty)
     assert result["status"] == "succeeded" and (empty / "PG_VERSION").exists()
     assert not (empty / "junk").exists() and not (scratch / "empty.partial").exists()
+
+
+def test_catalog_sync_rebuilds_a_chain_that_then_restores(phys, phys_target, scratch):
+    """A lost metadata database: the full → incremental chain comes back from the location's manifests."""
+    from tests.catalog_helpers import catalog_snapshot, wipe_catalog
+
+    full = backup(phys_target, method="physical")
+    change(phys, "sync")
+    inc = backup(phys_target, kind="incremental")
+    location = inc.storage_location
+    before = catalog_snapshot()
+    wipe_catalog()
+    from io import StringIO
+
+    out = StringIO()
+    call_command("catalog_sync", location.name, stdout=out)
+    report = json.loads(out.getvalue())
+    assert sorted(report["backups_added"]) == sorted([full.pk, inc.pk])
+    assert catalog_snapshot() == before
+    rebuilt = Backup.objects.get(pk=inc.pk)
+    assert rebuilt.parent_id == full.pk and rebuilt.system_identifier == full.system_identifier
+    result = restore_cmd(inc.pk, scratch / "data")
+    assert result["chain"] == [full.pk, inc.pk] and result["files"] > 0

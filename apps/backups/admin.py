@@ -22,7 +22,16 @@ class ReplicaInline(RecordAdmin, admin.TabularInline):
     model = Replica
     extra = 0
     can_delete = False
-    fields = readonly_fields = ["location", "status", "bytes", "checksum_verified_at", "attempts", "last_error"]
+    fields = readonly_fields = ["location", "status", "storage_class", "bytes", "copied_at", "lag",
+                                "checksum_verified_at", "tier_changed_at", "attempts", "last_error"]
+
+    @admin.display(description="Lag (s)")
+    def lag(self, obj):
+        from apps.backups.replication import lag_seconds
+
+        lag = lag_seconds(obj)
+        return "—" if lag is None else lag
+
 
 
 @admin.register(Backup)
@@ -111,7 +120,10 @@ class BackupArtifactAdmin(RecordAdmin, admin.ModelAdmin):
 
 @admin.register(Replica)
 class ReplicaAdmin(RecordAdmin, admin.ModelAdmin):
-    list_display = ["backup", "location", "status", "bytes", "checksum_verified_at", "attempts"]
-    list_filter = ["status", "location"]
-    search_fields = ["backup__id", "last_error"]
+    """Every copy of every backup: filter by status to see failed or lagging replication."""
+
+    list_display = ["backup", "location", "status", "storage_class", "bytes", "copied_at", "checksum_verified_at",
+                    "attempts", "last_error"]
+    list_filter = ["status", "location", "storage_class"]
+    search_fields = ["backup__id", "location__name", "last_error"]
     readonly_fields = [f.name for f in Replica._meta.fields]

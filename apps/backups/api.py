@@ -102,10 +102,20 @@ class BackupArtifactSerializer(serializers.ModelSerializer):
 
 class ReplicaSerializer(serializers.ModelSerializer):
     location = serializers.CharField(source="location.name", read_only=True)
+    kind = serializers.CharField(source="location.kind", read_only=True)
+    lag_seconds = serializers.SerializerMethodField(
+        help_text="Seconds from the backup's end to the copy's (to now while it is not copied); null for the "
+                  "location the backup was written to.")
 
     class Meta:
         model = Replica
-        fields = ["location", "status", "storage_class", "bytes", "checksum_verified_at", "attempts", "last_error"]
+        fields = ["location", "kind", "status", "storage_class", "bytes", "checksum_verified_at", "copied_at",
+                  "tier_changed_at", "attempts", "last_error", "lag_seconds"]
+
+    def get_lag_seconds(self, obj) -> float | None:
+        from apps.backups.replication import lag_seconds
+
+        return lag_seconds(obj)
 
 
 class BackupSerializer(serializers.ModelSerializer):

@@ -100,6 +100,10 @@ def delete_backup(*, backup: Backup, actor: Actor) -> Backup:
             Backup.objects.filter(pk=locked.pk).update(status=BackupStatus.DELETED)
             audit(actor=actor, action="backup.deleted", obj=locked,
                   details={"previous_status": previous, "objects_removed": removed})
+            from apps.backups.lifecycle import refresh_used_bytes
+
+            for location in _locations(locked):
+                refresh_used_bytes(location)
     except ConflictError:
         raise
     except Exception as exc:

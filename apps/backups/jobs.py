@@ -16,6 +16,7 @@ from apps.core.services import Actor
 from apps.databases.models import DatabaseTarget
 from apps.jobs.models import Job
 from apps.jobs.runner import JobRunner
+from apps.storage.models import StorageLocation
 
 if TYPE_CHECKING:
     from apps.backups.restores import RestoreRequest
@@ -40,11 +41,39 @@ class DatabaseBackupJob(JobRunner):
         return backup.job
 
     def run(self, **_runtime) -> dict:
-        from apps.backups import services
+        from apps.backups import lifecycle, replication, services
 
         backup = services.run_database_backup(backup=Backup.objects.get(pk=self.job.args["backup_id"]), ctx=self.ctx)
+        lifecycle.refresh_used_bytes(backup.storage_location)
+        # Committed: now the copies, one job per replica location (they do not hold this job up).
+        jobs = replication.enqueue_replicas(backup=backup,
+                                            actor=Actor(user=self.job.requested_by, via=self.job.via))
         return {"backup_id": backup.pk, "status": backup.status, "size_bytes": backup.size_stored,
-                "sha256": backup.sha256}
+                "sha256": backup.sha256, "replication_jobs": [j.pk for j in jobs]}
+
+
+class ReplicateBackupJob(JobRunner):
+    """Copy a committed backup to one replica location, verified, with retries (apps/backups/replication.py)."""
+
+    name = "backup.replicate"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, backup: Backup, location: StorageLocation) -> Job:
+        from apps.backups import replication
+
+        with transaction.atomic():
+            return cls.create_job(args=replication.request_replication(backup=backup, location=location,
+                                                                       actor=actor), actor=actor)
+
+    def run(self, **_runtime) -> dict:
+        from apps.backups import replication
+
+        backup = Backup.objects.select_related("database_target", "storage_location").get(
+            pk=self.job.args["backup_id"])
+        location = StorageLocation.objects.get(pk=self.job.args["location_id"])
+        replica = replication.replicate(backup=backup, location=location, ctx=self.ctx)
+        return {"backup_id": backup.pk, "location": location.name, "status": replica.status,
+                "bytes": replica.bytes, "storage_class": replica.storage_class, "attempts": replica.attempts}
 
 
 class RestoreDatabaseJob(JobRunner):
@@ -99,3 +128,21 @@ class RestoreDataDirectoryJob(JobRunner):
 
         backup = Backup.objects.get(pk=self.job.args["backup_id"])
         return physical_restore.restore_data_directory(backup, self.job.args["pgdata"], self.ctx)
+
+
+class EnforceTiersJob(JobRunner):
+    """Move replicas to colder tiers by age, per location's tier rules (apps/backups/lifecycle.py)."""
+
+    name = "storage.enforce_tiers"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, location: StorageLocation | None = None, dry_run: bool = False) -> Job:
+        return cls.create_job(args={"location_id": location.pk if location else None, "dry_run": dry_run},
+                              actor=actor)
+
+    def run(self, **_runtime) -> dict:
+        from apps.backups import lifecycle
+
+        location_id = self.job.args.get("location_id")
+        location = StorageLocation.objects.get(pk=location_id) if location_id else None
+        return lifecycle.enforce_tiers(location=location, dry_run=self.job.args.get("dry_run", False), ctx=self.ctx)

@@ -15,14 +15,13 @@ import pwd
 import shutil
 from pathlib import Path
 
-from apps.backups import file_index
+from apps.backups import file_index, sources
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 from apps.backups.restores import artifact_stream
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
 from apps.jobs.progress import JobContext
 from apps.pipeline import manifest as manifests
-from apps.storage import backends
 from apps.storage.backends import StorageError
 
 SERVER_USER = "postgres"
@@ -33,8 +32,12 @@ class ChainError(UserError):
     """A link of the backup chain is missing, failed, or does not match the catalog."""
 
 
-def backup_chain(backup: Backup) -> list[Backup]:
-    """The backups to restore, oldest (the full) first; ChainError if a link is broken or inconsistent."""
+def backup_chain(backup: Backup, *, deep: bool = False, ctx: JobContext | None = None) -> list[Backup]:
+    """The backups to restore, oldest (the full) first; ChainError if a link is broken or inconsistent.
+
+    Each link is read from its first healthy copy (apps/backups/sources.py), noted as `link._source_backend`;
+    `deep` checks the SHA-256 of every artifact too (a copy that fails it is skipped for the next one).
+    """
     if backup.format != BackupFormat.BASEBACKUP:
         raise UserError(f"Backup {backup.pk} is a logical ({backup.format}) backup; restore it into a database "
                         "with --dsn, not into a data directory.")
@@ -47,11 +50,11 @@ def backup_chain(backup: Backup) -> list[Backup]:
         link = link.parent
     chain.reverse()
     for i, link in enumerate(chain):
-        _check_link(link, first=i == 0, newest=backup)
+        _check_link(link, first=i == 0, newest=backup, deep=deep, ctx=ctx)
     return chain
 
 
-def _check_link(link: Backup, *, first: bool, newest: Backup) -> None:
+def _check_link(link: Backup, *, first: bool, newest: Backup, deep: bool, ctx: JobContext | None) -> None:
     broken = f"Broken backup chain: backup {link.pk}"
     if link.status != BackupStatus.SUCCEEDED:
         raise ChainError(f"{broken} is {link.status}; the chain cannot be restored past it.")
@@ -68,12 +71,10 @@ def _check_link(link: Backup, *, first: bool, newest: Backup) -> None:
     for name in (TAR_ARTIFACTS[link.kind], file_index.NAME):
         if name not in artifacts:
             raise ChainError(f"{broken} has no {name} in the catalog.")
-    backend = backends.for_location(link.storage_location)
-    for a in artifacts.values():
-        info = backend.stat(a.key)
-        if info is None or info.size != a.size_stored:
-            what = "missing" if info is None else f"{info.size} bytes, the catalog records {a.size_stored}"
-            raise ChainError(f"{broken}: {a.key} is {what} in {link.storage_location.name}.")
+    try:  # present with the recorded sizes (and checksums, when deep) in some location
+        backend = sources.source_for(link, ctx, deep=deep)
+    except UserError as exc:
+        raise ChainError(f"{broken}: {exc}") from None
     try:
         manifest = manifests.loads(backend.get_bytes(link.manifest_key))
     except (StorageError, ValueError) as exc:
@@ -120,9 +121,8 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
     """
     target = Path(pgdata).absolute()
     _check_destination(target)
-    chain = backup_chain(backup)  # everything checked before anything is written
-    if verify_first:
-        _verify_stored(chain, ctx)
+    # Everything checked before anything is written (with verify_first, every stored byte against its SHA-256).
+    chain = backup_chain(backup, deep=verify_first, ctx=ctx)
     index = file_index.load(backup)
     holders: dict[str, set[str]] = {}
     for entry in index["files"]:
@@ -150,7 +150,8 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
                 continue
             artifact = link.artifacts.get(name=TAR_ARTIFACTS[link.kind])
             _log(ctx, f"extracting {artifact.key}" + ("" if wanted is None else f" ({len(wanted)} files)"))
-            for tar, info in tarstream.iter_members(artifact_stream(backup=link, artifact=artifact, ctx=ctx)):
+            stream = artifact_stream(backup=link, artifact=artifact, ctx=ctx, backend=link._source_backend)
+            for tar, info in tarstream.iter_members(stream):
                 rel = str(tarstream.safe_relpath(info.name))
                 if wanted is None or (rel in wanted and info.isreg()):
                     extractor.write(tar, info)
@@ -171,18 +172,9 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         raise
     _log(ctx, f"restored {extractor.files} files ({extractor.bytes} bytes) into {target}")
     return {"backup_id": backup.pk, "chain": [b.pk for b in chain], "pgdata": str(target),
+            "locations": {b.pk: sources.source_name(b) for b in chain},
             "files": extractor.files, "bytes": extractor.bytes, "lsn_start": backup.lsn_start,
             "lsn_stop": backup.lsn_stop, "timeline": backup.timeline, "system_identifier": backup.system_identifier}
-
-
-def _verify_stored(chain: list[Backup], ctx: JobContext | None) -> None:
-    for link in chain:
-        backend = backends.for_location(link.storage_location)
-        for artifact in link.artifacts.all():
-            _log(ctx, f"verifying {artifact.key}")
-            if backend.sha256(artifact.key)[0] != artifact.sha256_stored:
-                raise ChainError(f"Broken backup chain: backup {link.pk}: {artifact.key} fails its SHA-256 check "
-                                 "(corrupt or altered); nothing was restored.")
 
 
 def _check_destination(target: Path) -> None:

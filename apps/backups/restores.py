@@ -2,6 +2,7 @@
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from apps.backups import sources
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupStatus
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
@@ -14,6 +15,7 @@ from apps.jobs.progress import JobContext
 from apps.pipeline.artifact import Decoder
 from apps.pipeline.keys import configured_keyring
 from apps.storage import backends
+from apps.storage.backends import StorageBackend
 
 
 @dataclass(frozen=True)
@@ -78,19 +80,28 @@ def request_restore(
     return args
 
 
-def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None) -> Iterator[bytes]:
-    """Raw bytes of a backup's artifact, authenticated against the catalog (see stored_stream)."""
-    return stored_stream(location=backup.storage_location, record=artifact, ctx=ctx)
+def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None,
+                    backend: StorageBackend | None = None) -> Iterator[bytes]:
+    """Raw bytes of a backup's artifact, authenticated against the catalog (see stored_stream).
+
+    Read from `backend`, or (None) from the first healthy copy of the backup (apps/backups/sources.py).
+    """
+    if backend is None:
+        backend = sources.source_for(backup, ctx)
+    return stored_stream(backend=backend, record=artifact, ctx=ctx)
 
 
-def stored_stream(*, location, record, ctx: JobContext | None = None) -> Iterator[bytes]:
-    """Raw bytes of a stored object, held to the catalog's `record` of it and authenticated frame by frame.
+def stored_stream(*, record, ctx: JobContext | None = None, location=None,
+                  backend: StorageBackend | None = None) -> Iterator[bytes]:
+    """Raw bytes of a stored object (read from `backend`, or from `location`), held to the catalog's `record`
+    of it and authenticated frame by frame.
 
     `record` is anything with key, sizes, checksums, compression, cipher and key id (a BackupArtifact, a
     WalSegment). The first chunk is decoded before returning, so a refused header (downgraded, substituted)
     or a frame 0 that fails authentication raises before the caller creates a database or starts a tool.
     """
-    backend = backends.for_location(location)
+    if backend is None:
+        backend = backends.for_location(location)
     keyring = configured_keyring()
     if record.cipher == "none":
         if keyring is not None:  # the decoder would refuse it too, but only after the checksum read below
@@ -136,7 +147,7 @@ def run_restore(*, backup: Backup, conn: PgConn, request: RestoreRequest, ctx: J
     compared = _compare_row_counts(backup=backup, conn=conn, schema=schema, table=table)
     ctx.log(f"restore complete; row counts match for {len(compared)} tables")
     return {"backup_id": backup.pk, "destination": conn.redacted(), "tables_compared": len(compared),
-            "rows_compared": sum(compared.values())}
+            "rows_compared": sum(compared.values()), "location": sources.source_name(backup)}
 
 
 def _compare_row_counts(*, backup: Backup, conn: PgConn, schema: str | None, table: str | None) -> dict[str, int]:

@@ -40,3 +40,10 @@ def _enqueue(targets, *, kind: str) -> list[str]:
         except UserError as exc:  # e.g. a backup of it is still running, or no full yet: the others go on
             log.warning("Scheduled %s backup of %s not started: %s", kind, target.name, exc)
     return queued
+
+
+def enforce_tiers() -> str:
+    """Daily: move replicas to colder storage tiers by age (apps/backups/lifecycle.py). Returns the job id."""
+    from apps.backups.jobs import EnforceTiersJob
+
+    return EnforceTiersJob.enqueue(actor=SCHEDULER).pk

@@ -30,7 +30,7 @@ class DatabaseTargetForm(forms.ModelForm):
     class Meta:
         model = DatabaseTarget
         fields = ["name", "description", "host", "port", "dbname", "user", "sslmode", "storage_location",
-                  "default_method", "data_directory", "wal_archiving", "tags", "enabled"]
+                  "replica_locations", "default_method", "data_directory", "wal_archiving", "tags", "enabled"]
 
 
 @admin.register(DatabaseTarget)

@@ -78,3 +78,21 @@ def delete_target(*, target: DatabaseTarget, actor: Actor) -> None:
         raise UserError(f"Target {target.name} has backups; disable it instead of deleting it.")
     audit(actor=actor, action="target.deleted", obj=target, details={"name": target.name})
     target.delete()
+
+
+@transaction.atomic
+def set_target_locations(*, target: DatabaseTarget, primary, replicas: list, actor: Actor) -> DatabaseTarget:
+    """Where the target's backups go: written to `primary`, then copied to each of `replicas` (in that order:
+    it is also the order restores fall back in)."""
+    names = [primary.name] + [r.name for r in replicas]
+    if len(set(names)) != len(names):
+        raise UserError("A location is named twice; the primary and each replica must differ.")
+    disabled = [loc.name for loc in [primary, *replicas] if not loc.enabled]
+    if disabled:
+        raise UserError(f"Location {disabled[0]} is disabled.")
+    target.storage_location = primary
+    target.save(update_fields=["storage_location", "updated_at"])
+    target.replica_locations.set(replicas)
+    audit(actor=actor, action="database.target.locations_set", obj=target,
+          details={"primary": primary.name, "replicas": [r.name for r in replicas]})
+    return target

@@ -10,3 +10,4 @@ def run_job(job_id: str) -> str:
 def reap_dead_jobs() -> int:
     """Scheduled every minute (setup_schedules): settle jobs whose process died, and what they worked on."""
     return services.reap_dead_jobs()
+

@@ -8,7 +8,9 @@ from apps.storage.services import save_location
 
 @admin.register(StorageLocation)
 class StorageLocationAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "region", "bucket", "path", "storage_class", "is_primary", "enabled"]
+    list_display = ["name", "kind", "region", "bucket", "path", "storage_class", "immutability", "used_bytes",
+                    "capacity_bytes", "is_primary", "enabled"]
+    readonly_fields = ["used_bytes", "used_bytes_at"]
     list_filter = ["kind", "is_primary", "enabled"]
     search_fields = ["name", "bucket", "path", "region"]
     # The kind's choices come from the backend registry (the model field's callable choices).

@@ -24,6 +24,27 @@ def ensure_default_location() -> StorageLocation:
     return location
 
 
+def check_settings(location: StorageLocation) -> None:
+    """What a location needs beyond the model's field checks (a bucket, a valid reference, rules that parse)."""
+    from urllib.parse import urlsplit
+
+    from apps.storage import tiering
+    from apps.storage.backends.cloud import CloudBackend, check_credentials_ref
+
+    try:
+        check_credentials_ref(location.credentials_ref)
+    except backends.StorageError as exc:
+        raise UserError(str(exc)) from None
+    if location.endpoint_url and (urlsplit(location.endpoint_url).username or urlsplit(location.endpoint_url).password):
+        raise UserError("endpoint_url must not hold credentials; use credentials_ref.")
+    backend = backends.get(location.kind)
+    if issubclass(backend, CloudBackend) and not location.bucket:
+        raise UserError(f"A {location.kind} location needs a {backend.container_word}.")
+    if location.immutability and not location.retention_days:
+        raise UserError("A write-once location needs retention_days (how long each object stays locked).")
+    tiering.check_rules(location.tier_rules, kind=location.kind)
+
+
 @transaction.atomic
 def save_location(*, location: StorageLocation, actor: Actor) -> StorageLocation:
     if location.kind not in backends.kinds():
@@ -31,6 +52,7 @@ def save_location(*, location: StorageLocation, actor: Actor) -> StorageLocation
                         f"(available: {', '.join(backends.kinds())}).")
     if location.kind == StorageKind.LOCAL and location.path and not location.path.startswith("/"):
         raise UserError("A local location's path must be absolute.")
+    check_settings(location)
     if location.is_primary:
         StorageLocation.objects.exclude(pk=location.pk).filter(is_primary=True).update(is_primary=False)
     created = location._state.adding
@@ -38,3 +60,13 @@ def save_location(*, location: StorageLocation, actor: Actor) -> StorageLocation
     location.save()
     audit(actor=actor, action="storage.location.created" if created else "storage.location.updated", obj=location)
     return location
+
+
+def test_location(*, location: StorageLocation, actor: Actor) -> dict:
+    """Run the connection test (apps/storage/probe.py) and audit it; the report holds no secret."""
+    from apps.storage import probe
+
+    report = probe.test_location(location)
+    audit(actor=actor, action="storage.location.tested", obj=location,
+          details={"ok": report["ok"], "immutability_enforced": report["immutability"]["enforced"]})
+    return report

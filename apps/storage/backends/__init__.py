@@ -38,7 +38,8 @@ def for_location(location) -> StorageBackend:
 
 
 def _load_builtin() -> None:
-    from apps.storage.backends import local  # noqa: F401  (registers itself)
+    # Each registers itself; the SDKs (boto3, azure, google) are imported only when a client is built.
+    from apps.storage.backends import azure, gcs, local, s3  # noqa: F401
 
 
 __all__ = ["ObjectInfo", "ObjectMissing", "StorageBackend", "StorageError", "register", "get", "for_location",

@@ -63,6 +63,19 @@ class StorageBackend(ABC):
     def set_tier(self, key: str, tier: str) -> None:
         raise StorageError(f"{self.kind} storage has no tiers.")
 
+    # --- the connection test (apps/storage/probe.py) ----------------------------------------------
+
+    def check(self) -> None:
+        """Raise StorageError when the location cannot be reached (bucket missing, credentials refused...)."""
+
+    def put_probe(self, key: str, data: bytes) -> ObjectInfo:
+        """Write the connection test's object (cloud kinds lock it for a short time only)."""
+        return self.put_bytes(key, data)
+
+    def immutability_enforced(self, key: str) -> tuple[bool, str]:
+        """Try to destroy the fresh object `key` behind our own guards; (True, why) only if the store refused."""
+        return False, f"{self.label or self.kind} cannot enforce write-once storage"
+
     def sha256(self, key: str, on_progress=None) -> tuple[str, int]:
         """Read an object back: (hex SHA-256, bytes read). `on_progress(bytes_so_far)` is called per chunk."""
         digest, done = hashlib.sha256(), 0
