@@ -70,7 +70,7 @@ def restore_command(target_name: str, inv: Invocation, *, spool: str | None = No
         return inv.command("wal_fetch", target_name, "%f", "%p")
     fetch = inv.command("wal_fetch", target_name, "%f", "%p", "--spool", spool, "--prefetch", str(prefetch))
     ahead = shlex.quote(spool).replace("%", "%%") + "/%f"
-    return f'if [ -f {ahead} ]; then mv -f {ahead} "%p"; else {fetch}; fi'
+    return f'if [ -f {ahead} ]; then mv -f {ahead} "%p"; elif [ -f {ahead}.missing ]; then exit 1; else {fetch}; fi'
 
 
 def conf_value(value: str) -> str:

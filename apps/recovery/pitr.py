@@ -9,6 +9,7 @@ import logging
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,14 +82,21 @@ def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | 
     cluster = None
     try:
         say = ctx.log if ctx else log.info
-        say(f"restoring base backup {run.base_backup_id} into {pgdata}")
+        say(f"restoring base backup {run.base_backup_id} into {pgdata}, fetching the WAL to replay beside it")
         t0 = time.monotonic()
-        _restore_base(run.base_backup, pgdata, ctx)
+        spool = _wal_spool(pgdata)
+        restore_command = _restore_command(run.database_target, spool=spool)
+        with ThreadPoolExecutor(max_workers=1) as background:
+            spooling = background.submit(_fill_spool, run, spool)
+            _restore_base(run.base_backup, pgdata, ctx)
+            try:
+                say(f"{spooling.result()} WAL files fetched ahead")
+            except Exception as exc:  # the server then fetches each file itself: slower, as safe
+                say(f"fetching WAL ahead stopped ({exc}); the server fetches the rest file by file")
         restore_seconds = time.monotonic() - t0
         port = run.port or clusters.free_port()
-        spool = _wal_spool(pgdata)
         recovery_settings.write(pgdata, recovery_settings.recovery_settings(
-            restore_command=_restore_command(run.database_target, spool=spool), target=goal_of(run), port=port))
+            restore_command=restore_command, target=goal_of(run), port=port))
         fields = {"restore_seconds": restore_seconds, "port": port}
         if run.start:
             say(f"starting the recovered cluster on port {port}; replaying WAL to {run.target_description}")
@@ -183,6 +191,20 @@ def _restore_base(backup, pgdata: Path, ctx) -> None:
     from apps.backups import physical_restore
 
     physical_restore.restore_data_directory(backup, pgdata, ctx=ctx)
+
+
+def _fill_spool(run: RecoveryRun, spool: Path) -> int:
+    from django.db import connection
+
+    from apps.recovery import wal_spool
+
+    try:
+        target = run.database_target
+        names, missing = wal_spool.needed(target, run.base_backup, goal_of(run),
+                                          restore_point_lsn=_restore_point_lsn(target, goal_of(run)))
+        return wal_spool.fill(target=target, names=names, missing=missing, spool=spool)
+    finally:
+        connection.close()
 
 
 def _wal_spool(pgdata: Path) -> Path:
