@@ -71,11 +71,9 @@ class Backup(UlidModel):
         return None
 
 
-class BackupArtifact(TimeStampedModel):
-    """One stored file of a backup; its key is the same in every location that holds a replica."""
+class StoredObject(TimeStampedModel):
+    """An encoded object in storage, as the catalog knows it: what Decoder.for_record holds the stored bytes to."""
 
-    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="artifacts")
-    name = models.CharField(max_length=255)
     key = models.CharField(max_length=1024)
     size_raw = models.BigIntegerField()
     size_stored = models.BigIntegerField()
@@ -84,6 +82,16 @@ class BackupArtifact(TimeStampedModel):
     compression = models.CharField(max_length=8)
     cipher = models.CharField(max_length=16)
     key_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class BackupArtifact(StoredObject):
+    """One stored file of a backup; its key is the same in every location that holds a replica."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=255)
 
     class Meta:
         ordering = ["backup", "name"]
@@ -123,7 +131,7 @@ class Replica(TimeStampedModel):
         return f"{self.backup_id}@{self.location}"
 
 
-class WalSegment(TimeStampedModel):
+class WalSegment(StoredObject):
     """One archived WAL file (segment, timeline history or backup label) of a target, as stored once."""
 
     database_target = models.ForeignKey("databases.DatabaseTarget", on_delete=models.PROTECT, related_name="wal")
@@ -131,14 +139,6 @@ class WalSegment(TimeStampedModel):
     timeline = models.PositiveIntegerField()
     start_lsn = models.CharField(max_length=32, blank=True, help_text="First LSN of a segment; empty for other files.")
     storage_location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="+")
-    key = models.CharField(max_length=1024)
-    size_raw = models.BigIntegerField()
-    size_stored = models.BigIntegerField()
-    sha256_raw = models.CharField(max_length=64)
-    sha256_stored = models.CharField(max_length=64)
-    compression = models.CharField(max_length=8)
-    cipher = models.CharField(max_length=16)
-    key_id = models.CharField(max_length=64, blank=True)
     last_commit_at = models.DateTimeField(
         null=True, blank=True,
         help_text="Timestamp of the last commit or restore point recorded in this file: the latest second it can "
