@@ -25,6 +25,9 @@ command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # tests/test_console_browser.py (Playwright)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)           # Azurite (tests/emulators.py)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The postgres user runs archive_command/restore_command (tests/wal_site.py): when this interpreter lives where it
+# cannot reach (a pyenv under /root), a venv of the system's Python 3.11 stands in.
+[ -x /usr/bin/python3.11 ] || missing+=(python3.11)
 if ! command -v "$PY" >/dev/null 2>&1; then
     missing+=(python3.11 python3.11-venv)
 elif ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
