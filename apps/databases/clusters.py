@@ -250,6 +250,10 @@ class LocalCluster:
                 self.set_port(free_port())
         self.wait_ready()
 
+    def start_detached(self) -> None:
+        """Start the server and return at once (a recovery may take hours to accept connections)."""
+        self._run([f"{server_bin_dir()}/pg_ctl", "-D", str(self.data), "-l", str(self.log), "-W", "start"])
+
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

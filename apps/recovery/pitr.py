@@ -137,8 +137,7 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
     cluster.log.touch()
     clusters.give_to_server_user(cluster.log)
     offset = cluster.log.stat().st_size
-    cluster._run([f"{clusters.server_bin_dir()}/pg_ctl", "-D", str(cluster.data), "-l", str(cluster.log), "-W",
-                  "start"])
+    cluster.start_detached()
     started = time.monotonic()
     while True:
         text = _log_since(cluster.log, offset)
@@ -146,13 +145,16 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
             cluster.wait_ready()
             reached = [m.group(1) for line in text.splitlines() if (m := _STOPPED.search(line))]
             return "; ".join(reached) or "replayed all archived WAL"
+        elapsed = time.monotonic() - started
+        stopped = elapsed > 2 and not cluster.is_running()
+        if stopped:
+            text = _log_since(cluster.log, offset)  # what it wrote before it exited
         if _NOT_REACHED in text:
             cluster.stop(mode="immediate")
             raise UserError(
                 "Recovery ended before it reached the target: the archived WAL stops earlier (an archiving gap, or a "
                 f"target later than the newest archived WAL). Server log: {_tail(text)}")
-        elapsed = time.monotonic() - started
-        if elapsed > 2 and not cluster.is_running():
+        if stopped:
             raise UserError(f"The recovered cluster stopped during recovery. Server log: {_tail(text)}")
         if elapsed > timeout:
             raise UserError(f"Recovery did not finish within {timeout:.0f} s. Server log: {_tail(text)}")
