@@ -44,7 +44,9 @@ def needed(target: DatabaseTarget, base: Backup, goal: RecoveryTarget, *, restor
     segments = [wal_names.segment_name(tli, n, size) for n in range(first, last + 1)]
     history = list(WalSegment.objects.filter(database_target=target, name__endswith=".history")
                    .values_list("name", flat=True))
-    missing = [f"{t:08X}.history" for t in range(tli + 1, tli + 4) if f"{t:08X}.history" not in history]
+    # Asked for at promotion: this timeline's history (copied into the new one's) and the next ones' (to pick a
+    # free timeline id).
+    missing = [f"{t:08X}.history" for t in range(tli, tli + 4) if f"{t:08X}.history" not in history]
     if last == end - 1:
         missing.append(wal_names.segment_name(tli, end, size))  # where the archive (or the stretch) ends
     return segments + history, missing
