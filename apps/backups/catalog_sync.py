@@ -25,7 +25,7 @@ from django.db import transaction
 from apps.backups.models import Backup, BackupArtifact, BackupStatus, Replica, ReplicaStatus, WalSegment
 from apps.core.services import Actor, audit
 from apps.databases.models import DatabaseTarget
-from apps.jobs.progress import JobContext
+from apps.jobs.progress import JobContext, note
 from apps.pipeline import manifest as manifests
 from apps.pipeline.artifact import ArtifactError, Decoder
 from apps.pipeline.keys import KeyError_, configured_keyring
@@ -80,7 +80,7 @@ def sync_location(*, location: StorageLocation, actor: Actor, ctx: JobContext | 
                 report["ignored"].append({"key": key, "why": f"parent {parent} is not in this location (chain "
                                                             "incomplete; the backup is recorded without it)"})
     _sync_wal(location, store, keys, report)
-    _log(ctx, f"catalog_sync {location.name}: {len(report['backups_added'])} backups added, "
+    note(ctx, logger=log, message=f"catalog_sync {location.name}: {len(report['backups_added'])} backups added, "
               f"{len(report['backups_known'])} known, {report['wal_added']} WAL files added, "
               f"{len(report['ignored'])} ignored")
     audit(actor=actor, action="storage.catalog_synced", obj=location,
@@ -199,7 +199,3 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _log(ctx: JobContext | None, message: str) -> None:
-    log.info(message)
-    if ctx is not None:
-        ctx.log(message)

@@ -13,7 +13,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from apps.backups.models import BackupStatus, Replica, ReplicaStatus, WalSegment
-from apps.jobs.progress import JobContext
+from apps.jobs.progress import JobContext, note
 from apps.storage import backends, tiering
 from apps.storage.backends import StorageError
 from apps.storage.models import StorageLocation
@@ -49,11 +49,11 @@ def enforce_tiers(*, location: StorageLocation | None = None, now: datetime | No
                 store.set_tier(artifact.key, tier)
         except StorageError as exc:
             failed.append({**entry, "error": str(exc)})
-            _log(ctx, f"tier of {backup.pk}@{loc.name} not changed: {exc}")
+            note(ctx, logger=log, message=f"tier of {backup.pk}@{loc.name} not changed: {exc}")
             continue
         Replica.objects.filter(pk=replica.pk).update(storage_class=tier, tier_changed_at=now)
         moved.append(entry)
-        _log(ctx, f"{backup.pk}@{loc.name}: {entry['from']} → {tier} ({entry['age_days']} days old)")
+        note(ctx, logger=log, message=f"{backup.pk}@{loc.name}: {entry['from']} → {tier} ({entry['age_days']} days old)")
     if not dry_run:
         for loc in {r.location for r in replicas} if location is None else [location]:
             refresh_used_bytes(loc)
@@ -70,7 +70,3 @@ def refresh_used_bytes(location: StorageLocation) -> int:
     return used
 
 
-def _log(ctx: JobContext | None, message: str) -> None:
-    log.info(message)
-    if ctx is not None:
-        ctx.log(message)

@@ -20,7 +20,7 @@ from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 from apps.backups.restores import artifact_stream
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
-from apps.jobs.progress import JobContext
+from apps.jobs.progress import JobContext, note
 from apps.pipeline import manifest as manifests
 from apps.storage.backends import StorageError
 
@@ -134,7 +134,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
     uid_gid = _owner_ids(owner)
     partial = target.with_name(target.name + ".partial")
     if partial.exists():
-        _log(ctx, f"removing {partial}, left by an interrupted restore")
+        note(ctx, f"removing {partial}, left by an interrupted restore")
         shutil.rmtree(partial)
     partial.mkdir(mode=0o700)
     try:
@@ -149,7 +149,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             if wanted is not None and not wanted:
                 continue
             artifact = link.artifacts.get(name=TAR_ARTIFACTS[link.kind])
-            _log(ctx, f"extracting {artifact.key}" + ("" if wanted is None else f" ({len(wanted)} files)"))
+            note(ctx, f"extracting {artifact.key}" + ("" if wanted is None else f" ({len(wanted)} files)"))
             stream = artifact_stream(backup=link, artifact=artifact, ctx=ctx, backend=link._source_backend)
             for tar, info in tarstream.iter_members(stream):
                 rel = str(tarstream.safe_relpath(info.name))
@@ -170,7 +170,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    _log(ctx, f"restored {extractor.files} files ({extractor.bytes} bytes) into {target}")
+    note(ctx, f"restored {extractor.files} files ({extractor.bytes} bytes) into {target}")
     return {"backup_id": backup.pk, "chain": [b.pk for b in chain], "pgdata": str(target),
             "locations": {b.pk: sources.source_name(b) for b in chain},
             "files": extractor.files, "bytes": extractor.bytes, "lsn_start": backup.lsn_start,
@@ -227,7 +227,4 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _log(ctx: JobContext | None, message: str) -> None:
-    if ctx is not None:
-        ctx.log(message)
 

@@ -23,7 +23,7 @@ from apps.backups import sources
 from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
-from apps.jobs.progress import JobContext
+from apps.jobs.progress import JobContext, note
 from apps.pipeline import manifest as manifests
 from apps.storage import backends
 from apps.storage.backends import StorageBackend, StorageError
@@ -90,7 +90,7 @@ def replicate(*, backup: Backup, location: StorageLocation, ctx: JobContext | No
     def failed_attempt(state) -> None:
         exc = state.outcome.exception()
         Replica.objects.filter(pk=replica.pk).update(last_error=str(exc)[:2000])
-        _log(ctx, f"replica {location.name}: attempt {state.attempt_number} failed ({exc}); retrying in "
+        note(ctx, logger=log, message=f"replica {location.name}: attempt {state.attempt_number} failed ({exc}); retrying in "
                   f"{state.next_action.sleep:.1f} s")
         if on_retry is not None:
             on_retry(state)
@@ -107,13 +107,13 @@ def replicate(*, backup: Backup, location: StorageLocation, ctx: JobContext | No
         copied = retrying(_attempt, backup=backup, replica=replica, location=location, ctx=ctx)
     except Exception as exc:
         Replica.objects.filter(pk=replica.pk).update(status=ReplicaStatus.FAILED, last_error=str(exc)[:2000])
-        _log(ctx, f"replica {location.name}: failed for good: {exc}")
+        note(ctx, logger=log, message=f"replica {location.name}: failed for good: {exc}")
         raise
     replica.refresh_from_db()
     from apps.backups.lifecycle import refresh_used_bytes
 
     refresh_used_bytes(location)
-    _log(ctx, f"replica {location.name}: {copied} bytes copied and verified after {replica.attempts} attempt(s)")
+    note(ctx, logger=log, message=f"replica {location.name}: {copied} bytes copied and verified after {replica.attempts} attempt(s)")
     return replica
 
 
@@ -128,7 +128,7 @@ def _attempt(*, backup: Backup, replica: Replica, location: StorageLocation, ctx
     for artifact in backup.artifacts.order_by("pk"):
         info = dest.stat(artifact.key)
         if not (info and info.size == artifact.size_stored and dest.sha256(artifact.key)[0] == artifact.sha256_stored):
-            _log(ctx, f"copying {artifact.key} from {source.location.name} to {location.name}")
+            note(ctx, logger=log, message=f"copying {artifact.key} from {source.location.name} to {location.name}")
             try:
                 dest.put_stream(artifact.key, _checked(source.get_stream(artifact.key), artifact.sha256_stored,
                                                        f"{artifact.key} in {source.location.name}"))
@@ -178,7 +178,3 @@ def lag_seconds(replica: Replica) -> float | None:
     return max(0.0, round((end - finished).total_seconds(), 3))
 
 
-def _log(ctx: JobContext | None, message: str) -> None:
-    log.info(message)
-    if ctx is not None:
-        ctx.log(message)

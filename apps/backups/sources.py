@@ -10,7 +10,7 @@ import logging
 
 from apps.backups.models import Backup, Replica, ReplicaStatus
 from apps.core.errors import UserError
-from apps.jobs.progress import JobContext
+from apps.jobs.progress import JobContext, note
 from apps.storage import backends
 from apps.storage.backends import StorageBackend, StorageError
 from apps.storage.models import StorageLocation
@@ -70,10 +70,10 @@ def source_for(backup: Backup, ctx: JobContext | None = None, *, deep: bool = Tr
         found = problem(backup, backend, deep=deep)
         if found is None:
             if tried:
-                _log(ctx, f"reading backup {backup.pk} from replica {location.name} "
+                note(ctx, logger=log, message=f"reading backup {backup.pk} from replica {location.name} "
                           f"(skipped {'; '.join(tried)})")
             else:
-                _log(ctx, f"reading backup {backup.pk} from {location.name}")
+                note(ctx, logger=log, message=f"reading backup {backup.pk} from {location.name}")
             backup._source_backend = backend
             return backend
         why, damaged = found
@@ -91,7 +91,3 @@ def source_name(backup: Backup) -> str | None:
     return chosen.location.name if chosen is not None else None
 
 
-def _log(ctx: JobContext | None, message: str) -> None:
-    log.info(message)
-    if ctx is not None:
-        ctx.log(message)

@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 WRITE_EVERY_SECONDS = 1.0
 
 
+def note(ctx: "JobContext | None", message: str, *, logger: logging.Logger | None = None) -> None:
+    """A line for the job's log when there is a job (services also run without one), and for `logger` if given."""
+    if logger is not None:
+        logger.info(message)
+    if ctx is not None:
+        ctx.log(message)
+
+
 class Heartbeat(threading.Thread):
     def __init__(self, job_id: str, interval: float, callbacks: list[Callable[[], None]]):
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
