@@ -26,7 +26,7 @@ from apps.core.services import Actor, audit
 from apps.jobs.progress import JobContext, note
 from apps.pipeline import manifest as manifests
 from apps.storage import backends
-from apps.storage.backends import StorageBackend, StorageError
+from apps.storage.backends import StorageError
 from apps.storage.models import StorageLocation
 
 log = logging.getLogger(__name__)
