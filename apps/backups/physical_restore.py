@@ -18,6 +18,7 @@ from pathlib import Path
 from apps.backups import file_index, sources
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 from apps.backups.restores import artifact_stream
+from apps.core.durable import fsync_dir
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
 from apps.jobs.progress import JobContext, note
@@ -166,7 +167,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         if target.exists():
             target.rmdir()  # empty, checked above
         os.rename(partial, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -217,14 +218,6 @@ def _complete_wal(root: Path, segment_size: int | None) -> None:
     for path in wal.iterdir() if wal.is_dir() else []:
         if is_wal_segment(path.name) and path.stat().st_size < segment_size:
             os.truncate(path, segment_size)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 

@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 
 from apps.backups import layout, wal_names
 from apps.backups.models import RestorePoint, WalSegment
+from apps.core.durable import fsync_dir
 from apps.core.errors import ConflictError, NotFound, UserError
 from apps.databases.models import DatabaseTarget
 from apps.storage import backends
@@ -112,7 +113,7 @@ def fetch(*, target: DatabaseTarget, name: str, dest: Path | str) -> WalSegment:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return segment
 
 
@@ -221,14 +222,6 @@ def _file_sha256(path: Path) -> str:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _conflict_message(target: DatabaseTarget, name: str) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from apps.core.durable import fsync_dir
 from apps.storage.backends import register
 from apps.storage.backends.base import CHUNK_SIZE, ObjectInfo, ObjectMissing, StorageBackend, clean_key
 
@@ -43,11 +44,7 @@ class LocalBackend(StorageBackend):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        fsync_dir(final.parent)  # make the rename itself durable
         return ObjectInfo(key=key, size=size, modified=datetime.now(UTC))
 
     def get_stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
