@@ -1,18 +1,13 @@
 """Reads for recovery: which base backup a recovery starts from, and past runs."""
 from django.db.models import QuerySet
 
-from apps.backups.models import Backup, BackupStatus
+from apps.backups import wal_selectors
+from apps.backups.models import Backup
 from apps.core.errors import UserError
 from apps.databases import lsn as lsns
 from apps.databases.models import DatabaseTarget
 from apps.recovery.models import RecoveryRun
 from apps.recovery.targets import RecoveryTarget
-
-
-def physical_backups(target: DatabaseTarget) -> QuerySet[Backup]:
-    """Succeeded backups a cluster can be rebuilt from: the physical ones, which record their stop LSN."""
-    return (Backup.objects.filter(database_target=target, status=BackupStatus.SUCCEEDED)
-            .exclude(lsn_stop="").order_by("-finished_at"))
 
 
 def base_backup_for(target: DatabaseTarget, goal: RecoveryTarget, *, restore_point_lsn: int | None = None) -> Backup:
@@ -21,7 +16,7 @@ def base_backup_for(target: DatabaseTarget, goal: RecoveryTarget, *, restore_poi
     A backup is consistent only once replay passes its stop LSN; PostgreSQL refuses a target before
     that point, so the backup must have finished before the target time / stop at or before the LSN.
     """
-    candidates = list(physical_backups(target))
+    candidates = list(wal_selectors.base_backups(target).reverse())  # newest first
     if not candidates:
         raise UserError(f"{target.name} has no succeeded physical backup to recover from; take one with "
                         f"`db_backup {target.name} --method physical`.")
