@@ -11,9 +11,8 @@ from apps.backups.jobs import DatabaseBackupJob, RestoreDatabaseJob
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupKind, BackupStatus, Replica
 from apps.core.api import (
     COMMON_ERRORS, ERROR_404, ERROR_409, FIELD_ERRORS, AcceptedLinksSerializer, ActorMixin,
-    backup_link, job_link,
+    backup_link, checked, job_link,
 )
-from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR
 from apps.databases import identifiers
 from apps.databases.connection import PgConn
@@ -65,25 +64,18 @@ class RestoreInputSerializer(serializers.Serializer):
 
     # Names only, never connection strings: the checks shared with the console, the CLI and the service.
     def validate_dbname(self, value: str) -> str:
-        _checked(identifiers.check_name, value)
+        checked(identifiers.check_name, value)
         return value
 
     def validate_schema(self, value: str | None) -> str | None:
         if value:
-            _checked(identifiers.check_name, value, what="schema")
+            checked(identifiers.check_name, value, what="schema")
         return value
 
     def validate_table(self, value: str | None) -> str | None:
         if value:
-            _checked(identifiers.check_table, value)
+            checked(identifiers.check_table, value)
         return value
-
-
-def _checked(check, *args, **kwargs) -> None:
-    try:
-        check(*args, **kwargs)
-    except UserError as exc:
-        raise serializers.ValidationError(str(exc)) from None
 
 
 class BackupAcceptedSerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers
 
+from apps.core.errors import UserError
 from apps.core.models import Interface
 from apps.core.services import Actor, request_actor
 
@@ -11,6 +12,14 @@ from apps.core.services import Actor, request_actor
 def api_actor(request) -> Actor:
     """Who calls, for services and the audit log: the authenticated user, via the API, from this address."""
     return request_actor(request, via=Interface.API)
+
+
+def checked(check, *args, **kwargs):
+    """check(*args, **kwargs) for a serializer: its UserError (a service's own check) becomes a field error."""
+    try:
+        return check(*args, **kwargs)
+    except UserError as exc:
+        raise serializers.ValidationError(str(exc)) from None
 
 
 def job_link(job_id: str) -> str:

@@ -4,8 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
-from apps.core.api import COMMON_ERRORS, FIELD_ERRORS, ActorMixin, JobAcceptedSerializer, job_accepted
-from apps.core.errors import UserError
+from apps.core.api import COMMON_ERRORS, FIELD_ERRORS, ActorMixin, JobAcceptedSerializer, checked, job_accepted
 from apps.core.roles import ADMIN
 from apps.databases import identifiers
 from apps.databases.models import DatabaseTarget
@@ -13,13 +12,6 @@ from apps.recovery import selectors
 from apps.recovery.jobs import PointInTimeRecoveryJob
 from apps.recovery.models import RecoveryRun
 from apps.recovery.targets import parse_target
-
-
-def _checked(check, *args, **kwargs):
-    try:
-        return check(*args, **kwargs)
-    except UserError as exc:
-        raise serializers.ValidationError(str(exc)) from None
 
 
 class PitrInputSerializer(serializers.Serializer):
@@ -44,20 +36,20 @@ class PitrInputSerializer(serializers.Serializer):
                                    help_text="With `table`: copy under this name instead of replacing its rows.")
 
     def validate_directory(self, value):
-        return _checked(identifiers.check_name, value, what="directory")
+        return checked(identifiers.check_name, value, what="directory")
 
     def validate_table(self, value):
         if value:
-            _checked(identifiers.check_table, value)
+            checked(identifiers.check_table, value)
         return value
 
     def validate_rename(self, value):
         if value:
-            _checked(identifiers.check_name, value, what="table")
+            checked(identifiers.check_name, value, what="table")
         return value
 
     def validate(self, data):
-        data["goal"] = _checked(parse_target, time=data.get("target_time"), lsn=data.get("target_lsn"),
+        data["goal"] = checked(parse_target, time=data.get("target_time"), lsn=data.get("target_lsn"),
                                 name=data.get("target_name"), inclusive=data["inclusive"])
         if data.get("rename") and not data.get("table"):
             raise serializers.ValidationError({"rename": "rename goes with table."})
