@@ -49,11 +49,12 @@ class RecoveryRun(UlidModel):
         return f"{self.database_target} {self.kind} {self.id}"
 
     @property
+    def goal(self):
+        from apps.recovery.targets import RecoveryTarget
+
+        return RecoveryTarget(time=self.target_time, lsn=self.target_lsn, name=self.target_name,
+                              inclusive=self.inclusive)
+
+    @property
     def target_description(self) -> str:
-        if self.target_time:
-            return f"time {self.target_time.isoformat()}"
-        if self.target_lsn:
-            return f"LSN {self.target_lsn}"
-        if self.target_name:
-            return f"restore point {self.target_name!r}"
-        return "end of the archive"
+        return self.goal.describe()

@@ -67,10 +67,6 @@ def request_pitr(*, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str, a
     return run
 
 
-def goal_of(run: RecoveryRun) -> RecoveryTarget:
-    return RecoveryTarget(time=run.target_time, lsn=run.target_lsn, name=run.target_name, inclusive=run.inclusive)
-
-
 def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | None = None,
              rename: str | None = None) -> RecoveryRun:
     """Carry out a pending recovery; the run ends succeeded or failed, and a failed one leaves no data directory."""
@@ -96,7 +92,7 @@ def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | 
         restore_seconds = time.monotonic() - t0
         port = run.port or clusters.free_port()
         recovery_settings.write(pgdata, recovery_settings.recovery_settings(
-            restore_command=restore_command, target=goal_of(run), port=port))
+            restore_command=restore_command, target=run.goal, port=port))
         fields = {"restore_seconds": restore_seconds, "port": port}
         if run.start:
             say(f"starting the recovered cluster on port {port}; replaying WAL to {run.target_description}")
@@ -204,8 +200,8 @@ def _fill_spool(run: RecoveryRun, spool: Path) -> int:
 
     try:
         target = run.database_target
-        names, missing = wal_spool.needed(target, run.base_backup, goal_of(run),
-                                          restore_point_lsn=_restore_point_lsn(target, goal_of(run)))
+        names, missing = wal_spool.needed(target, run.base_backup, run.goal,
+                                          restore_point_lsn=_restore_point_lsn(target, run.goal))
         return wal_spool.fill(target=target, names=names, missing=missing, spool=spool)
     finally:
         connection.close()
