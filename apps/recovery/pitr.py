@@ -52,8 +52,9 @@ def request_pitr(*, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str, a
     if table:
         schema, name = identifiers.check_table(table)
         table = f"{schema or 'public'}.{name}"
-    base = selectors.base_backup_for(target, goal, restore_point_lsn=_restore_point_lsn(target, goal))
-    _check_archive(target=target, base=base, goal=goal)
+    point_lsn = _restore_point_lsn(target, goal)
+    base = selectors.base_backup_for(target, goal, restore_point_lsn=point_lsn)
+    _check_archive(target=target, base=base, goal=goal, restore_point_lsn=point_lsn)
     _restore_command(target)  # the environment file the server's restore_command needs is known, before any work
     with transaction.atomic():
         run = RecoveryRun.objects.create(
@@ -239,7 +240,7 @@ def _restore_point_lsn(target: DatabaseTarget, goal: RecoveryTarget) -> int | No
     return max(found)
 
 
-def _check_archive(*, target: DatabaseTarget, base, goal: RecoveryTarget) -> None:
+def _check_archive(*, target: DatabaseTarget, base, goal: RecoveryTarget, restore_point_lsn: int | None) -> None:
     """Refuse a goal the archived WAL cannot reach from `base`, before anything is written."""
     from apps.backups import wal_selectors
 
@@ -255,6 +256,6 @@ def _check_archive(*, target: DatabaseTarget, base, goal: RecoveryTarget) -> Non
         raise UserError(
             f"{goal.describe()} is beyond what can be recovered: {end}, and its last commit is at {last}.{gap} "
             "Choose an earlier time, or give no target to recover everything archived.")
-    target_lsn = goal.lsn_value if goal.lsn else _restore_point_lsn(target, goal)
+    target_lsn = goal.lsn_value if goal.lsn else restore_point_lsn
     if target_lsn is not None and target_lsn >= reach.latest_lsn:
         raise UserError(f"{goal.describe()} is beyond what can be recovered: {end}.{gap}")
