@@ -205,6 +205,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for a choice set used by several fields (a target's default_method, a backup request's method).
     "ENUM_NAME_OVERRIDES": {"BackupMethodEnum": "apps.databases.models.BackupMethod"},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.core.schema.add_common_errors"],
 }
 
 LOGGING = {
