@@ -6,6 +6,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from apps.backups import api as backups
 from apps.backups import wal_api
+from apps.core.audit_api import AuditEventViewSet
 from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
@@ -19,6 +20,8 @@ router = SimpleRouter()
 router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
 
+audit_list = AuditEventViewSet.as_view({"get": "list"})
+audit_detail = AuditEventViewSet.as_view({"get": "retrieve"})
 job_list = JobViewSet.as_view({"get": "list"})
 job_detail = JobViewSet.as_view({"get": "retrieve"})
 
@@ -46,6 +49,8 @@ urlpatterns = [
          name="recovery-list"),
     path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),
+    path("audit/", audit_list, name="audit-list"),
+    path("audit/<int:pk>", audit_detail, name="audit-detail"),
     path("jobs", job_list, name="job-list"),
     path("jobs/<ulid:pk>", job_detail, name="job-detail"),
     *router.urls,
