@@ -97,6 +97,10 @@ def check_rule(rule: AlertRule) -> None:
         raise UserError(f"Unknown alert type {rule.type!r} (known: {', '.join(sorted(kinds))}).")
     if rule.database_target_id and rule.location_id:
         raise UserError("A rule is for a target or for a location, not both.")
+    clash = AlertRule.objects.filter(type=rule.type, database_target_id=rule.database_target_id,
+                                     location_id=rule.location_id).exclude(pk=rule.pk)
+    if clash.exists():
+        raise ConflictError("A rule of this type for this scope exists already: change that one.")
     defaults = rule_registry.get(rule.type).defaults
     if not isinstance(rule.params, dict):
         raise UserError("params must be an object.")
