@@ -228,7 +228,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for a choice set used by several fields (a target's default_method, a backup request's method).
-    "ENUM_NAME_OVERRIDES": {"BackupMethodEnum": "apps.databases.models.BackupMethod"},
+    "ENUM_NAME_OVERRIDES": {"BackupMethodEnum": "apps.databases.models.BackupMethod",
+                            "SeverityEnum": "apps.monitoring.models.Severity"},
 }
 
 LOGGING = {
