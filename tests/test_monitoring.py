@@ -239,3 +239,26 @@ def test_test_send_reaches_email(db, settings):
     assert delivery.status == "sent" and delivery.event == "test"
     assert smtp.messages[0].rcpt_tos == ["a@example.com", "b@example.com"]
     assert b"Test notification" in smtp.messages[0].content
+
+
+def test_routing_by_severity(db, plain_target):
+    from datetime import timedelta as td
+
+    high = HttpReceiver().start()
+    critical = HttpReceiver().start()
+    try:
+        add_channel("high-and-up", "webhook", min_severity="high", secrets={"url": high.url, "hmac_key": HMAC_KEY})
+        add_channel("critical-only", "webhook", min_severity="critical",
+                    secrets={"url": critical.url, "hmac_key": HMAC_KEY})
+        add_channel("off", "webhook", min_severity="info", secrets={"url": critical.url, "hmac_key": HMAC_KEY})
+        NotificationChannel.objects.filter(name="off").update(enabled=False)
+        # Backup Age (high): never backed up, added two days ago.
+        DatabaseTarget.objects.filter(pk=plain_target.pk).update(created_at=timezone.now() - td(days=2))
+        engine.evaluate()
+        assert Alert.objects.get().type == "backup_age"
+        outbox.deliver_due()
+    finally:
+        high.stop()
+        critical.stop()
+    assert [r.json["alert"]["type"] for r in high.requests] == ["backup_age"]
+    assert critical.requests == []
