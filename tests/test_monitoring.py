@@ -262,3 +262,15 @@ def test_routing_by_severity(db, plain_target):
         critical.stop()
     assert [r.json["alert"]["type"] for r in high.requests] == ["backup_age"]
     assert critical.requests == []
+
+
+def test_pagerduty_test_send_resolves_its_own_incident(db):
+    pd = HttpReceiver(status=202, answer=b'{"status":"success"}').start()
+    try:
+        channel = add_channel("pd", "pagerduty", config={"events_url": pd.url}, secrets={"routing_key": "K"})
+        delivery = services.test_channel(channel=channel, actor=SYSTEM)
+    finally:
+        pd.stop()
+    assert delivery.status == "sent" and delivery.response_code == 202
+    events = [(r.json["event_action"], r.json["dedup_key"]) for r in pd.requests]
+    assert events == [("trigger", f"backupsite-test-{channel.pk}"), ("resolve", f"backupsite-test-{channel.pk}")]

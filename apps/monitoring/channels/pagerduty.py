@@ -34,4 +34,9 @@ class PagerDutyChannel(Channel):
             }
             if note.as_dict()["link"]:
                 body["links"] = [{"href": note.link, "text": "Alert in the backup console"}]
-        return post_json(self.config.get("events_url") or EVENTS_URL, json.dumps(body, default=str).encode())
+        url = self.config.get("events_url") or EVENTS_URL
+        answer = post_json(url, json.dumps(body, default=str).encode())
+        if note.event == "test":  # a test must not leave an incident open: resolve it at once, same dedup_key
+            post_json(url, json.dumps({"routing_key": body["routing_key"], "event_action": "resolve",
+                                       "dedup_key": note.dedup_key}).encode())
+        return answer
