@@ -5,7 +5,7 @@ Each kind declares its settings: `config_fields` (stored as they are, shown by t
 (sealed with apps.core.secretbox, write-only)."""
 from typing import ClassVar
 
-from django.core.exceptions import ImproperlyConfigured
+from apps.monitoring.registration import register
 
 from apps.core.errors import UserError
 
@@ -26,12 +26,7 @@ class Channel:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if not cls.kind:
-            return
-        known = Channel._kinds.get(cls.kind)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise ImproperlyConfigured(f"Two channel kinds are named {cls.kind!r}: {known} and {cls}.")
-        Channel._kinds[cls.kind] = cls
+        register(Channel._kinds, cls.kind, cls, "channel kinds")
 
     def __init__(self, channel):
         self.channel = channel

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Iterator
 
-from django.core.exceptions import ImproperlyConfigured
+from apps.monitoring.registration import register
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,7 @@ class Rule:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if not cls.type:
-            return
-        known = Rule._types.get(cls.type)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise ImproperlyConfigured(f"Two alert rules are of type {cls.type!r}: {known} and {cls}.")
-        Rule._types[cls.type] = cls
+        register(Rule._types, cls.type, cls, "alert rules")
 
     def __init__(self, thresholds):
         self.thresholds = thresholds  # apps.monitoring.thresholds.Thresholds

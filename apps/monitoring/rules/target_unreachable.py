@@ -1,26 +1,19 @@
 """Target Unreachable (high): the health check could not connect to a target's database."""
-from apps.monitoring.models import HealthCheck
-from apps.monitoring.rules.base import Condition, Rule
+from apps.monitoring.rules.probe_failed import ProbeFailed
 
 PROBE = "target_reachable"
 
 
-class TargetUnreachable(Rule):
+class TargetUnreachable(ProbeFailed):
     type = "target_unreachable"
     label = "Target unreachable"
     severity = "high"
+    probe, scope = PROBE, "target"
 
-    def evaluate(self, *, now):
+    def subjects(self):
         from apps.databases.models import DatabaseTarget
 
-        targets = {t.name: t for t in DatabaseTarget.objects.filter(enabled=True)}
-        for check in HealthCheck.objects.filter(probe=PROBE, ok=False):
-            target = targets.get(check.subject)
-            params = self.params(target=target) if target else None
-            if params is None:
-                continue
-            yield Condition(
-                fingerprint=f"{self.type}:target:{target.pk}", target=target.name, database_target_id=target.pk,
-                severity=params["severity"], message=f"Cannot connect to {target.name}: {check.detail[:300]}",
-                details={"checked_at": check.checked_at.isoformat(), "detail": check.detail[:1000]},
-            )
+        return {t.name: t for t in DatabaseTarget.objects.filter(enabled=True)}
+
+    def describe(self, subject, detail):
+        return f"Cannot connect to {subject.name}: {detail}"
