@@ -84,6 +84,8 @@ def main() -> None:
     client = Client()
     from django.conf import settings
     settings.METRICS_PUBLIC = True
+    scrape = client.get("/metrics")
+    assert scrape.status_code == 200 and b"backupsite_backups" in scrape.content, scrape.status_code
     results.append(("/metrics scrape", timed(lambda: client.get("/metrics"), args.repeat)))
     results.append(("dashboard data", timed(lambda: selectors.dashboard(), args.repeat)))
     alerts = Alert.objects.count()
