@@ -254,3 +254,33 @@ def test_scheduled_tasks_run(db, target):
     assert report["alerts"]["opened"] >= 1 and not report["targets"]["orders"]["ok"]
     assert "opened" not in tasks.replication_check()
     assert tasks.deliver_outbox() == {"sent": 0, "retry": 0, "failed": 0}
+
+
+def test_admin_channel_form_keeps_secrets_write_only_and_test_sends(admin_client, db):
+    hook = HttpReceiver().start()
+    try:
+        for url in ("/admin/monitoring/notificationchannel/add/", "/admin/monitoring/alertrule/add/",
+                    "/admin/monitoring/delivery/", "/admin/monitoring/healthcheck/", "/admin/monitoring/alert/"):
+            assert admin_client.get(url).status_code == 200, url
+        r = admin_client.post("/admin/monitoring/notificationchannel/add/", {
+            "name": "hook", "kind": "webhook", "enabled": "on", "min_severity": "high", "config": "{}",
+            "secrets": f'{{"url": "{hook.url}", "hmac_key": "k3y"}}'})
+        assert r.status_code == 302, r.content.decode()[:2000]
+        channel = NotificationChannel.objects.get(name="hook")
+        assert channel.get_secrets() == {"url": hook.url, "hmac_key": "k3y"}
+        page = admin_client.get(f"/admin/monitoring/notificationchannel/{channel.pk}/change/").content.decode()
+        assert "T0KEN" not in page and "k3y" not in page
+        # Saving again without secrets keeps them.
+        admin_client.post(f"/admin/monitoring/notificationchannel/{channel.pk}/change/", {
+            "name": "hook", "kind": "webhook", "enabled": "on", "min_severity": "critical", "config": "{}",
+            "secrets": ""})
+        channel.refresh_from_db()
+        assert channel.min_severity == "critical" and channel.get_secrets()["hmac_key"] == "k3y"
+        admin_client.post("/admin/monitoring/notificationchannel/", {"action": "send_test",
+                                                                     "_selected_action": [channel.pk]})
+        assert hook.requests[0].json["event"] == "test"
+        bad = admin_client.post("/admin/monitoring/notificationchannel/add/", {
+            "name": "nokey", "kind": "webhook", "min_severity": "high", "config": "{}", "secrets": "{}"})
+        assert bad.status_code == 200 and "needs" in bad.content.decode()
+    finally:
+        hook.stop()
