@@ -4,6 +4,8 @@ Database backups are read from Backup rows; document backups (another app) from 
 """
 from datetime import timedelta
 
+from django.db.models import OuterRef, Subquery
+
 from apps.backups.models import Backup, BackupStatus
 from apps.databases.models import DatabaseTarget
 from apps.jobs.models import Job, JobStatus
@@ -28,22 +30,24 @@ class BackupFailed(Rule):
     defaults = {"document_jobs_days": 30}
 
     def evaluate(self, *, now):
-        for target in DatabaseTarget.objects.order_by("pk"):
+        finished = [BackupStatus.SUCCEEDED, BackupStatus.FAILED]
+        newest = (Backup.objects.filter(database_target=OuterRef("pk"), status__in=finished)
+                  .order_by("-created_at", "-pk").values("pk")[:1])
+        targets = {t.pk: t for t in DatabaseTarget.objects.annotate(last_id=Subquery(newest))}
+        last = Backup.objects.filter(pk__in=[t.last_id for t in targets.values() if t.last_id],
+                                     status=BackupStatus.FAILED)
+        for backup in last.order_by("database_target"):
+            target = targets[backup.database_target_id]
             params = self.params(target=target)
             if params is None:
                 continue
-            last = (Backup.objects.filter(database_target=target,
-                                          status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])
-                    .order_by("-created_at", "-pk").first())
-            if last is None or last.status != BackupStatus.FAILED:
-                continue
             yield Condition(
                 fingerprint=f"{self.type}:target:{target.pk}", target=target.name, database_target_id=target.pk,
-                occurrence=last.pk, severity=params["severity"],
-                message=f"The last backup of {target.name} ({last.kind}/{last.format}) failed: "
-                        f"{(last.error or 'no error recorded')[:300]}",
-                details={"backup_id": last.pk, "job_id": last.job_id, "kind": last.kind, "format": last.format,
-                         "error": last.error[:2000]},
+                occurrence=backup.pk, severity=params["severity"],
+                message=f"The last backup of {target.name} ({backup.kind}/{backup.format}) failed: "
+                        f"{(backup.error or 'no error recorded')[:300]}",
+                details={"backup_id": backup.pk, "job_id": backup.job_id, "kind": backup.kind,
+                         "format": backup.format, "error": backup.error[:2000]},
             )
         yield from self._document_backups(now=now)
 
