@@ -274,3 +274,50 @@ def test_pagerduty_test_send_resolves_its_own_incident(db):
     assert delivery.status == "sent" and delivery.response_code == 202
     events = [(r.json["event_action"], r.json["dedup_key"]) for r in pd.requests]
     assert events == [("trigger", f"backupsite-test-{channel.pk}"), ("resolve", f"backupsite-test-{channel.pk}")]
+
+
+def test_one_active_alert_per_fingerprint_even_when_two_evaluations_race(db, plain_target, monkeypatch):
+    from django.db import IntegrityError, transaction
+
+    failed_backup(plain_target)
+    engine.evaluate()
+    alert = Alert.objects.get()
+    with pytest.raises(IntegrityError), transaction.atomic():  # the database itself refuses a second one
+        Alert.objects.create(type=alert.type, severity=alert.severity, fingerprint=alert.fingerprint,
+                             target=alert.target, message="again", first_seen=alert.first_seen,
+                             last_seen=alert.last_seen)
+    # The loser of a race (it found no active alert, then the insert clashed) updates the winner's row instead.
+    from apps.monitoring.rules.base import Condition, get
+    from apps.monitoring.thresholds import Thresholds
+
+    rule = get("backup_failed")(Thresholds())
+    cond = Condition(fingerprint=alert.fingerprint, target="orders", message="seen again", occurrence="other")
+    real_apply = engine._apply
+    calls = []
+
+    def racing_apply(rule_, cond_, now_):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("simulated: another process inserted first")
+        return real_apply(rule_, cond_, now_)
+
+    monkeypatch.setattr(engine, "_apply", racing_apply)
+    assert engine._apply_with_retry(rule, cond, timezone.now()) == "updated"
+    assert len(calls) == 2
+    alert.refresh_from_db()
+    assert Alert.objects.count() == 1 and alert.count == 2 and alert.message == "seen again"
+
+
+def test_a_rule_that_crashes_leaves_its_alerts_alone(db, plain_target, monkeypatch):
+    from apps.monitoring.rules.backup_failed import BackupFailed
+
+    failed_backup(plain_target)
+    engine.evaluate()
+
+    def broken(self, *, now):
+        raise RuntimeError("rule bug")
+        yield
+
+    monkeypatch.setattr(BackupFailed, "evaluate", broken)
+    assert engine.evaluate()["rule_errors"] == 1
+    assert Alert.objects.get().status == "open"  # not resolved because its rule failed
