@@ -284,3 +284,28 @@ def test_admin_channel_form_keeps_secrets_write_only_and_test_sends(admin_client
         assert bad.status_code == 200 and "needs" in bad.content.decode()
     finally:
         hook.stop()
+
+
+def test_alert_list_query_count_does_not_grow_with_alerts(api_as, target):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    viewer = api_as("viewer")
+    operator = make_user("oscar", "operator")
+
+    def make(n):
+        now = timezone.now()
+        for i in range(n):
+            Alert.objects.create(type="backup_age", severity="high", fingerprint=f"fp-{n}-{i}", target="orders",
+                                 message="m", first_seen=now, last_seen=now, status="acknowledged",
+                                 acknowledged_by=operator)
+
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            assert viewer.get(ALERTS).status_code == 200
+        return len(ctx.captured_queries)
+
+    make(1)
+    few = count()
+    make(20)
+    assert count() == few
