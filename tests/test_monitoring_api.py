@@ -309,3 +309,29 @@ def test_alert_list_query_count_does_not_grow_with_alerts(api_as, target):
     few = count()
     make(20)
     assert count() == few
+
+
+def test_dashboard_query_count_does_not_grow_with_targets(db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.monitoring import selectors
+
+    def add(n):
+        for i in range(n):
+            t = DatabaseTarget.objects.create(name=f"t{DatabaseTarget.objects.count()}", host="h", port=1,
+                                              dbname="d", user="u")
+            record(t, BackupStatus.SUCCEEDED, hours_ago=3)
+            record(t, BackupStatus.FAILED, hours_ago=1)
+
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            data = selectors.dashboard()
+        return len(ctx.captured_queries), data
+
+    add(1)
+    few, _ = count()
+    add(10)
+    many, data = count()
+    assert many == few and len(data["targets"]) == 11
+    assert all(row["status"] == "failed" and row["within_rpo"] for row in data["targets"])

@@ -1,7 +1,7 @@
 """Reads of the monitoring app: alert lists and the dashboard, computed from the catalog."""
 from datetime import timedelta
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from apps.monitoring.models import ACTIVE, Alert, Delivery, DeliveryStatus, HealthCheck, Severity
@@ -52,20 +52,37 @@ def target_rows(*, now) -> list[dict]:
     critical = set(Alert.objects.filter(status__in=ACTIVE, severity=Severity.CRITICAL, database_target__isnull=False)
                    .values_list("database_target", flat=True))
     reachable = {c.subject: c for c in HealthCheck.objects.filter(probe="target_reachable")}
+    # One query per kind of fact, whatever the number of targets (the newest rows by subquery).
+    newest = Backup.objects.filter(database_target=OuterRef("pk"))
+    last_verification = VerificationRun.objects.filter(backup__database_target=OuterRef("pk")).order_by(
+        "-created_at", "-pk")
+    targets = list(DatabaseTarget.objects.order_by("name").annotate(
+        last_id=Subquery(newest.filter(status__in=finished).order_by("-created_at", "-pk").values("pk")[:1]),
+        last_ok_id=Subquery(newest.filter(status=BackupStatus.SUCCEEDED).order_by("-finished_at", "-pk")
+                            .values("pk")[:1]),
+        verification_id=Subquery(last_verification.values("pk")[:1])))
+    backups = Backup.objects.in_bulk([i for t in targets for i in (t.last_id, t.last_ok_id) if i])
+    verifications = VerificationRun.objects.in_bulk([t.verification_id for t in targets if t.verification_id])
+    sizes_by_target: dict[int, list] = {}
+    for target_id, at, kind, stored, raw in (
+            Backup.objects.filter(status=BackupStatus.SUCCEEDED, finished_at__gte=now - timedelta(days=30),
+                                  database_target__isnull=False)
+            .order_by("finished_at").values_list("database_target", "finished_at", "kind", "size_stored", "size_raw")):
+        sizes_by_target.setdefault(target_id, []).append((at, kind, stored, raw))
+    replicas_by_target: dict[int, list] = {}
+    for replica in (Replica.objects.filter(backup__status=BackupStatus.SUCCEEDED,
+                                           backup__finished_at__gte=now - timedelta(days=30))
+                    .exclude(status=ReplicaStatus.DELETED).select_related("backup").order_by("-backup__created_at")):
+        replicas_by_target.setdefault(replica.backup.database_target_id, []).append(replica)
     rows = []
-    for target in DatabaseTarget.objects.order_by("name"):
-        backups = Backup.objects.filter(database_target=target)
-        last = backups.filter(status__in=finished).order_by("-created_at", "-pk").first()
-        last_ok = backups.filter(status=BackupStatus.SUCCEEDED).order_by("-finished_at", "-pk").first()
+    for target in targets:
+        last, last_ok = backups.get(target.last_id), backups.get(target.last_ok_id)
         params = rpo.params(target=target) or rpo.defaults
         rpo_seconds = params["rpo_hours"] * 3600
         age = (now - last_ok.finished_at).total_seconds() if last_ok and last_ok.finished_at else None
-        sizes = list(backups.filter(status=BackupStatus.SUCCEEDED, finished_at__gte=now - timedelta(days=30))
-                     .order_by("finished_at").values_list("finished_at", "kind", "size_stored", "size_raw")[:500])
-        verification = (VerificationRun.objects.filter(backup__database_target=target)
-                        .order_by("-created_at", "-pk").first())
-        replicas = (Replica.objects.filter(backup__database_target=target, backup__status=BackupStatus.SUCCEEDED)
-                    .exclude(status=ReplicaStatus.DELETED).select_related("backup").order_by("-backup__created_at")[:20])
+        sizes = sizes_by_target.get(target.pk, [])[-500:]
+        verification = verifications.get(target.verification_id)
+        replicas = replicas_by_target.get(target.pk, [])[:20]
         lags = [lag for lag in (lag_seconds(r) for r in replicas) if lag is not None]
         wal = wal_selectors.archive_status(target, now=now) if target.wal_archiving else None
         within_rpo = age is not None and age <= rpo_seconds
