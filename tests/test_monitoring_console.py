@@ -57,6 +57,8 @@ def test_dashboard_page_and_alert_actions(client, db):
     assert (alert.status, alert.resolved_by.username, alert.resolved_note) == ("resolved", "otto", "fixed")
     assert client.post(f"/monitoring/alerts/{alert.pk}/explode/").status_code == 302
     assert client.get("/monitoring/alerts/?status=resolved").content.decode().count("resolved by otto") == 1
+    assert "resolved by otto" not in client.get("/monitoring/alerts/").content.decode()  # active ones only
+    assert f'id="alert-{alert.pk}"' in client.get(f"/monitoring/alerts/?id={alert.pk}").content.decode()
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

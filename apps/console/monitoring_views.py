@@ -40,11 +40,13 @@ def alert_list(request):
         return _forbidden(request)
     status = request.GET.get("status", "active")
     qs = selectors.alerts(severity=request.GET.get("severity") or None, target=request.GET.get("target") or None)
-    if status == "active":
+    if request.GET.get("id"):  # the link in a notification: that alert, whatever its status now
+        qs, status = qs.filter(pk=request.GET["id"].upper()[:26]), "all"
+    elif status == "active":
         qs = qs.filter(status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED])
     elif status in AlertStatus.values:
         qs = qs.filter(status=status)
-    context = {"alerts": qs[:200], "status": status, "statuses": ["active", *AlertStatus.values],
+    context = {"alerts": qs[:200], "status": status, "statuses": ["active", "all", *AlertStatus.values],
                "severities": Severity.values, "can_operate": has_role(request.user, OPERATOR)}
     return render(request, "console/monitoring/alerts.html", context)
 
