@@ -10,6 +10,7 @@ from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
 from apps.recovery import api as recovery
+from apps.recovery import dr_api
 from apps.storage.api import StorageLocationViewSet
 from apps.verification import api as verification
 
@@ -18,6 +19,7 @@ app_name = "v1"
 router = SimpleRouter()
 router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
+router.register("backup-recovery/disaster-recovery/plans", dr_api.DRPlanViewSet, basename="dr-plan")
 
 job_list = JobViewSet.as_view({"get": "list"})
 job_detail = JobViewSet.as_view({"get": "retrieve"})
@@ -44,6 +46,11 @@ urlpatterns = [
          name="pitr"),
     path("backup-recovery/disaster-recovery/recoveries", recovery.RecoveryRunListView.as_view(),
          name="recovery-list"),
+    path("backup-recovery/disaster-recovery/failover", dr_api.FailoverView.as_view(), name="dr-failover"),
+    path("backup-recovery/disaster-recovery/failovers", dr_api.FailoverListView.as_view(), name="dr-failover-list"),
+    path("backup-recovery/disaster-recovery/status", dr_api.StatusView.as_view(), name="dr-status"),
+    path("backup-recovery/disaster-recovery/test/<int:plan_id>", dr_api.DrillView.as_view(), name="dr-test"),
+    path("backup-recovery/disaster-recovery/drills", dr_api.DrillListView.as_view(), name="dr-drill-list"),
     path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),
     path("jobs", job_list, name="job-list"),

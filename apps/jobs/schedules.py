@@ -10,6 +10,8 @@ SCHEDULES = [
     ("Full database backups", "apps.backups.tasks.full_backups", "0 2 * * *"),
     ("Incremental database backups", "apps.backups.tasks.incremental_backups", "0 0,6,12,18 * * *"),
     ("Enforce storage tiers", "apps.backups.tasks.enforce_tiers", "30 4 * * *"),
+    ("DR drill", "apps.recovery.tasks.dr_drills", "0 4 * * 0"),
+    ("DR health checks", "apps.recovery.tasks.dr_health_checks", 1),
 ]
 
 
