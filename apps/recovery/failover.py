@@ -10,7 +10,7 @@ Order, and why:
    fence for a primary whose data directory is on this machine). Then the standby is given up to
    `plan.catchup_seconds` to replay everything up to the primary's last position: with a reachable
    primary nothing committed is lost, even with asynchronous replication.
-3. `pg_promote(wait => true)`; the plan and the targets follow at once (the promoted server is the only
+3. `pg_promote()`, then polls until it is out of recovery; the plan and the targets follow at once (the promoted server is the only
    writable one now): the standby becomes the plan's primary and an enabled target, so scheduled backups
    continue from it; the old primary is disabled and leaves the plan (it needs pg_rewind or a new base
    backup before it can follow again). Auto-failover is disarmed until an operator re-arms the plan.
@@ -202,14 +202,25 @@ def _catch_up(standby: DatabaseTarget, old_lsn: str, *, seconds: int, ctx) -> No
         time.sleep(0.1)
 
 
-def _promote(standby: DatabaseTarget) -> str:
-    """pg_promote(wait => true) on the standby; the WAL position it had replayed."""
+def _promote(standby: DatabaseTarget, *, timeout: float = 120) -> str:
+    """Promote the standby and wait until it is out of recovery; the WAL position it had replayed.
+
+    Not pg_promote(wait => true): that call is one long query holding a snapshot while the rest of the received
+    WAL is replayed, and a cleanup record in it conflicts with that snapshot, so the server cancels our own call
+    after max_standby_streaming_delay (found on a real standby). pg_promote(wait => false) and short polls
+    hold nothing.
+    """
     with catalog.connect(PgConn.for_target(standby), app_name=health.APP_NAME) as c:
         if not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
             raise UserError(f"{standby.name} is not in recovery: it is not a standby (promoted already?).")
-        # Everything received is replayed before promotion ends; read what was replayed once it has.
-        if not c.execute("SELECT pg_promote(wait => true, wait_seconds => 120)").fetchone()[0]:
-            raise UserError(f"{standby.name} did not finish promotion within 120 s; see its server log.")
+        if not c.execute("SELECT pg_promote(wait => false)").fetchone()[0]:
+            raise UserError(f"{standby.name} refused to be promoted; see its server log.")
+        deadline = time.monotonic() + timeout
+        while c.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise UserError(f"{standby.name} did not finish promotion within {timeout:.0f} s; see its server log.")
+            time.sleep(0.05)
+        # Once promoted, the replay position stays where recovery ended.
         return c.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
 
 
