@@ -6,6 +6,7 @@ As in tests/test_pitr.py, everything runs in the archiving site as the postgres 
 restore_command reads the site's environment file).
 """
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -90,6 +91,29 @@ def test_a_failed_check_or_a_missed_objective_fails_the_drill(drill_site):
     site.orm("from apps.recovery.models import DRPlan; DRPlan.objects.filter(name='walplan').update("
              "drill_probe_sql='SELECT count(*) = 10 FROM events', drill_tables=['public.events'], "
              "rto_objective_seconds=600)")
+
+
+def test_complete_database_failure_runbook_recovers_everything_archived(drill_site):
+    """docs/OPERATIONS.md, "Complete database failure": `pitr TARGET --pgdata DIR --start` with no target recovers
+    the latest backup + every archived commit into a new, writable cluster."""
+    import psycopg
+
+    from apps.databases.clusters import LocalCluster
+
+    site = drill_site
+    pgdata = site.root_recoveries / "replacement"
+    done = site.manage("pitr", TARGET, "--pgdata", str(pgdata), "--start", ok=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = _report(done)
+    try:
+        with psycopg.connect(host="127.0.0.1", port=result["port"], dbname="postgres", user="postgres",
+                             autocommit=True) as c:
+            assert c.execute("SELECT count(*) FROM events").fetchone()[0] == 10
+            c.execute("INSERT INTO events (n) VALUES (11)")  # promoted: the new primary takes writes
+    finally:
+        LocalCluster(base=site.root_recoveries, port=result["port"], data_dir=pgdata).stop(mode="immediate")
+        for leftover in site.root_recoveries.iterdir():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
 def test_a_corrupt_latest_backup_fails_the_drill(drill_site):

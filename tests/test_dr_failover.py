@@ -28,7 +28,7 @@ from apps.databases.models import DatabaseTarget
 from apps.databases.services import save_target
 from apps.recovery import failover, health, signals
 from apps.recovery.models import DRPlan, Failover, FailoverStatus
-from tests.helpers import throwaway_cluster
+from tests.helpers import V1, throwaway_cluster
 from tests.wal_site import _give
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -172,7 +172,7 @@ def test_failover_with_a_reachable_primary_fences_promotes_switches_and_loses_no
     signals.failover_finished.disconnect(dispatch_uid="test-finished")
 
 
-def test_synchronous_standby_loses_nothing_when_the_primary_crashes(pair):
+def test_synchronous_standby_loses_nothing_when_the_primary_crashes(pair, api_as):
     primary, plan, standby = pair
     _wait_streaming(standby)
     _sql(primary.conn(), "ALTER SYSTEM SET synchronous_standby_names = '\"shop-standby\"'")
@@ -184,8 +184,10 @@ def test_synchronous_standby_loses_nothing_when_the_primary_crashes(pair):
     _insert(primary, 1, 200)  # each commit returned only once the standby had flushed it
     primary.stop(mode="immediate")  # a crash: no shutdown checkpoint, nothing more sent
 
-    result = _cmd("dr_failover", "shop", "--confirm", "shop")
-
+    r = api_as("admin").post(f"{V1}/disaster-recovery/failover", {"plan": plan.pk, "confirm": "shop"}, format="json")
+    assert r.status_code == 202, r.content  # run inline (Q_SYNC) by the time it answers
+    result = api_as("admin").get(f"{V1}/disaster-recovery/failovers").json()["results"][0]
+    assert result["id"] == r.json()["failover_id"]
     assert result["status"] == "succeeded", result
     assert result["fenced"].startswith("unreachable")
     assert _ids(standby) == set(range(1, 201))  # zero loss

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.console import views
+from apps.console import dr_views, views
 
 app_name = "console"
 
@@ -10,4 +10,7 @@ urlpatterns = [
     path("jobs/<ulid:job_id>/", views.job_detail, name="job"),
     path("backups/<ulid:backup_id>/", views.backup_detail, name="backup"),
     path("backups/<ulid:backup_id>/verify/", views.verify_now, name="verify"),
+    path("dr/", dr_views.dr_status, name="dr-status"),
+    path("dr/plans/<int:plan_id>/drill/", dr_views.dr_drill, name="dr-drill"),
+    path("dr/plans/<int:plan_id>/failover/", dr_views.dr_failover, name="dr-failover"),
 ]
