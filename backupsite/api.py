@@ -49,7 +49,7 @@ urlpatterns = [
     path("backup-recovery/disaster-recovery/failover", dr_api.FailoverView.as_view(), name="dr-failover"),
     path("backup-recovery/disaster-recovery/failovers", dr_api.FailoverListView.as_view(), name="dr-failover-list"),
     path("backup-recovery/disaster-recovery/status", dr_api.StatusView.as_view(), name="dr-status"),
-    path("backup-recovery/disaster-recovery/test/<int:plan_id>", dr_api.DrillView.as_view(), name="dr-test"),
+    path("backup-recovery/disaster-recovery/test/<str:plan_id>", dr_api.DrillView.as_view(), name="dr-test"),
     path("backup-recovery/disaster-recovery/drills", dr_api.DrillListView.as_view(), name="dr-drill-list"),
     path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),

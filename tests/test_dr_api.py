@@ -44,6 +44,7 @@ def test_plans_crud_is_admin_only_and_audited(api_as, target):
     ({"primary": "nope"}, "No database target named nope"),
     ({"strategy": "pray"}, "not a valid choice"),
     ({"switch_hook_url": "file:///etc/passwd"}, "valid URL"),
+    ({"failure_threshold": 0}, "greater than or equal to 1"),
 ])
 def test_bad_plans_are_refused_with_the_reason(api_as, target, body, words):
     r = _plan(api_as("admin"), **body)

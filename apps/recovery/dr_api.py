@@ -16,6 +16,7 @@ from apps.core.api import (
     crud_schema,
     job_accepted,
 )
+from apps.core.errors import NotFound
 from apps.core.roles import ADMIN, OPERATOR
 from apps.databases.models import DatabaseTarget
 from apps.recovery import selectors, services
@@ -58,8 +59,6 @@ class DRPlanSerializer(serializers.ModelSerializer):
                 drill_tables=data.get("drill_tables", instance.drill_tables if instance else []),
                 notification_channels=data.get("notification_channels",
                                                 instance.notification_channels if instance else []))
-        if data.get("failure_threshold") == 0:
-            raise serializers.ValidationError({"failure_threshold": "At least 1."})
         return data
 
 
@@ -134,8 +133,11 @@ class DrillView(ActorMixin, generics.GenericAPIView):
 
     @extend_schema(summary="Run a DR drill", request=None,
                    responses={202: DrillAcceptedSerializer, 404: ERROR_404, 409: ERROR_409, **COMMON_ERRORS})
-    def post(self, request, plan_id: int):
-        plan = get_object_or_404(DRPlan, pk=plan_id)
+    def post(self, request, plan_id: str):
+        # Matched as text so that authentication and roles are checked first whatever the id looks like.
+        plan = get_object_or_404(DRPlan, pk=int(plan_id)) if plan_id.isdigit() else None
+        if plan is None:
+            raise NotFound(f"No DR plan with id {plan_id[:40]!r}.")
         job = DrillJob.enqueue(plan=plan, actor=self.actor)
         return Response(job_accepted(job, drill_id=job.args["drill_id"]), status=status.HTTP_202_ACCEPTED)
 

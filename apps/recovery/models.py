@@ -1,3 +1,4 @@
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.core.models import TimeStampedModel, UlidModel
@@ -102,13 +103,14 @@ class DRPlan(TimeStampedModel):
         help_text="Argument list run without a shell after promotion; the new primary is in DR_NEW_PRIMARY_HOST, "
                   "DR_NEW_PRIMARY_PORT, DR_NEW_PRIMARY_DBNAME, DR_NEW_PRIMARY_TARGET and DR_PLAN.")
     switch_hook_url = models.URLField(blank=True, help_text="Or: POSTed a JSON body naming the new primary.")
-    switch_hook_timeout_seconds = models.PositiveIntegerField(default=60)
+    switch_hook_timeout_seconds = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
     # Auto-failover
     auto_failover = models.BooleanField(default=False)
     auto_failover_armed = models.BooleanField(
         default=True, help_text="Cleared by a failover; an operator re-arms the plan after checking it.")
-    failure_threshold = models.PositiveIntegerField(default=3, help_text="Consecutive failed checks that fire it.")
-    health_timeout_seconds = models.PositiveIntegerField(default=5)
+    failure_threshold = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)],
+                                                    help_text="Consecutive failed checks that fire it.")
+    health_timeout_seconds = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
     last_health_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_health = models.JSONField(default=dict, blank=True, editable=False)
