@@ -95,7 +95,7 @@ def _wait_streaming(standby, timeout=30):
     raise AssertionError(f"standby not streaming: {reading}")
 
 
-def test_the_standby_streams_is_registered_and_holds_no_password(pair):
+def test_the_standby_streams_is_registered_and_holds_no_password(pair, api_as):
     primary, plan, standby = pair
     assert standby.enabled is False and standby.data_directory and plan.standbys.get() == standby
     _insert(primary, 1, 5)
@@ -103,6 +103,11 @@ def test_the_standby_streams_is_registered_and_holds_no_password(pair):
     assert reading["primary"]["healthy"] and reading["primary"]["replicas"][0]["application_name"] == "shop-standby"
     _wait_streaming(standby)
     assert _ids(standby) == {1, 2, 3, 4, 5}
+    (status,) = api_as("viewer").get(f"{V1}/disaster-recovery/status").json()["plans"]
+    (row,) = status["standbys"]
+    # Caught up (an idle primary may still log a running-transactions record between the two readings).
+    assert row["target"] == "shop-standby" and row["streaming"] and 0 <= row["lag_bytes"] < 65536
+    assert row["last_replay_at"] and status["primary"]["healthy"]
     conf = (Path(standby.data_directory) / "postgresql.auto.conf").read_text()
     assert "primary_conninfo" in conf and "passfile=" in conf and PASSWORD not in conf
     passfile = Path(standby.data_directory).parent / ".standby.pgpass"
