@@ -109,7 +109,8 @@ def anchor_standby(n: int, primary: LocalCluster) -> tuple[float, LocalCluster]:
     give(home)
     standby = LocalCluster(base=home, port=free_port(), data_dir=home / "data", log_file=home / "server.log")
     t0 = time.perf_counter()
-    subprocess.run(as_server_user([pg_bin("pg_basebackup"), "-D", str(standby.data), "-X", "stream", "-c", "fast", "-R"]),
+    subprocess.run(as_server_user([pg_bin("pg_basebackup"), "-D", str(standby.data), "-X", "stream", "-c", "fast",
+                                   "-R"]),
                    env=primary.conn().env("bench-dr"), check=True, capture_output=True)
     standby.append_conf({"port": str(standby.port), "unix_socket_directories": f"'{home}'"})
     standby.start()

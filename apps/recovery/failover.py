@@ -11,8 +11,8 @@ Order, and why:
    `plan.catchup_seconds` to replay everything up to the primary's last position: with a reachable
    primary nothing committed is lost, even with asynchronous replication.
 3. `pg_promote()`, then polls until it is out of recovery; the plan and the targets follow at once (the
-   promoted server is the only writable one now): the standby becomes the plan's primary and an enabled target, so scheduled backups
-   continue from it; the old primary is disabled and leaves the plan (it needs pg_rewind or a new base
+   promoted server is the only writable one now): the standby becomes the plan's primary and an enabled
+   target, so scheduled backups continue from it; the old primary is disabled and leaves the plan (it needs pg_rewind or a new base
    backup before it can follow again). Auto-failover is disarmed until an operator re-arms the plan.
 4. The switch hook points applications at the new primary; then a write (a committed transaction with a
    transaction id) is verified on it. RTO is the wall time from the start of the failover to that write.
