@@ -270,3 +270,18 @@ def test_auto_failover_ignores_one_missed_check_fires_at_the_threshold_and_only_
         assert failover.check_plan(plan=plan)["failover_job"] is None
     assert Failover.objects.count() == 1
     signals.auto_failover_fired.disconnect(dispatch_uid="test-fired")
+
+
+def test_a_failing_switch_hook_fails_the_failover_but_the_plan_follows_the_promotion(pair):
+    primary, plan, standby = pair
+    plan.switch_hook_command, plan.fence = ["/bin/false"], "stop"
+    plan.save()
+    DatabaseTarget.objects.filter(name="shop-db").update(data_directory=str(primary.data))
+    with pytest.raises(CommandError, match="was promoted and is the plan's primary now, but switching failed"):
+        call_command("dr_failover", "shop", "--confirm", "shop", stdout=StringIO())
+    row = Failover.objects.get()
+    assert row.status == FailoverStatus.FAILED and row.promoted_lsn and row.rto_seconds is None
+    assert row.fenced.startswith("stopped") and not primary.is_running()  # the hard fence: pg_ctl stop
+    plan.refresh_from_db()
+    assert plan.primary == standby  # the only writable server: backups must follow it whatever the hook did
+    failover.verify_write(standby)
