@@ -135,7 +135,8 @@ class DrillView(ActorMixin, generics.GenericAPIView):
                    responses={202: DrillAcceptedSerializer, 404: ERROR_404, 409: ERROR_409, **COMMON_ERRORS})
     def post(self, request, plan_id: str):
         # Matched as text so that authentication and roles are checked first whatever the id looks like.
-        plan = get_object_or_404(DRPlan, pk=int(plan_id)) if plan_id.isdigit() else None
+        numeric = plan_id.isascii() and plan_id.isdigit() and len(plan_id) < 19
+        plan = get_object_or_404(DRPlan, pk=int(plan_id)) if numeric else None
         if plan is None:
             raise NotFound(f"No DR plan with id {plan_id[:40]!r}.")
         job = DrillJob.enqueue(plan=plan, actor=self.actor)
