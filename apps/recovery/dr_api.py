@@ -4,6 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status, viewsets
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from apps.core.api import (
     COMMON_ERRORS,
@@ -126,7 +127,7 @@ class DrillAcceptedSerializer(JobAcceptedSerializer):
     drill_id = serializers.CharField()
 
 
-class DrillView(ActorMixin, generics.GenericAPIView):
+class DrillView(ActorMixin, APIView):
     """Drill a plan now (operator): restore into a scratch cluster, check, measure RTO/RPO, tear down; a job."""
 
     write_role = OPERATOR
@@ -148,7 +149,7 @@ STATUS_RESPONSE = OpenApiResponse(
                                      "objectives, last drill and failover, and the recoverable window.")
 
 
-class StatusView(generics.GenericAPIView):
+class StatusView(APIView):
     """Disaster-recovery status of every plan, read live from the servers (viewer)."""
 
     @extend_schema(summary="Disaster-recovery status", responses={200: STATUS_RESPONSE, **COMMON_ERRORS})
