@@ -32,6 +32,9 @@ def test_plans_crud_is_admin_only_and_audited(api_as, target):
     r = admin.patch(f"{PLANS}{plan['id']}/", {"rto_objective_seconds": 120}, format="json")
     assert r.status_code == 200 and r.json()["rto_objective_seconds"] == 120
     assert AuditEvent.objects.get(action="dr.plan.updated").details["changed"] == ["rto_objective_seconds"]
+    DRPlan.objects.filter(pk=plan["id"]).update(auto_failover_armed=False, consecutive_failures=5)  # as a failover
+    r = admin.patch(f"{PLANS}{plan['id']}/", {"auto_failover_armed": True}, format="json")
+    assert r.json()["auto_failover_armed"] is True and r.json()["consecutive_failures"] == 0  # re-armed afresh
     assert admin.delete(f"{PLANS}{plan['id']}/").status_code == 204
     assert not DRPlan.objects.exists() and AuditEvent.objects.filter(action="dr.plan.deleted").exists()
 

@@ -40,6 +40,8 @@ def save_plan(*, plan: DRPlan, standbys: list | None = None, actor: Actor) -> DR
                       switch_hook_command=plan.switch_hook_command, drill_tables=plan.drill_tables,
                       notification_channels=plan.notification_channels)
     before = {} if created else DRPlan.objects.filter(pk=plan.pk).values(*AUDITED).first() or {}
+    if before.get("auto_failover_armed") is False and plan.auto_failover_armed:
+        plan.consecutive_failures = 0  # re-armed: count afresh, not from the failures that fired it
     plan.full_clean(exclude=["standbys"])
     plan.save()
     if standbys is not None:
