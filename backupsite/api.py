@@ -12,6 +12,7 @@ from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
 from apps.monitoring import api as monitoring
 from apps.recovery import api as recovery
+from apps.recovery import dr_api
 from apps.storage.api import StorageLocationViewSet
 from apps.verification import api as verification
 
@@ -22,6 +23,7 @@ router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basen
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
 router.register("backup-recovery/monitoring/channels", monitoring.ChannelViewSet, basename="channel")
 router.register("backup-recovery/monitoring/rules", monitoring.AlertRuleViewSet, basename="alert-rule")
+router.register("backup-recovery/disaster-recovery/plans", dr_api.DRPlanViewSet, basename="dr-plan")
 
 audit_list = AuditEventViewSet.as_view({"get": "list"})
 audit_detail = AuditEventViewSet.as_view({"get": "retrieve"})
@@ -52,6 +54,11 @@ urlpatterns = [
          name="pitr"),
     path("backup-recovery/disaster-recovery/recoveries", recovery.RecoveryRunListView.as_view(),
          name="recovery-list"),
+    path("backup-recovery/disaster-recovery/failover", dr_api.FailoverView.as_view(), name="dr-failover"),
+    path("backup-recovery/disaster-recovery/failovers", dr_api.FailoverListView.as_view(), name="dr-failover-list"),
+    path("backup-recovery/disaster-recovery/status", dr_api.StatusView.as_view(), name="dr-status"),
+    path("backup-recovery/disaster-recovery/test/<str:plan_id>", dr_api.DrillView.as_view(), name="dr-test"),
+    path("backup-recovery/disaster-recovery/drills", dr_api.DrillListView.as_view(), name="dr-drill-list"),
     path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),
     path("audit/", audit_list, name="audit-list"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.console import monitoring_views, views
+from apps.console import dr_views, monitoring_views, views
 
 app_name = "console"
 
@@ -13,4 +13,7 @@ urlpatterns = [
     path("monitoring/", monitoring_views.monitoring_dashboard, name="monitoring"),
     path("monitoring/alerts/", monitoring_views.alert_list, name="alerts"),
     path("monitoring/alerts/<ulid:alert_id>/<str:verb>/", monitoring_views.alert_action, name="alert-action"),
+    path("dr/", dr_views.dr_status, name="dr-status"),
+    path("dr/plans/<int:plan_id>/drill/", dr_views.dr_drill, name="dr-drill"),
+    path("dr/plans/<int:plan_id>/failover/", dr_views.dr_failover, name="dr-failover"),
 ]

@@ -13,6 +13,8 @@ SCHEDULES = [
     ("Health checks", "apps.monitoring.tasks.health_check", 5),
     ("Replication check", "apps.monitoring.tasks.replication_check", "15 * * * *"),
     ("Deliver notifications", "apps.monitoring.tasks.deliver_outbox", 1),
+    ("DR drill", "apps.recovery.tasks.dr_drills", "0 4 * * 0"),
+    ("DR health checks", "apps.recovery.tasks.dr_health_checks", 1),
 ]
 
 

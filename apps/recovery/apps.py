@@ -13,10 +13,16 @@ class RecoveryConfig(AppConfig):
 
 
 def _settle_recovery_of_dead_job(*, job, **_kwargs) -> None:
-    """A recovery whose process died is failed with it (its half-recovered directory is left for the operator)."""
+    """A recovery, failover or drill whose process died is failed with it (a half-recovered directory is left for
+    the operator)."""
     from django.utils import timezone
 
-    from apps.recovery.models import RecoveryRun, RecoveryStatus
+    from apps.recovery.models import DRDrill, DrillStatus, Failover, FailoverStatus, RecoveryRun, RecoveryStatus
 
+    error = job.error or "The process running it died."
     RecoveryRun.objects.filter(job_id=job.pk, status__in=[RecoveryStatus.PENDING, RecoveryStatus.RUNNING]).update(
-        status=RecoveryStatus.FAILED, finished_at=timezone.now(), error=job.error or "The process running it died.")
+        status=RecoveryStatus.FAILED, finished_at=timezone.now(), error=error)
+    Failover.objects.filter(job_id=job.pk, status__in=[FailoverStatus.PENDING, FailoverStatus.RUNNING]).update(
+        status=FailoverStatus.FAILED, finished_at=timezone.now(), error=error)
+    DRDrill.objects.filter(job_id=job.pk, status__in=[DrillStatus.PENDING, DrillStatus.RUNNING]).update(
+        status=DrillStatus.FAILED, finished_at=timezone.now(), error=error, objectives_met=False)

@@ -1,4 +1,5 @@
-"""Job runner for point-in-time recovery (services imported when it runs: see apps/backups/jobs.py)."""
+"""Job runners of recovery: point-in-time recovery, failover, DR drills, standby creation (services imported when
+they run: see apps/backups/jobs.py)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from apps.core.services import Actor
 from apps.databases.models import DatabaseTarget
 from apps.jobs.models import Job
 from apps.jobs.runner import JobRunner
-from apps.recovery.models import RecoveryRun
+from apps.recovery.models import DRDrill, DRPlan, Failover, RecoveryRun
 
 if TYPE_CHECKING:
     from apps.databases.connection import PgConn
@@ -46,3 +47,87 @@ class PointInTimeRecoveryJob(JobRunner):
         return {"recovery_id": run.pk, "base_backup_id": run.base_backup_id, "pgdata": run.pgdata, "port": run.port,
                 "reached": run.reached, "restore_seconds": run.restore_seconds,
                 "replay_seconds": run.replay_seconds, "table": run.table_destination}
+
+
+class FailoverJob(JobRunner):
+    """Fail a DR plan over to its least-behind healthy standby (apps/recovery/failover.py).
+
+    The failover is `Failover.objects.get(pk=job.args["failover_id"])`."""
+
+    name = "recovery.failover"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, plan: DRPlan, automatic: bool = False,
+                standby: DatabaseTarget | None = None) -> Job:
+        from apps.recovery import failover
+
+        with transaction.atomic():
+            row = failover.request_failover(plan=plan, actor=actor, automatic=automatic, standby=standby)
+            row.job = cls.create_job(args={"failover_id": row.pk, "plan": plan.name}, actor=actor)
+            row.save(update_fields=["job"])
+        return row.job
+
+    def run(self, **_runtime) -> dict:
+        from apps.recovery import failover
+
+        row = failover.run_failover(failover=Failover.objects.get(pk=self.job.args["failover_id"]), ctx=self.ctx)
+        return failover_report(row)
+
+
+def failover_report(row: Failover) -> dict:
+    return {"failover_id": row.pk, "plan": row.plan.name, "status": row.status, "automatic": row.automatic,
+            "old_primary": row.old_primary.name if row.old_primary else None,
+            "new_primary": row.new_primary.name if row.new_primary else None, "fenced": row.fenced,
+            "lag_bytes_at_start": row.lag_bytes_at_start, "lag_seconds_at_start": row.lag_seconds_at_start,
+            "old_primary_lsn": row.old_primary_lsn, "promoted_lsn": row.promoted_lsn,
+            "data_loss_bytes": row.data_loss_bytes, "promote_seconds": row.promote_seconds,
+            "rto_seconds": row.rto_seconds, "hook_result": row.hook_result, "error": row.error or None}
+
+
+class DrillJob(JobRunner):
+    """A DR drill of a plan (apps/recovery/drills.py); the drill is `DRDrill.objects.get(pk=job.args["drill_id"])`."""
+
+    name = "recovery.drill"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, plan: DRPlan) -> Job:
+        from apps.recovery import drills
+
+        with transaction.atomic():
+            drill = drills.request_drill(plan=plan, actor=actor)
+            drill.job = cls.create_job(args={"drill_id": drill.pk, "plan": plan.name}, actor=actor)
+            drill.save(update_fields=["job"])
+        return drill.job
+
+    def run(self, **_runtime) -> dict:
+        from apps.recovery import drills
+
+        drill = drills.run_drill(drill=DRDrill.objects.get(pk=self.job.args["drill_id"]), ctx=self.ctx,
+                                 actor=Actor(user=self.job.requested_by, via=self.job.via))
+        return drills.report(drill)
+
+
+class StandbyCreateJob(JobRunner):
+    """Make a streaming standby of a target on this machine and register it (apps/recovery/standby.py)."""
+
+    name = "recovery.standby_create"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, primary: DatabaseTarget, name: str, pgdata: str, port: int,
+                plan: DRPlan | None = None) -> Job:
+        from apps.recovery import standby
+
+        standby.check_request(primary=primary, name=name, pgdata=pgdata, port=port)
+        return cls.create_job(args={"primary": primary.name, "name": name, "pgdata": pgdata, "port": port,
+                                    "plan": plan.name if plan else ""}, actor=actor)
+
+    def run(self, **_runtime) -> dict:
+        from apps.recovery import health, standby
+
+        a = self.job.args
+        plan = DRPlan.objects.get(name=a["plan"]) if a["plan"] else None
+        target = standby.create_standby(primary=DatabaseTarget.objects.get(name=a["primary"]), name=a["name"],
+                                        pgdata=a["pgdata"], port=a["port"], plan=plan, ctx=self.ctx,
+                                        actor=Actor(user=self.job.requested_by, via=self.job.via))
+        return {"target": target.name, "port": target.port, "pgdata": target.data_directory,
+                "plan": a["plan"] or None, "reading": health.standby_reading(target)}
