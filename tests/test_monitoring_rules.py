@@ -213,3 +213,53 @@ def test_rule_parameters_are_checked(target):
         services.save_rule(rule=AlertRule(type="backup_age", params={"rpo_days": 1}), actor=SYSTEM)
     with pytest.raises(UserError, match="number"):
         services.save_rule(rule=AlertRule(type="backup_age", params={"rpo_hours": "soon"}), actor=SYSTEM)
+
+
+def test_dr_drill_failed_follows_the_latest_finished_drill(target):
+    from apps.recovery.models import DRDrill, DRPlan
+
+    from apps.monitoring.models import Delivery, NotificationChannel
+
+    pager = NotificationChannel.objects.create(name="pager", kind="webhook", min_severity="critical",
+                                               config={"url": "http://127.0.0.1:9/hook"})
+    other = NotificationChannel.objects.create(name="other", kind="webhook", min_severity="critical",
+                                               config={"url": "http://127.0.0.1:9/hook"})
+    plan = DRPlan.objects.create(name="orders-dr", primary=target, notification_channels=["pager"])
+    DRDrill.objects.create(plan=plan, status="passed", finished_at=timezone.now() - timedelta(days=7))
+    engine.evaluate()
+    assert active("dr_drill_failed") == []
+    failed = DRDrill.objects.create(plan=plan, status="failed", finished_at=timezone.now(), objectives_met=False,
+                                    reasons=["RTO 1200 s above the objective of 900 s"])
+    engine.evaluate()
+    [alert] = active("dr_drill_failed")
+    assert alert.severity == "high" and "RTO 1200 s" in alert.message and alert.target == "orders"
+    # High is below both channels' minimum: the plan's own channel gets it, the other does not.
+    assert [d.channel_id for d in Delivery.objects.filter(alert=alert)] == [pager.pk]
+    assert not Delivery.objects.filter(channel=other).exists()
+    DRDrill.objects.create(plan=plan, status="running")  # not finished: changes nothing
+    engine.evaluate()
+    assert [a.pk for a in active("dr_drill_failed")] == [alert.pk]
+    DRDrill.objects.create(plan=plan, status="passed", finished_at=failed.finished_at + timedelta(minutes=5))
+    engine.evaluate()
+    assert active("dr_drill_failed") == []
+
+
+def test_failover_alerts_a_failure_and_an_automatic_failover_until_re_armed(target):
+    from apps.recovery.models import DRPlan, Failover
+
+    plan = DRPlan.objects.create(name="orders-dr", primary=target, auto_failover=True)
+    Failover.objects.create(plan=plan, status="succeeded", automatic=False)  # manual, done: nothing to say
+    engine.evaluate()
+    assert active("failover") == []
+    Failover.objects.create(plan=plan, status="failed", error="standby lag 90 MB above the limit")
+    engine.evaluate()
+    [alert] = active("failover")
+    assert alert.severity == "critical" and "standby lag 90 MB" in alert.message
+    Failover.objects.create(plan=plan, status="succeeded", automatic=True)
+    DRPlan.objects.filter(pk=plan.pk).update(auto_failover_armed=False)
+    engine.evaluate()
+    [again] = active("failover")
+    assert again.pk == alert.pk and "disarmed" in again.message and again.count == 2
+    DRPlan.objects.filter(pk=plan.pk).update(auto_failover_armed=True)  # an operator re-armed it
+    engine.evaluate()
+    assert active("failover") == []

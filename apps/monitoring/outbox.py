@@ -30,8 +30,10 @@ CLAIM_SECONDS = 120  # longer than one attempt can take (HTTP and SMTP timeouts 
 def enqueue(*, alert: Alert, event: str) -> list[Delivery]:
     now = timezone.now()
     if event == DeliveryEvent.TRIGGER:
+        # Routed by severity, plus the channels the condition names (a DR plan's own channels), whatever theirs.
+        named = set((alert.details or {}).get("channels") or [])
         channels = [c for c in NotificationChannel.objects.filter(enabled=True)
-                    if at_least(alert.severity, c.min_severity)]
+                    if at_least(alert.severity, c.min_severity) or c.name in named]
     else:
         channels = list(NotificationChannel.objects.filter(
             deliveries__alert=alert, deliveries__event=DeliveryEvent.TRIGGER).distinct())
