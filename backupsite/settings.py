@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "apps.backups",
     "apps.verification",
     "apps.recovery",
+    "apps.documents",
     "apps.jobs",
     "apps.console",
 ]
