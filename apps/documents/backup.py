@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -186,11 +186,8 @@ class VersionWriter:
                 for p in self.packer.stored
             ])
             by_key = {p.key: p for p in packs}
-            DocumentChunk.objects.bulk_create(
-                [DocumentChunk(location=location, sha256=sha, pack=by_key[p.key], offset=off, length=length)
-                 for p in self.packer.stored for sha, off, length in p.chunks],
-                ignore_conflicts=True, batch_size=2000,
-            )
+            _insert_chunks([(location.pk, sha, by_key[p.key].pk, off, length)
+                            for p in self.packer.stored for sha, off, length in p.chunks])
             added = sum(p.stats.size_stored for p in self.packer.stored) + manifest_stats.size_stored
             updated = DocumentVersion.objects.filter(pk=v.pk, status=VersionStatus.RUNNING).update(
                 status=VersionStatus.SUCCEEDED, finished_at=finished_at, files=sum(
@@ -214,6 +211,19 @@ class VersionWriter:
                 self.backend.delete(key)
             except Exception:  # unreferenced either way: no chunk row points into it
                 log.exception("Could not remove %s after a failed document backup", key)
+
+
+def _insert_chunks(rows: list[tuple]) -> None:
+    """Index rows in one executemany: a first backup adds tens of thousands, and model instances for each
+    cost more than the insert. A chunk already indexed (a concurrent backup of another source packed it
+    too) keeps its first pack: both packs are committed."""
+    qn = connection.ops.quote_name
+    table = DocumentChunk._meta.db_table
+    sql = (f"INSERT INTO {qn(table)} ({qn('location_id')}, {qn('sha256')}, {qn('pack_id')}, {qn('offset')}, "
+           f"{qn('length')}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
+    with connection.cursor() as cursor:
+        for i in range(0, len(rows), 5000):
+            cursor.executemany(sql, rows[i:i + 5000])
 
 
 def _referenced_bytes(location, entries: list[dict]) -> int:

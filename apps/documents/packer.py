@@ -14,6 +14,9 @@ from apps.pipeline.keys import Keyring
 from apps.storage.backends import StorageBackend
 
 PACK_SIZE = 16 << 20
+# zstd level 1: on documents (prose, office files) it compresses as well as level 3 at 1.6× the speed here,
+# and compression is most of a first backup's CPU time (docs/BENCHMARKS.md).
+PACK_ZSTD_LEVEL = 1
 
 
 @dataclass
@@ -71,7 +74,8 @@ class Packer:
                 self._store(pack)
 
     def _store(self, pack: _OpenPack) -> None:
-        encoder = Encoder(compression_name=self.compression, keyring=self.keyring, compression_threads=0)
+        encoder = Encoder(compression_name=self.compression, keyring=self.keyring, compression_threads=0,
+                          compression_level=PACK_ZSTD_LEVEL if self.compression == "zstd" else None)
         key = layout.new_pack_key(compression_name=self.compression, encrypted=self.keyring is not None)
         self.backend.put_stream(key, encoder.encode(pack.pieces))
         pack.pieces.clear()

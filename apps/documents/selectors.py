@@ -70,3 +70,13 @@ def statistics(*, days: int = 30) -> dict:
         "success_rate": (ok / done) if done else None,
         "sources": sources,
     }
+
+
+def version_named(version_id: str) -> DocumentVersion:
+    """A version by id, for commands and views; NotFound when there is none."""
+    from apps.core.errors import NotFound
+
+    version = DocumentVersion.objects.select_related("source", "storage_location").filter(pk=version_id).first()
+    if version is None:
+        raise NotFound(f"No document version {version_id!r}.")
+    return version
