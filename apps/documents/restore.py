@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from apps.core.errors import UserError
 from apps.documents import manifest
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
+from apps.documents.renames import rename_noreplace
 from apps.documents.models import DocumentVersion
 from apps.jobs.progress import JobContext, note
 from apps.pipeline.keys import configured_keyring
 
 TMP_MARK = ".restore-"
+WRITERS = 4
 
 
 @dataclass
@@ -48,38 +51,39 @@ class RestoreResult:
 class _Tree:
     """The target directory: makes and checks the directories on a path, never through a link."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: str):
         self.root = root
-        self._checked: set[str] = set()
+        self.checked: set[str] = set()
+        self.made: set[str] = set()  # directories this restore created: nothing else can be in them
 
-    def parent_of(self, rel: str) -> Path:
-        parts = rel.split("/")[:-1]
-        path = self.root
-        done = ""
-        for part in parts:
-            done = f"{done}/{part}" if done else part
-            path = path / part
-            if done in self._checked:
-                continue
-            self.ensure_dir(path, done)
-        return path
+    def parent_of(self, rel: str) -> tuple[str, str]:
+        """(directory, parent's relative path) of `rel`, every directory on the way made or checked."""
+        parent_rel = rel.rpartition("/")[0]
+        if parent_rel and parent_rel not in self.checked:
+            done = ""
+            for part in parent_rel.split("/"):
+                done = f"{done}/{part}" if done else part
+                if done not in self.checked:
+                    self.ensure_dir(done)
+        return (os.path.join(self.root, parent_rel) if parent_rel else self.root), parent_rel
 
-    def ensure_dir(self, path: Path, rel: str, mode: int = 0o755) -> None:
+    def ensure_dir(self, rel: str) -> None:
+        path = os.path.join(self.root, rel)
         try:
+            os.mkdir(path, 0o700)  # the owner fills it; its own mode is set at the end
+            self.made.add(rel)
+        except FileExistsError:
             st = os.lstat(path)
-        except FileNotFoundError:
-            os.mkdir(path, mode | 0o700)  # owner must be able to fill it; its own mode is set afterwards
-            st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise UnsafePath(f"Refusing {rel!r}: it exists in the target and is not a directory (a link?).")
-        self._checked.add(rel)
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"Refusing {rel!r}: it exists in the target and is not a directory (a link?).")
+        self.checked.add(rel)
 
 
 def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwrite: bool,
                   ctx: JobContext | None = None) -> RestoreResult:
     """Write manifest entries under `root` (which must exist). Bad entries are refused and reported."""
     result = RestoreResult()
-    tree = _Tree(root)
+    tree = _Tree(str(root))
     files, dirs, links = [], [], []
     for e in entries:
         try:
@@ -98,26 +102,48 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
             result.refused.append({"path": rel, "problem": f"unknown entry type {kind!r}"})
     for e in dirs:
         try:
-            tree.ensure_dir(tree.parent_of(e["path"]) / e["path"].rsplit("/", 1)[-1], e["path"])
+            tree.parent_of(e["path"])
+            tree.ensure_dir(e["path"])
             result.dirs += 1
+        except UnsafePath as exc:
+            result.refused.append({"path": e["path"], "problem": str(exc)})
+    # Directories first, here (one thread), so the writers below only read the tree's sets.
+    placed = []
+    for e in files:
+        try:
+            placed.append((e, *tree.parent_of(e["path"])))
         except UnsafePath as exc:
             result.refused.append({"path": e["path"], "problem": str(exc)})
     store.locate(c for e in files for c in e["chunks"])
     store.plan(store.pack_order(c for e in files for c in e["chunks"]))
-    for i, e in enumerate(files):
+    token = uuid.uuid4().hex[:8]
+
+    def write(job: tuple[int, tuple]) -> int | None:
+        """Bytes written, or None (kept, refused or failed: recorded in `result`; list.append is atomic)."""
+        i, (e, parent, parent_rel) = job
         try:
-            _write_file(e, tree=tree, store=store, overwrite=overwrite, result=result)
+            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made,
+                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
         except UnsafePath as exc:
             result.refused.append({"path": e["path"], "problem": str(exc)})
         except (ChunkError, OSError) as exc:
             result.failed.append({"path": e["path"], "problem": str(exc)})
-        if ctx is not None and i % 1000 == 999:
-            ctx.progress(result.bytes)
+        return None
+
+    # Creating files is mostly file-system work outside the GIL: a few writers keep the disk busy.
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="docs-restore") as pool:
+        for n, size in enumerate(pool.map(write, enumerate(placed)), 1):
+            if size is not None:
+                result.files += 1
+                result.bytes += size
+            if ctx is not None and n % 1000 == 0:
+                ctx.progress(result.bytes)
     for e in links:
         try:
-            final = tree.parent_of(e["path"]) / e["path"].rsplit("/", 1)[-1]
+            parent, _ = tree.parent_of(e["path"])
+            final = os.path.join(parent, e["path"].rpartition("/")[2])
             if os.path.lexists(final):
-                if not overwrite or os.path.isdir(final) and not os.path.islink(final):
+                if not overwrite or (os.path.isdir(final) and not os.path.islink(final)):
                     result.skipped_existing.append(e["path"])
                     continue
                 os.unlink(final)
@@ -127,9 +153,9 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
             result.refused.append({"path": e["path"], "problem": str(exc)})
         except OSError as exc:
             result.failed.append({"path": e["path"], "problem": exc.strerror or str(exc)})
-    for e in dirs:  # modes and times of directories last: writing into them changed their mtime
-        path = root / e["path"]
-        if e["path"] in tree._checked and isinstance(e.get("mode"), int):
+    for e in reversed(dirs):  # modes and times of directories last: writing into them changed their mtime
+        if e["path"] in tree.checked and isinstance(e.get("mode"), int):
+            path = os.path.join(tree.root, e["path"])
             try:
                 os.chmod(path, e["mode"] & 0o7777, follow_symlinks=False)
                 if isinstance(e.get("mtime_ns"), int):
@@ -142,30 +168,29 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
     return result
 
 
-def _write_file(e: dict, *, tree: _Tree, store: ChunkStore, overwrite: bool, result: RestoreResult) -> None:
+def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: ChunkStore, overwrite: bool,
+                result: RestoreResult) -> int | None:
     rel = e["path"]
-    parent = tree.parent_of(rel)
-    name = rel.rsplit("/", 1)[-1]
-    final = parent / name
-    if os.path.lexists(final) and not overwrite:
+    final = os.path.join(parent, rel.rpartition("/")[2])
+    # In a directory this restore made nothing else can be; elsewhere look first, so a kept file is not read.
+    if not fresh_dir and not overwrite and os.path.lexists(final):
         result.skipped_existing.append(rel)
-        return
-    tmp = parent / f".{name[:100]}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+        return None
+    tmp = os.path.join(parent, tmp_name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         digest = hashlib.sha256()
-        single = len(e["chunks"]) == 1
+        chunks = e["chunks"]
+        single = len(chunks) == 1
         size = 0
         with os.fdopen(fd, "wb", buffering=0) as fh:
-            for sha in e["chunks"]:
+            for sha in chunks:
                 data = store.get(sha)  # checked against its own SHA-256
                 if not single:
                     digest.update(data)
                 fh.write(data)
                 size += len(data)
-            got = e["chunks"][0] if single else digest.hexdigest()
-            if not e["chunks"]:
-                got = hashlib.sha256(b"").hexdigest()
+            got = chunks[0] if single else digest.hexdigest()
             if got != e.get("sha256") or size != e.get("size"):
                 raise ChunkError(f"restored bytes do not match the manifest's SHA-256 / size for {rel}")
             if isinstance(e.get("mode"), int):
@@ -178,20 +203,18 @@ def _write_file(e: dict, *, tree: _Tree, store: ChunkStore, overwrite: bool, res
             os.replace(tmp, final)
         else:
             try:
-                os.link(tmp, final, follow_symlinks=False)  # no-clobber: fails if the name appeared meanwhile
+                rename_noreplace(tmp, final)
             except FileExistsError:
-                result.skipped_existing.append(rel)
-                return
-            finally:
                 os.unlink(tmp)
+                result.skipped_existing.append(rel)
+                return None
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-    result.files += 1
-    result.bytes += size
+    return size
 
 
 def restore_version(*, version: DocumentVersion, to: str, path: str | None = None, overwrite: bool = False,
