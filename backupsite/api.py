@@ -8,6 +8,7 @@ from apps.backups import api as backups
 from apps.backups import wal_api
 from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
+from apps.documents import api as documents
 from apps.jobs.api import JobViewSet
 from apps.recovery import api as recovery
 from apps.storage.api import StorageLocationViewSet
@@ -18,6 +19,7 @@ app_name = "v1"
 router = SimpleRouter()
 router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
+router.register("backup-recovery/documents/sources", documents.DocumentSourceViewSet, basename="document-source")
 
 job_list = JobViewSet.as_view({"get": "list"})
 job_detail = JobViewSet.as_view({"get": "retrieve"})
@@ -46,6 +48,18 @@ urlpatterns = [
          name="recovery-list"),
     path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),
+    path("backup-recovery/documents/backup", documents.DocumentBackupView.as_view(), name="documents-backup"),
+    path("backup-recovery/documents/backups", documents.DocumentVersionListView.as_view(), name="documents-list"),
+    path("backup-recovery/documents/backups/<ulid:pk>", documents.DocumentVersionDetailView.as_view(),
+         name="documents-detail"),
+    path("backup-recovery/documents/backups/<ulid:pk>/files", documents.DocumentFilesView.as_view(),
+         name="documents-files"),
+    path("backup-recovery/documents/backups/<ulid:pk>/verify", documents.DocumentVerifyView.as_view(),
+         name="documents-verify"),
+    path("backup-recovery/documents/backups/<ulid:pk>/restore", documents.DocumentRestoreView.as_view(),
+         name="documents-restore"),
+    path("backup-recovery/documents/statistics", documents.DocumentStatisticsView.as_view(),
+         name="documents-statistics"),
     path("jobs", job_list, name="job-list"),
     path("jobs/<ulid:pk>", job_detail, name="job-detail"),
     *router.urls,
