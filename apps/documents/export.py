@@ -29,19 +29,25 @@ class _FileReader:
         self._hash = hashlib.sha256()
 
     def read(self, n: int = -1) -> bytes:
-        while not self._buf:
-            sha = next(self._chunks, None)
-            if sha is None:
-                if self._hash.hexdigest() != self.entry.get("sha256"):
-                    raise ChunkError(f"{self.entry['path']} does not match the manifest's SHA-256")
-                return b""
-            data = self.store.get(sha)
-            self._hash.update(data)
-            self._buf = memoryview(data)
-        if n is None or n < 0:
-            n = len(self._buf)
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out.tobytes()
+        """Exactly n bytes unless the file ends first (tarfile takes a short read for a truncated file)."""
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            if not self._buf:
+                sha = next(self._chunks, None)
+                if sha is None:
+                    break
+                data = self.store.get(sha)  # checked against its own SHA-256
+                self._hash.update(data)
+                self._buf = memoryview(data)
+            take = len(self._buf) if n < 0 else min(n - len(out), len(self._buf))
+            out += self._buf[:take]
+            self._buf = self._buf[take:]
+        return bytes(out)
+
+    def finish(self) -> None:
+        """After tarfile took the entry's size: nothing may be left, and the whole must match the manifest."""
+        if self._buf or next(self._chunks, None) is not None or self._hash.hexdigest() != self.entry.get("sha256"):
+            raise ChunkError(f"{self.entry['path']} does not match the manifest's size and SHA-256")
 
 
 def export_version(*, version: DocumentVersion, to: str, ctx: JobContext | None = None) -> dict:
@@ -79,7 +85,9 @@ def export_version(*, version: DocumentVersion, to: str, ctx: JobContext | None 
                     tar.addfile(info)
                 elif e.get("type") == "file":
                     info.size = e["size"]
-                    tar.addfile(info, _FileReader(e, store))
+                    reader = _FileReader(e, store)
+                    tar.addfile(info, reader)
+                    reader.finish()
                     files += 1
                     size += e["size"]
             raw.flush()
