@@ -155,3 +155,20 @@ def test_export_extracts_with_system_tar_to_the_same_bytes(tmp_path):
     again = DocumentExportJob.run_now(version=version, to=str(archive), actor=SYSTEM)
     assert again.status == "failed" and "exists" in again.error  # never overwritten
     assert not list(tmp_path.glob("export.tar.gz.partial-*"))
+
+
+def test_after_verify_finds_a_damaged_pack_the_next_backup_stores_its_chunks_anew(tmp_path, backup_root):
+    tree = tmp_path / "tree"
+    make_tree(tree)
+    source = add_source("docs", tree)
+    first = backup(source)
+    pack = DocumentPack.objects.filter(version=first).order_by("-size_stored").first()
+    (backup_root / pack.key).unlink()
+    assert not verify_version(version=first)["ok"]
+    (tree / "touch.txt").write_bytes(b"so that a new version is taken")
+    second = backup(source)
+    assert second.bytes_added >= pack.size_stored // 2  # the lost chunks were stored again
+    assert verify_version(version=second)["ok"]
+    out = tmp_path / "out"
+    assert restore_version(version=second, to=str(out)).ok
+    assert snapshot(out) == snapshot(tree)

@@ -71,7 +71,8 @@ class VersionWriter:
 
     def produce(self, *, lease: locks.Lease, parent: DocumentVersion | None) -> Produced:
         location = self.version.storage_location
-        known = set(DocumentChunk.objects.filter(location=location).values_list("sha256", flat=True))
+        known = set(DocumentChunk.objects.filter(location=location, pack__damaged=False).values_list(
+            "sha256", flat=True))
         self.packer = Packer(backend=self.backend, keyring=self.keyring, compression_name=self.compression,
                              known=known)
         old = {}
@@ -97,7 +98,8 @@ class VersionWriter:
                                   "mtime_ns": item.st.st_mtime_ns})
                 else:
                     prev = old.get(item.path)
-                    if _unchanged(prev, item.st):
+                    # Reused only while its chunks are still offered (not in a pack verify found damaged).
+                    if _unchanged(prev, item.st) and all(c in known for c in prev["chunks"]):
                         slots.append(_file_entry(item, size=prev["size"], sha256=prev["sha256"],
                                                  chunks=list(prev["chunks"])))
                         reused += 1
@@ -215,12 +217,14 @@ class VersionWriter:
 
 def _insert_chunks(rows: list[tuple]) -> None:
     """Index rows in one executemany: a first backup adds tens of thousands, and model instances for each
-    cost more than the insert. A chunk already indexed (a concurrent backup of another source packed it
-    too) keeps its first pack: both packs are committed."""
+    cost more than the insert. A chunk already indexed points to the new pack: the old one was damaged
+    (not offered for reuse), or a concurrent backup of another source packed it too (both are committed)."""
     qn = connection.ops.quote_name
     table = DocumentChunk._meta.db_table
     sql = (f"INSERT INTO {qn(table)} ({qn('location_id')}, {qn('sha256')}, {qn('pack_id')}, {qn('offset')}, "
-           f"{qn('length')}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
+           f"{qn('length')}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT ({qn('location_id')}, {qn('sha256')}) DO UPDATE "
+           f"SET {qn('pack_id')} = excluded.{qn('pack_id')}, {qn('offset')} = excluded.{qn('offset')}, "
+           f"{qn('length')} = excluded.{qn('length')}")
     with connection.cursor() as cursor:
         for i in range(0, len(rows), 5000):
             cursor.executemany(sql, rows[i:i + 5000])

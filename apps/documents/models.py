@@ -94,6 +94,8 @@ class DocumentPack(StoredObject):
     version = models.ForeignKey(DocumentVersion, on_delete=models.PROTECT, related_name="packs",
                                 help_text="The version that wrote it.")
     chunks = models.PositiveIntegerField(default=0)
+    damaged = models.BooleanField(default=False, help_text="Verify found it missing or corrupt: its chunks are "
+                                                           "stored anew by the next backup that has them.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["location", "key"], name="uniq_document_pack_key")]

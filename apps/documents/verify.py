@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from apps.documents import manifest
 from apps.documents.chunks import ChunkStore
-from apps.documents.models import DocumentVersion
+from apps.documents.models import DocumentPack, DocumentVersion
 from apps.jobs.progress import JobContext, note
 from apps.pipeline.artifact import ArtifactError, Decoder
 from apps.pipeline.keys import configured_keyring
@@ -60,6 +60,8 @@ def verify_version(*, version: DocumentVersion, ctx: JobContext | None = None) -
         checked_bytes += len(data)
         if ctx is not None:
             ctx.progress(checked_bytes)
+    if damaged_packs:  # not offered for reuse any more: the next backup that has these chunks stores them anew
+        DocumentPack.objects.filter(location=version.storage_location, key__in=damaged_packs).update(damaged=True)
     missing = sorted({p for sha, kind in bad.items() if kind == "missing" for p in users[sha]})
     corrupt = sorted({p for sha, kind in bad.items() if kind == "corrupt" for p in users[sha]} - set(missing))
     note(ctx, f"verified version {version.pk}: {len(files)} files, {len(users)} chunks in {len(by_pack)} packs; "
