@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from apps.backups import locks
@@ -65,14 +64,17 @@ class VersionWriter:
         self.keyring = configured_keyring()
         self.compression = "zstd"
         self.packer: Packer | None = None
+        self.index: dict[str, int] = {}
         self.manifest_key = ""
 
     # --- produce -----------------------------------------------------------------------------------
 
     def produce(self, *, lease: locks.Lease, parent: DocumentVersion | None) -> Produced:
         location = self.version.storage_location
-        known = set(DocumentChunk.objects.filter(location=location, pack__damaged=False).values_list(
-            "sha256", flat=True))
+        # The location's index: chunk -> pack (packs verify found damaged are not offered for reuse).
+        self.index = dict(DocumentChunk.objects.filter(location=location, pack__damaged=False).values_list(
+            "sha256", "pack_id"))
+        known = self.index.keys()
         self.packer = Packer(backend=self.backend, keyring=self.keyring, compression_name=self.compression,
                              known=known)
         old = {}
@@ -178,6 +180,7 @@ class VersionWriter:
 
     def record(self, *, lease: locks.Lease, produced: Produced, manifest_stats, finished_at) -> None:
         v, location = self.version, self.version.storage_location
+        stored = _referenced_bytes(self, produced.entries)
         with transaction.atomic():
             lease.confirm()
             packs = DocumentPack.objects.bulk_create([
@@ -196,7 +199,7 @@ class VersionWriter:
                     1 for e in produced.entries if e["type"] == "file"),
                 files_new=produced.files_new, files_changed=produced.files_changed,
                 files_removed=produced.files_removed, bytes_total=produced.bytes_total, bytes_added=added,
-                bytes_stored=_referenced_bytes(location, produced.entries) + manifest_stats.size_stored,
+                bytes_stored=stored + manifest_stats.size_stored,
                 problems=produced.problems[:1000], manifest_key=self.manifest_key,
                 manifest_sha256_stored=manifest_stats.sha256_stored, manifest_sha256_raw=manifest_stats.sha256_raw,
                 manifest_compression=manifest_stats.compression, manifest_cipher=manifest_stats.cipher,
@@ -230,18 +233,20 @@ def _insert_chunks(rows: list[tuple]) -> None:
             cursor.executemany(sql, rows[i:i + 5000])
 
 
-def _referenced_bytes(location, entries: list[dict]) -> int:
+def _referenced_bytes(writer: "VersionWriter", entries: list[dict]) -> int:
     """Stored bytes of the packs holding this version's chunks (whole packs: a pack is the unit stored)."""
-    shas = list({c for e in entries if e["type"] == "file" for c in e["chunks"]})
-    pack_ids: set[int] = set()
-    for i in range(0, len(shas), 500):
-        pack_ids.update(DocumentChunk.objects.filter(location=location, sha256__in=shas[i:i + 500])
-                        .values_list("pack_id", flat=True))
-    ids = list(pack_ids)
-    total = 0
-    for i in range(0, len(ids), 500):
-        total += DocumentPack.objects.filter(pk__in=ids[i:i + 500]).aggregate(s=Sum("size_stored"))["s"] or 0
-    return total
+    new_packs = {sha: p.key for p in writer.packer.stored for sha, _, _ in p.chunks}
+    old_ids, new_keys = set(), set()
+    for e in entries:
+        if e["type"] == "file":
+            for sha in e["chunks"]:
+                if sha in new_packs:
+                    new_keys.add(new_packs[sha])
+                else:
+                    old_ids.add(writer.index.get(sha))
+    sizes = dict(DocumentPack.objects.filter(location=writer.version.storage_location).values_list("pk", "size_stored"))
+    return (sum(sizes.get(i, 0) for i in old_ids)
+            + sum(p.stats.size_stored for p in writer.packer.stored if p.key in new_keys))
 
 
 def parent_of(version: DocumentVersion) -> DocumentVersion | None:

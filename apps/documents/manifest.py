@@ -43,7 +43,7 @@ def normalize_request_path(path: str | None) -> str | None:
 
 
 def encode(body: dict, *, compression_name: str, keyring: Keyring | None) -> tuple[bytes, Encoder]:
-    raw = json.dumps({"format": FORMAT, **body}, separators=(",", ":"), sort_keys=True).encode()
+    raw = json.dumps({"format": FORMAT, **body}, separators=(",", ":")).encode()
     encoder = Encoder(compression_name=compression_name, keyring=keyring, compression_threads=0)
     return b"".join(encoder.encode([raw])), encoder
 

@@ -27,6 +27,8 @@ class Skipped:
 
 
 def _matches(patterns: list[str], rel: str, name: str) -> bool:
+    if not patterns:  # the usual case, on every entry of the tree
+        return False
     return any(fnmatchcase(rel if "/" in p else name, p.strip("/")) for p in patterns)
 
 
