@@ -15,7 +15,7 @@ from apps.pipeline.artifact import ArtifactError, Decoder
 from apps.pipeline.keys import Keyring
 from apps.storage import backends
 
-CACHED_PACKS = 6
+CACHED_PACKS = 8
 
 
 class ChunkError(Exception):
@@ -33,7 +33,9 @@ class ChunkStore:
         self.where: dict[str, tuple[int, int, int]] = {}  # sha -> (pack id, offset, length)
         self.packs: dict[int, DocumentPack] = {}
         self._cache: OrderedDict[int, Future] = OrderedDict()
-        self._ahead: dict[int, list[int]] = {}
+        self._order: list[int] = []
+        self._position: dict[int, int] = {}
+        self._frontier, self._lookahead = -1, 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docs-read")
 
@@ -70,10 +72,23 @@ class ChunkStore:
         return list(order)
 
     def plan(self, pack_ids: list[int], lookahead: int = 2) -> None:
-        """Reads will go through these packs in this order: decode the next ones ahead of need."""
-        self._ahead = {p: pack_ids[i + 1:i + 1 + lookahead] for i, p in enumerate(pack_ids)}
-        if pack_ids:
-            self._pack_future(pack_ids[0])
+        """Reads will first need these packs in this order: decode each one a little ahead of need.
+
+        The read-ahead only moves forward: a pack needed again later (a changed file's chunks sit in a
+        newer pack, needed here and there all along) does not bring back the packs that followed it."""
+        self._order, self._lookahead = pack_ids, lookahead
+        self._position = {p: i for i, p in enumerate(pack_ids)}
+        self._frontier = -1
+
+    def _read_ahead(self, pack_id: int) -> None:
+        pos = self._position.get(pack_id)
+        if pos is None:
+            return
+        with self._lock:
+            start, end = self._frontier + 1, min(pos + self._lookahead, len(self._order) - 1)
+            self._frontier = max(self._frontier, end)
+        for i in range(start, end + 1):
+            self._pack_future(self._order[i])
 
     def _pack_future(self, pack_id: int) -> Future:
         with self._lock:
@@ -104,8 +119,7 @@ class ChunkStore:
         if pack_id not in self.packs:
             raise ChunkError(f"chunk {sha}: its pack is not in the catalog", missing=True)
         fut = self._pack_future(pack_id)
-        for ahead in self._ahead.get(pack_id, ()):
-            self._pack_future(ahead)
+        self._read_ahead(pack_id)
         data = fut.result()[off:off + length]
         if len(data) != length or hashlib.sha256(data).hexdigest() != sha:
             raise ChunkError(f"chunk {sha} in pack {self.packs[pack_id].key} does not match its SHA-256")
