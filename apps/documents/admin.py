@@ -4,7 +4,9 @@ from apps.core.admin_utils import RecordAdmin, admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, has_role
 from apps.documents.models import DocumentPack, DocumentSource, DocumentVersion
-from apps.documents.services import delete_source, save_source
+
+# The services (pipeline, chunking, cryptography) are imported inside the methods: admin modules are imported
+# by every process at start-up, and most never back documents up.
 
 
 @admin.register(DocumentSource)
@@ -22,12 +24,18 @@ class DocumentSourceAdmin(admin.ModelAdmin):
         return last.finished_at if last else "—"
 
     def save_model(self, request, obj, form, change):
+        from apps.documents.services import save_source
+
         save_source(source=obj, actor=admin_actor(request))
 
     def delete_model(self, request, obj):
+        from apps.documents.services import delete_source
+
         delete_source(source=obj, actor=admin_actor(request))
 
     def delete_queryset(self, request, queryset):
+        from apps.documents.services import delete_source
+
         for source in queryset:
             delete_source(source=source, actor=admin_actor(request))
 

@@ -38,7 +38,8 @@ def version_summary(v: DocumentVersion) -> dict:
     return {"id": v.pk, "version_id": v.pk, "source": v.source.name, "status": v.status, "files": v.files,
             "files_new": v.files_new, "files_changed": v.files_changed, "files_removed": v.files_removed,
             "bytes_total": v.bytes_total, "bytes_added": v.bytes_added, "bytes_stored": v.bytes_stored,
-            "problems": len(v.problems), "parent": v.parent_id, "error": v.error or None}
+            "problems": len(v.problems), "parent": v.parent_id, "duration_seconds": v.duration_seconds,
+            "error": v.error or None}
 
 
 def _readable(version_id: str) -> DocumentVersion:
