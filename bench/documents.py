@@ -81,7 +81,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, str]:
     t = time.monotonic()
-    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - t
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")

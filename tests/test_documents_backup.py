@@ -147,7 +147,7 @@ def test_file_that_vanishes_or_changes_while_read_is_recorded_not_fatal(tmp_path
         if path.endswith("file1.bin"):
             os.unlink(path)
         if path.endswith("file5.bin"):
-            entry, problem = real_read(self, path, item)
+            entry, _ = real_read(self, path, item)
             return entry, "changed while being read: stored as read"
         return real_read(self, path, item)
 

@@ -172,3 +172,29 @@ def test_after_verify_finds_a_damaged_pack_the_next_backup_stores_its_chunks_ane
     out = tmp_path / "out"
     assert restore_version(version=second, to=str(out)).ok
     assert snapshot(out) == snapshot(tree)
+
+
+def test_restore_decodes_each_pack_about_once(tmp_path, monkeypatch):
+    """Files changed here and there live in a newer pack, needed all along the restore: that must not make
+    the read-ahead decode the older packs again."""
+    from apps.documents import chunks as chunks_module
+    from apps.documents import packer
+
+    monkeypatch.setattr(packer, "PACK_SIZE", 64 << 10)  # many small packs
+    tree = tmp_path / "tree"
+    for i in range(300):
+        write(tree / f"d{i % 10}" / f"f{i:03d}.bin", os.urandom(4000))
+    source = add_source("docs", tree)
+    backup(source)
+    for i in range(0, 300, 30):
+        write(tree / f"d{i % 10}" / f"f{i:03d}.bin", os.urandom(4000))
+    version = backup(source)
+    decoded = []
+    real = chunks_module.ChunkStore.decode_pack
+    monkeypatch.setattr(chunks_module.ChunkStore, "decode_pack",
+                        lambda self, pack: decoded.append(pack.pk) or real(self, pack))
+    out = tmp_path / "out"
+    assert restore_version(version=version, to=str(out)).ok
+    assert snapshot(out) == snapshot(tree)
+    packs = len(set(decoded))
+    assert packs >= 10 and len(decoded) <= packs + 3, (len(decoded), packs)

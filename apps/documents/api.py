@@ -9,7 +9,14 @@ from rest_framework import generics, serializers, status, viewsets
 from rest_framework.response import Response
 
 from apps.core.api import (
-    COMMON_ERRORS, ERROR_404, ERROR_409, FIELD_ERRORS, ActorMixin, JobAcceptedSerializer, checked, crud_schema,
+    COMMON_ERRORS,
+    ERROR_404,
+    ERROR_409,
+    FIELD_ERRORS,
+    ActorMixin,
+    JobAcceptedSerializer,
+    checked,
+    crud_schema,
     job_accepted,
 )
 from apps.core.roles import ADMIN, OPERATOR

@@ -21,7 +21,12 @@ from django.utils import timezone
 
 from apps.backups import locks
 from apps.documents import chunking, layout, manifest
-from apps.documents.models import DocumentChunk, DocumentPack, DocumentVersion, VersionStatus
+from apps.documents.models import (
+    DocumentChunk,
+    DocumentPack,
+    DocumentVersion,
+    VersionStatus,
+)
 from apps.documents.packer import Packer
 from apps.documents.walk import Entry, Skipped, walk
 from apps.jobs import services as jobs

@@ -4,7 +4,6 @@ Cut points depend on the content only, so an insertion in a large file changes t
 every chunk after it. Memory per file is bounded by the window whatever the file's size.
 """
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pyfastcdc import FastCDC

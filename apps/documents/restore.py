@@ -18,8 +18,8 @@ from apps.core.errors import UserError
 from apps.documents import manifest
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
-from apps.documents.renames import rename_noreplace
 from apps.documents.models import DocumentVersion
+from apps.documents.renames import rename_noreplace
 from apps.jobs.progress import JobContext, note
 from apps.pipeline.keys import configured_keyring
 

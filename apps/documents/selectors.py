@@ -5,7 +5,12 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from apps.documents import manifest
-from apps.documents.models import DocumentPack, DocumentSource, DocumentVersion, VersionStatus
+from apps.documents.models import (
+    DocumentPack,
+    DocumentSource,
+    DocumentVersion,
+    VersionStatus,
+)
 from apps.pipeline.keys import configured_keyring
 
 
