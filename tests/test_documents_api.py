@@ -74,6 +74,8 @@ def test_backup_list_browse_statistics_and_roles(api_as, tree):
     assert viewer.get(f"{V1}/backups/{version_id}/files", {"path": "../etc"}).status_code == 400
     assert viewer.get(f"{V1}/backups/{version_id}/files", {"path": "no/such"}).status_code == 404
     assert viewer.get(f"{V1}/backups/01ARZ3NDEKTSV4RRFFQ69G5FAV/files").status_code == 404
+    detail = viewer.get(f"{V1}/backups/{version_id}").json()
+    assert detail["source"] == "docs" and detail["job"] == job.pk and detail["problems"] == []
     stats = viewer.get(f"{V1}/statistics").json()
     assert stats["total_versions"] == 1 and stats["by_status"] == {"succeeded": 1}
     assert stats["stored_bytes"] > 0 and stats["sources"][0]["files"] == 13

@@ -15,6 +15,7 @@ from apps.documents import manifest
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
 from apps.documents.models import DocumentVersion
+from apps.documents.renames import rename_noreplace
 from apps.jobs.progress import JobContext, note
 from apps.pipeline.keys import configured_keyring
 
@@ -93,10 +94,13 @@ def export_version(*, version: DocumentVersion, to: str, ctx: JobContext | None 
             raw.flush()
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        rename_noreplace(str(tmp), str(final))  # an archive that appeared meanwhile is not replaced
     except ChunkError as exc:
         tmp.unlink(missing_ok=True)
         raise UserError(f"Export of version {version.pk} stopped: {exc}") from None
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{to} exists; not overwriting it.") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -37,10 +37,10 @@ class Packer:
     """Thread-safe: `add` from any worker thread; `close` once every worker is done."""
 
     def __init__(self, *, backend: StorageBackend, keyring: Keyring | None, compression_name: str,
-                 known: set[str], pack_size: int = PACK_SIZE):
+                 known, pack_size: int | None = None):
         self.backend, self.keyring, self.compression = backend, keyring, compression_name
-        self.known = known  # chunks already in committed packs of this location
-        self.pack_size = pack_size
+        self.known = known  # chunks already in committed packs of this location (a set or a dict's keys)
+        self.pack_size = pack_size or PACK_SIZE
         self.stored: list[StoredPack] = []
         self.new_chunk_bytes = 0
         self._pending: set[str] = set()  # chunks packed by this backup

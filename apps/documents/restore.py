@@ -70,7 +70,7 @@ class _Tree:
     def ensure_dir(self, rel: str) -> None:
         path = os.path.join(self.root, rel)
         try:
-            os.mkdir(path, 0o700)  # the owner fills it; its own mode is set at the end
+            os.mkdir(path, 0o755)  # a directory in the manifest gets its own mode at the end
             self.made.add(rel)
         except FileExistsError:
             st = os.lstat(path)
