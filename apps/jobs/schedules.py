@@ -11,6 +11,9 @@ SCHEDULES = [
     ("Incremental database backups", "apps.backups.tasks.incremental_backups", "0 0,6,12,18 * * *"),
     ("Full document backups", "apps.documents.tasks.backup_all_sources", "0 3 * * *"),
     ("Enforce storage tiers", "apps.backups.tasks.enforce_tiers", "30 4 * * *"),
+    ("Health checks", "apps.monitoring.tasks.health_check", 5),
+    ("Replication check", "apps.monitoring.tasks.replication_check", "15 * * * *"),
+    ("Deliver notifications", "apps.monitoring.tasks.deliver_outbox", 1),
 ]
 
 
