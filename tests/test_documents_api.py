@@ -203,3 +203,22 @@ def test_schedule_backs_up_every_enabled_source(tree, tmp_path):
     jobs = backup_all_sources()
     assert len(jobs) == 2
     assert sorted(DocumentVersion.objects.values_list("source__name", flat=True)) == ["one", "two"]
+
+
+def test_a_failed_document_backup_raises_the_backup_failed_alert(tmp_path, tree):
+    """The monitoring rule reads failed `documents.backup` jobs by their `source` argument: a real failure of
+    ours must be what it sees, and the next success clears it."""
+    from apps.monitoring import engine
+    from apps.monitoring.models import Alert
+
+    source = add_source("contracts", tmp_path / "not-there-yet")
+    assert backup(source).status == "failed"
+    engine.evaluate(types=["backup_failed"])
+    alert = Alert.objects.get(type="backup_failed", target="contracts")
+    assert alert.status == "open" and "cannot be read" in alert.message
+    source.root_path = str(tree)
+    source.save()
+    assert backup(source).status == "succeeded"
+    engine.evaluate(types=["backup_failed"])
+    alert.refresh_from_db()
+    assert alert.status == "resolved"
