@@ -7,6 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status, viewsets
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from apps.core.api import (
     COMMON_ERRORS,
@@ -208,12 +209,10 @@ class DocumentRestoreView(ActorMixin, generics.GenericAPIView):
         return Response(job_accepted(job), status=status.HTTP_202_ACCEPTED)
 
 
-class DocumentVerifyView(ActorMixin, generics.GenericAPIView):
+class DocumentVerifyView(ActorMixin, APIView):
     """Read back every chunk of a version and compare hashes (operator); the job names missing and corrupt files."""
 
     write_role = OPERATOR
-    serializer_class = None
-    queryset = DocumentVersion.objects.all()
 
     @extend_schema(summary="Verify a document version", request=None,
                    responses={202: JobAcceptedSerializer, 400: FIELD_ERRORS, 404: ERROR_404, **COMMON_ERRORS})
