@@ -9,6 +9,7 @@ from apps.backups import wal_api
 from apps.core.audit_api import AuditEventViewSet
 from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
+from apps.documents import api as documents
 from apps.jobs.api import JobViewSet
 from apps.monitoring import api as monitoring
 from apps.recovery import api as recovery
@@ -21,6 +22,7 @@ app_name = "v1"
 router = SimpleRouter()
 router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
+router.register("backup-recovery/documents/sources", documents.DocumentSourceViewSet, basename="document-source")
 router.register("backup-recovery/monitoring/channels", monitoring.ChannelViewSet, basename="channel")
 router.register("backup-recovery/monitoring/rules", monitoring.AlertRuleViewSet, basename="alert-rule")
 router.register("backup-recovery/disaster-recovery/plans", dr_api.DRPlanViewSet, basename="dr-plan")
@@ -61,6 +63,18 @@ urlpatterns = [
     path("backup-recovery/disaster-recovery/drills", dr_api.DrillListView.as_view(), name="dr-drill-list"),
     path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),
+    path("backup-recovery/documents/backup", documents.DocumentBackupView.as_view(), name="documents-backup"),
+    path("backup-recovery/documents/backups", documents.DocumentVersionListView.as_view(), name="documents-list"),
+    path("backup-recovery/documents/backups/<ulid:pk>", documents.DocumentVersionDetailView.as_view(),
+         name="documents-detail"),
+    path("backup-recovery/documents/backups/<ulid:pk>/files", documents.DocumentFilesView.as_view(),
+         name="documents-files"),
+    path("backup-recovery/documents/backups/<ulid:pk>/verify", documents.DocumentVerifyView.as_view(),
+         name="documents-verify"),
+    path("backup-recovery/documents/backups/<ulid:pk>/restore", documents.DocumentRestoreView.as_view(),
+         name="documents-restore"),
+    path("backup-recovery/documents/statistics", documents.DocumentStatisticsView.as_view(),
+         name="documents-statistics"),
     path("audit/", audit_list, name="audit-list"),
     path("audit/<int:pk>", audit_detail, name="audit-detail"),
     path("backup-recovery/monitoring/alerts", alert_list, name="alert-list"),

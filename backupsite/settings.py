@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "apps.backups",
     "apps.verification",
     "apps.recovery",
+    "apps.documents",
     "apps.monitoring",
     "apps.jobs",
     "apps.console",
@@ -130,6 +131,8 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 BACKUP_LOCAL_ROOT = Path(env.str("BACKUP_LOCAL_ROOT", default=str(VAR_DIR / "backups")))
 # Data directories made by point-in-time recoveries requested through the API (the CLI takes any path).
 RECOVERY_ROOT = Path(env.str("RECOVERY_ROOT", default=str(VAR_DIR / "recoveries")))
+# Document versions restored through the API go into a new directory under this one (the CLI takes any path).
+DOCUMENTS_RESTORE_ROOT = Path(env.str("DOCUMENTS_RESTORE_ROOT", default=str(VAR_DIR / "document-restores")))
 # "keyid:base64-32-bytes,..." — the first key encrypts new backups; the others
 # stay available so older backups remain readable after a rotation.
 BACKUP_ENCRYPTION_KEYS = secret("BACKUP_ENCRYPTION_KEYS")
@@ -229,7 +232,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for a choice set used by several fields (a target's default_method, a backup request's method).
     "ENUM_NAME_OVERRIDES": {"BackupMethodEnum": "apps.databases.models.BackupMethod",
-                            "SeverityEnum": "apps.monitoring.models.Severity"},
+                            "SeverityEnum": "apps.monitoring.models.Severity",
+                            "DocumentVersionStatusEnum": "apps.documents.models.VersionStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.core.schema.add_common_errors"],
 }
 

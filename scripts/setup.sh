@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the project needs, and nothing else. Idempotent: a second run only checks.
-#   1. Debian packages (PostgreSQL 15 server + client tools, zstd, Chromium for the browser tests), only
+#   1. Debian packages (PostgreSQL 15 server + client tools, zstd, restic, Chromium for the browser tests), only
 #      when something is missing.
 #   2. .venv with Python 3.11, created if missing.
 #   3. pip install -e '.[test]', skipped while .venv/.setup-stamp is newer than pyproject.toml.
@@ -22,6 +22,7 @@ for tool in psql pg_dump pg_restore; do
     command -v "$tool" >/dev/null 2>&1 || { missing+=(postgresql-client); break; }
 done
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v restic >/dev/null 2>&1 || missing+=(restic)       # bench/documents.sh compares document backups with it
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # tests/test_console_browser.py (Playwright)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)           # Azurite (tests/emulators.py)
 command -v npm >/dev/null 2>&1 || missing+=(npm)

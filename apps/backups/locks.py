@@ -4,6 +4,7 @@ The lease names the backup holding it and the process running it (host:pid:start
 and is renewed by the job heartbeat thread, independently of data progress: a
 backup blocked behind a table lock keeps it; a killed one loses it at once on the
 same host (its process is gone) or after BACKUP_LOCK_STALE_SECONDS elsewhere.
+The same lease guards document sources (apps/documents): any model with the three `backup_lock*` fields.
 The backup id is the fencing token: the final writes of a backup are conditional
 on still holding the lease (`Lease.confirm`), so a displaced backup can never
 overwrite the outcome of the one that took over.
@@ -29,9 +30,14 @@ def stale_before():
     return timezone.now() - timedelta(seconds=settings.BACKUP_LOCK_STALE_SECONDS)
 
 
+def _rows(target: DatabaseTarget):
+    """The target's own table (a DatabaseTarget, or a DocumentSource: both carry the lease fields)."""
+    return type(target)._default_manager.filter(pk=target.pk)
+
+
 def holder(*, target: DatabaseTarget) -> str | None:
     """The backup holding a live lease on the target, if any."""
-    row = DatabaseTarget.objects.filter(pk=target.pk).values(
+    row = _rows(target).filter(pk=target.pk).values(
         "backup_lock", "backup_lock_heartbeat", "backup_lock_owner"
     ).get()
     if not row["backup_lock"] or not row["backup_lock_heartbeat"] or row["backup_lock_heartbeat"] < stale_before():
@@ -43,11 +49,11 @@ def holder(*, target: DatabaseTarget) -> str | None:
 
 def acquire(*, target: DatabaseTarget, backup_id: str) -> str | None:
     """Take the lease or raise ConflictError. Returns the id of a dead holder that was displaced."""
-    previous = DatabaseTarget.objects.filter(pk=target.pk).values_list("backup_lock", flat=True).get()
+    previous = _rows(target).values_list("backup_lock", flat=True).get()
     live = holder(target=target)
     if live and live != backup_id:
         raise ConflictError(f"A backup of {target.name} is already running (backup {live}).")
-    taken = DatabaseTarget.objects.filter(pk=target.pk, backup_lock=previous).update(
+    taken = _rows(target).filter(backup_lock=previous).update(
         backup_lock=backup_id, backup_lock_heartbeat=timezone.now(), backup_lock_owner=liveness.this_process()
     )
     if not taken:  # somebody else got there between our read and our write
@@ -58,12 +64,12 @@ def acquire(*, target: DatabaseTarget, backup_id: str) -> str | None:
 def renew(*, target: DatabaseTarget, backup_id: str) -> bool:
     """Stamp the lease; False when it is no longer ours."""
     return bool(
-        DatabaseTarget.objects.filter(pk=target.pk, backup_lock=backup_id).update(backup_lock_heartbeat=timezone.now())
+        _rows(target).filter(backup_lock=backup_id).update(backup_lock_heartbeat=timezone.now())
     )
 
 
 def release(*, target: DatabaseTarget, backup_id: str) -> None:
-    DatabaseTarget.objects.filter(pk=target.pk, backup_lock=backup_id).update(
+    _rows(target).filter(backup_lock=backup_id).update(
         backup_lock="", backup_lock_heartbeat=None, backup_lock_owner=""
     )
 

@@ -9,6 +9,7 @@ SCHEDULES = [
     ("Settle dead jobs", "apps.jobs.tasks.reap_dead_jobs", 1),
     ("Full database backups", "apps.backups.tasks.full_backups", "0 2 * * *"),
     ("Incremental database backups", "apps.backups.tasks.incremental_backups", "0 0,6,12,18 * * *"),
+    ("Full document backups", "apps.documents.tasks.backup_all_sources", "0 3 * * *"),
     ("Enforce storage tiers", "apps.backups.tasks.enforce_tiers", "30 4 * * *"),
     ("Health checks", "apps.monitoring.tasks.health_check", 5),
     ("Replication check", "apps.monitoring.tasks.replication_check", "15 * * * *"),

@@ -76,11 +76,13 @@ class Encoder:
         keyring: Keyring | None = None,
         frame_size: int = FRAME_SIZE,
         compression_threads: int | None = None,
+        compression_level: int | None = None,
     ):
         if not 0 < frame_size <= MAX_FRAME - TAG_LEN:
             raise ValueError(f"frame_size must be between 1 and {MAX_FRAME - TAG_LEN} bytes.")
         self.stats = ArtifactStats(compression=compression_name)
-        self._compressor = compression.compressor(compression_name, threads=compression_threads)
+        self._compressor = compression.compressor(compression_name, level=compression_level,
+                                                  threads=compression_threads)
         self._frame_size = frame_size
         self._aead = None
         header = {"format": FORMAT_VERSION, "compression": compression_name, "cipher": "none", "frame_size": frame_size}

@@ -1,0 +1,126 @@
+"""Reading chunks back: from the index to the pack, the pack decoded and authenticated, the chunk's SHA-256
+checked against its name before a byte of it is used.
+
+Packs are decoded whole (at most PACK_SIZE plus one chunk) and the last few are kept, so reading the files
+of a version in order decodes each pack about once. A thread decodes the packs a read will need next while
+the caller writes (`prefetch`).
+"""
+import hashlib
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from apps.documents.models import DocumentChunk, DocumentPack
+from apps.pipeline.artifact import ArtifactError, Decoder
+from apps.pipeline.keys import Keyring
+from apps.storage import backends
+
+CACHED_PACKS = 8
+
+
+class ChunkError(Exception):
+    """A chunk cannot be read intact: its pack is missing or corrupt, or its bytes do not hash to its name."""
+
+    def __init__(self, message: str, *, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
+
+
+class ChunkStore:
+    def __init__(self, *, location, keyring: Keyring | None):
+        self.location, self.keyring = location, keyring
+        self.backend = backends.for_location(location)
+        self.where: dict[str, tuple[int, int, int]] = {}  # sha -> (pack id, offset, length)
+        self.packs: dict[int, DocumentPack] = {}
+        self._cache: OrderedDict[int, Future] = OrderedDict()
+        self._order: list[int] = []
+        self._position: dict[int, int] = {}
+        self._frontier, self._lookahead = -1, 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docs-read")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def locate(self, shas) -> None:
+        """Look up where these chunks are (once, before reading: the worker threads never query)."""
+        todo = [s for s in dict.fromkeys(shas) if s not in self.where]
+        for i in range(0, len(todo), 500):
+            for sha, pack_id, off, length in DocumentChunk.objects.filter(
+                    location=self.location, sha256__in=todo[i:i + 500]).values_list(
+                    "sha256", "pack_id", "offset", "length"):
+                self.where[sha] = (pack_id, off, length)
+        ids = {w[0] for w in self.where.values()} - set(self.packs)
+        id_list = list(ids)
+        for i in range(0, len(id_list), 500):
+            for pack in DocumentPack.objects.filter(pk__in=id_list[i:i + 500]):
+                self.packs[pack.pk] = pack
+
+    def pack_order(self, shas) -> list[int]:
+        """The packs these chunks need, in the order they are first needed."""
+        order: dict[int, None] = {}
+        for sha in shas:
+            w = self.where.get(sha)
+            if w is not None:
+                order.setdefault(w[0])
+        return list(order)
+
+    def plan(self, pack_ids: list[int], lookahead: int = 2) -> None:
+        """Reads will first need these packs in this order: decode each one a little ahead of need.
+
+        The read-ahead only moves forward: a pack needed again later (a changed file's chunks sit in a
+        newer pack, needed here and there all along) does not bring back the packs that followed it."""
+        self._order, self._lookahead = pack_ids, lookahead
+        self._position = {p: i for i, p in enumerate(pack_ids)}
+        self._frontier = -1
+
+    def _read_ahead(self, pack_id: int) -> None:
+        pos = self._position.get(pack_id)
+        if pos is None:
+            return
+        with self._lock:
+            start, end = self._frontier + 1, min(pos + self._lookahead, len(self._order) - 1)
+            self._frontier = max(self._frontier, end)
+        for i in range(start, end + 1):
+            self._pack_future(self._order[i])
+
+    def _pack_future(self, pack_id: int) -> Future:
+        with self._lock:
+            fut = self._cache.get(pack_id)
+            if fut is None:
+                fut = self._pool.submit(self.decode_pack, self.packs[pack_id])
+                self._cache[pack_id] = fut
+                while len(self._cache) > CACHED_PACKS:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(pack_id)
+            return fut
+
+    def decode_pack(self, pack: DocumentPack) -> bytes:
+        decoder = Decoder.for_record(pack, keyring=self.keyring)
+        try:
+            return b"".join(decoder.decode(self.backend.get_stream(pack.key)))
+        except backends.ObjectMissing:
+            raise ChunkError(f"pack {pack.key} is missing", missing=True) from None
+        except ArtifactError as exc:
+            raise ChunkError(f"pack {pack.key} is corrupt: {exc}") from None
+
+    def get(self, sha: str) -> bytes:
+        where = self.where.get(sha)
+        if where is None:
+            raise ChunkError(f"chunk {sha} is not in the index of {self.location.name}", missing=True)
+        pack_id, off, length = where
+        if pack_id not in self.packs:
+            raise ChunkError(f"chunk {sha}: its pack is not in the catalog", missing=True)
+        fut = self._pack_future(pack_id)
+        self._read_ahead(pack_id)
+        data = fut.result()[off:off + length]
+        if len(data) != length or hashlib.sha256(data).hexdigest() != sha:
+            raise ChunkError(f"chunk {sha} in pack {self.packs[pack_id].key} does not match its SHA-256")
+        return data

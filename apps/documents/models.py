@@ -1,0 +1,120 @@
+"""Document sources, their versions, and the pack/chunk index of the content-addressed repository.
+
+A version is committed by its manifest (written last to storage) and its row going to `succeeded` in the
+same transaction that records the packs and chunks it added: a chunk is only ever reused from a committed
+version, so an interrupted backup leaves unreferenced packs, never a reference to a missing one.
+"""
+from django.db import models
+
+from apps.backups.models import StoredObject
+from apps.core.models import TimeStampedModel, UlidModel
+
+
+class DocumentSource(TimeStampedModel):
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=255, blank=True)
+    root_path = models.CharField(max_length=1024, help_text="Absolute path of the directory tree to back up.")
+    include = models.JSONField(default=list, blank=True,
+                               help_text='Glob patterns of relative paths to back up, e.g. ["*.pdf"]; empty: all.')
+    exclude = models.JSONField(default=list, blank=True,
+                               help_text='Glob patterns of relative paths (files or directories) to skip.')
+    follow_symlinks = models.BooleanField(
+        default=False, help_text="Back up what symbolic links point to (off: the links themselves are recorded).")
+    storage_location = models.ForeignKey(
+        "storage.StorageLocation", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Where versions are written; the primary location when empty.",
+    )
+    enabled = models.BooleanField(default=True)
+    # Mutual exclusion of backups of this source: the same lease as database targets (apps/backups/locks.py).
+    backup_lock = models.CharField(max_length=26, blank=True, editable=False)
+    backup_lock_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
+    backup_lock_owner = models.CharField(max_length=128, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class VersionStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class DocumentVersion(UlidModel):
+    """One document backup: the state of a source's tree at one time."""
+
+    source = models.ForeignKey(DocumentSource, on_delete=models.PROTECT, related_name="versions")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                               help_text="The version whose unchanged files this one reused without reading.")
+    status = models.CharField(max_length=16, choices=VersionStatus.choices, default=VersionStatus.PENDING,
+                              db_index=True)
+    storage_location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="+")
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    files = models.PositiveIntegerField(default=0)
+    files_new = models.PositiveIntegerField(default=0)
+    files_changed = models.PositiveIntegerField(default=0)
+    files_removed = models.PositiveIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0, help_text="Size of the files of this version.")
+    bytes_added = models.BigIntegerField(default=0, help_text="Stored bytes this version added (packs, manifest).")
+    bytes_stored = models.BigIntegerField(default=0, help_text="Stored bytes of the packs this version references.")
+    problems = models.JSONField(default=list, blank=True,
+                                help_text="Files that vanished or changed while being read: [{path, problem}].")
+    # The manifest (encoded through the pipeline): what the stored bytes are authenticated against.
+    manifest_key = models.CharField(max_length=1024, blank=True)
+    manifest_sha256_stored = models.CharField(max_length=64, blank=True)
+    manifest_sha256_raw = models.CharField(max_length=64, blank=True)
+    manifest_compression = models.CharField(max_length=8, blank=True)
+    manifest_cipher = models.CharField(max_length=16, blank=True)
+    manifest_key_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.source.name} {self.pk}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class DocumentPack(StoredObject):
+    """A stored pack: many chunks, one after the other, encoded as one pipeline artifact (docs/FORMAT.md)."""
+
+    location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(DocumentVersion, on_delete=models.PROTECT, related_name="packs",
+                                help_text="The version that wrote it.")
+    chunks = models.PositiveIntegerField(default=0)
+    damaged = models.BooleanField(default=False, help_text="Verify found it missing or corrupt: its chunks are "
+                                                           "stored anew by the next backup that has them.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["location", "key"], name="uniq_document_pack_key")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class DocumentChunk(models.Model):
+    """Where a chunk's bytes are: its pack and its range in the pack's raw (decoded) stream."""
+
+    location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="+")
+    sha256 = models.CharField(max_length=64)
+    pack = models.ForeignKey(DocumentPack, on_delete=models.PROTECT, related_name="chunk_rows")
+    offset = models.BigIntegerField()
+    length = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["location", "sha256"], name="uniq_document_chunk")]
+
+    def __str__(self) -> str:
+        return self.sha256

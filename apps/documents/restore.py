@@ -1,0 +1,235 @@
+"""Restoring a version (whole, a subtree or one file) into a directory, and the safety rules it keeps.
+
+Manifest entries are untrusted: a path must be relative and plain (manifest.check_path), every directory on
+the way must be a real directory inside the target (never a link, whoever made it), files are written to a
+temporary name with O_EXCL|O_NOFOLLOW and renamed only once their SHA-256 matches the manifest, and an
+existing file is replaced only with `overwrite`. Links are made last, so no file is ever written through
+one; a link itself may point anywhere, as it did in the source.
+"""
+import hashlib
+import os
+import stat
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apps.core.errors import UserError
+from apps.documents import manifest
+from apps.documents.chunks import ChunkError, ChunkStore
+from apps.documents.manifest import UnsafePath, check_path
+from apps.documents.models import DocumentVersion
+from apps.documents.renames import rename_noreplace
+from apps.jobs.progress import JobContext, note
+from apps.pipeline.keys import configured_keyring
+
+TMP_MARK = ".restore-"
+WRITERS = 4
+
+
+@dataclass
+class RestoreResult:
+    files: int = 0
+    bytes: int = 0
+    dirs: int = 0
+    links: int = 0
+    skipped_existing: list[str] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "bytes": self.bytes, "dirs": self.dirs, "links": self.links,
+                "skipped_existing": self.skipped_existing[:100], "refused": self.refused[:100],
+                "failed": self.failed[:100]}
+
+    @property
+    def ok(self) -> bool:
+        """Existing files kept (no `overwrite`) are reported, not a failure."""
+        return not (self.refused or self.failed)
+
+
+class _Tree:
+    """The target directory: makes and checks the directories on a path, never through a link."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.checked: set[str] = set()
+        self.made: set[str] = set()  # directories this restore created: nothing else can be in them
+
+    def parent_of(self, rel: str) -> tuple[str, str]:
+        """(directory, parent's relative path) of `rel`, every directory on the way made or checked."""
+        parent_rel = rel.rpartition("/")[0]
+        if parent_rel and parent_rel not in self.checked:
+            done = ""
+            for part in parent_rel.split("/"):
+                done = f"{done}/{part}" if done else part
+                if done not in self.checked:
+                    self.ensure_dir(done)
+        return (os.path.join(self.root, parent_rel) if parent_rel else self.root), parent_rel
+
+    def ensure_dir(self, rel: str) -> None:
+        path = os.path.join(self.root, rel)
+        try:
+            os.mkdir(path, 0o755)  # a directory in the manifest gets its own mode at the end
+            self.made.add(rel)
+        except FileExistsError:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"Refusing {rel!r}: it exists in the target and is not a directory (a link?).")
+        self.checked.add(rel)
+
+
+def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwrite: bool,
+                  ctx: JobContext | None = None) -> RestoreResult:
+    """Write manifest entries under `root` (which must exist). Bad entries are refused and reported."""
+    result = RestoreResult()
+    tree = _Tree(str(root))
+    files, dirs, links = [], [], []
+    for e in entries:
+        try:
+            rel = check_path(e.get("path") if isinstance(e, dict) else None)
+        except UnsafePath as exc:
+            result.refused.append({"path": str(e.get("path") if isinstance(e, dict) else e), "problem": str(exc)})
+            continue
+        kind = e.get("type")
+        if kind == "file" and isinstance(e.get("chunks"), list):
+            files.append(e)
+        elif kind == "dir":
+            dirs.append(e)
+        elif kind == "symlink" and isinstance(e.get("target"), str):
+            links.append(e)
+        else:
+            result.refused.append({"path": rel, "problem": f"unknown entry type {kind!r}"})
+    for e in dirs:
+        try:
+            tree.parent_of(e["path"])
+            tree.ensure_dir(e["path"])
+            result.dirs += 1
+        except UnsafePath as exc:
+            result.refused.append({"path": e["path"], "problem": str(exc)})
+    # Directories first, here (one thread), so the writers below only read the tree's sets.
+    placed = []
+    for e in files:
+        try:
+            placed.append((e, *tree.parent_of(e["path"])))
+        except UnsafePath as exc:
+            result.refused.append({"path": e["path"], "problem": str(exc)})
+    store.locate(c for e in files for c in e["chunks"])
+    store.plan(store.pack_order(c for e in files for c in e["chunks"]))
+    token = uuid.uuid4().hex[:8]
+
+    def write(job: tuple[int, tuple]) -> int | None:
+        """Bytes written, or None (kept, refused or failed: recorded in `result`; list.append is atomic)."""
+        i, (e, parent, parent_rel) = job
+        try:
+            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made,
+                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
+        except UnsafePath as exc:
+            result.refused.append({"path": e["path"], "problem": str(exc)})
+        except (ChunkError, OSError) as exc:
+            result.failed.append({"path": e["path"], "problem": str(exc)})
+        return None
+
+    # Creating files is mostly file-system work outside the GIL: a few writers keep the disk busy.
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="docs-restore") as pool:
+        for n, size in enumerate(pool.map(write, enumerate(placed)), 1):
+            if size is not None:
+                result.files += 1
+                result.bytes += size
+            if ctx is not None and n % 1000 == 0:
+                ctx.progress(result.bytes)
+    for e in links:
+        try:
+            parent, _ = tree.parent_of(e["path"])
+            final = os.path.join(parent, e["path"].rpartition("/")[2])
+            if os.path.lexists(final):
+                if not overwrite or (os.path.isdir(final) and not os.path.islink(final)):
+                    result.skipped_existing.append(e["path"])
+                    continue
+                os.unlink(final)
+            os.symlink(e["target"], final)
+            result.links += 1
+        except UnsafePath as exc:
+            result.refused.append({"path": e["path"], "problem": str(exc)})
+        except OSError as exc:
+            result.failed.append({"path": e["path"], "problem": exc.strerror or str(exc)})
+    for e in reversed(dirs):  # modes and times of directories last: writing into them changed their mtime
+        if e["path"] in tree.checked and isinstance(e.get("mode"), int):
+            path = os.path.join(tree.root, e["path"])
+            try:
+                os.chmod(path, e["mode"] & 0o7777, follow_symlinks=False)
+                if isinstance(e.get("mtime_ns"), int):
+                    os.utime(path, ns=(e["mtime_ns"], e["mtime_ns"]), follow_symlinks=False)
+            except OSError:
+                pass
+    note(ctx, f"restored {result.files} files ({result.bytes} bytes), {result.dirs} directories, "
+              f"{result.links} links; {len(result.refused)} refused, {len(result.failed)} failed, "
+              f"{len(result.skipped_existing)} existing files kept")
+    return result
+
+
+def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: ChunkStore, overwrite: bool,
+                result: RestoreResult) -> int | None:
+    rel = e["path"]
+    final = os.path.join(parent, rel.rpartition("/")[2])
+    # In a directory this restore made nothing else can be; elsewhere look first, so a kept file is not read.
+    if not fresh_dir and not overwrite and os.path.lexists(final):
+        result.skipped_existing.append(rel)
+        return None
+    tmp = os.path.join(parent, tmp_name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        digest = hashlib.sha256()
+        chunks = e["chunks"]
+        single = len(chunks) == 1
+        size = 0
+        with os.fdopen(fd, "wb", buffering=0) as fh:
+            for sha in chunks:
+                data = store.get(sha)  # checked against its own SHA-256
+                if not single:
+                    digest.update(data)
+                fh.write(data)
+                size += len(data)
+            got = chunks[0] if single else digest.hexdigest()
+            if got != e.get("sha256") or size != e.get("size"):
+                raise ChunkError(f"restored bytes do not match the manifest's SHA-256 / size for {rel}")
+            if isinstance(e.get("mode"), int):
+                os.fchmod(fh.fileno(), e["mode"] & 0o7777)
+            if isinstance(e.get("mtime_ns"), int):
+                os.utime(fh.fileno(), ns=(e["mtime_ns"], e["mtime_ns"]))
+        if overwrite:
+            if os.path.isdir(final) and not os.path.islink(final):
+                raise UnsafePath(f"Refusing {rel!r}: a directory of that name exists in the target.")
+            os.replace(tmp, final)
+        else:
+            try:
+                rename_noreplace(tmp, final)
+            except FileExistsError:
+                os.unlink(tmp)
+                result.skipped_existing.append(rel)
+                return None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return size
+
+
+def restore_version(*, version: DocumentVersion, to: str, path: str | None = None, overwrite: bool = False,
+                    ctx: JobContext | None = None) -> RestoreResult:
+    """Restore `version` (or the file or subtree `path` of it) under the directory `to`."""
+    keyring = configured_keyring()
+    body = manifest.load(version, keyring=keyring)
+    entries = manifest.select(body["entries"], manifest.normalize_request_path(path))
+    root = Path(to)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"Cannot create the restore directory {to}: {exc.strerror}.") from None
+    if not root.is_dir():
+        raise UserError(f"{to} is not a directory.")
+    note(ctx, f"restoring {len(entries)} entries of version {version.pk} into {to}")
+    with ChunkStore(location=version.storage_location, keyring=keyring) as store:
+        return write_entries(entries=entries, root=root.resolve(), store=store, overwrite=overwrite, ctx=ctx)

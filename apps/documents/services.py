@@ -1,0 +1,106 @@
+"""Writes for document backups: sources, requesting a version, and settling dead ones."""
+import os
+
+from django.db import transaction
+
+from apps.backups import locks
+from apps.core.errors import ConflictError, UserError
+from apps.core.services import Actor, audit
+from apps.documents import backup as steps
+from apps.documents.models import DocumentSource, DocumentVersion, VersionStatus
+from apps.jobs.models import JobStatus
+from apps.storage import backends
+from apps.storage.services import ensure_default_location
+
+MAX_PATTERNS = 100
+
+
+def _check_patterns(patterns, what: str) -> list[str]:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p and len(p) <= 255 for p in patterns):
+        raise UserError(f"{what} must be a list of non-empty glob patterns of at most 255 characters.")
+    if len(patterns) > MAX_PATTERNS:
+        raise UserError(f"At most {MAX_PATTERNS} {what} patterns.")
+    return patterns
+
+
+def check_root_path(path: str) -> str:
+    if not path or not os.path.isabs(path) or "\x00" in path:
+        raise UserError("root_path must be an absolute path.")
+    return os.path.normpath(path)
+
+
+@transaction.atomic
+def save_source(*, source: DocumentSource, actor: Actor) -> DocumentSource:
+    source.root_path = check_root_path(source.root_path)
+    source.include = _check_patterns(source.include, "include")
+    source.exclude = _check_patterns(source.exclude, "exclude")
+    created = source._state.adding
+    try:
+        source.full_clean()
+    except Exception as exc:
+        messages = getattr(exc, "message_dict", None)
+        if messages:
+            raise UserError("; ".join(f"{k}: {' '.join(v)}" for k, v in messages.items())) from None
+        raise
+    source.save()
+    audit(actor=actor, action="documents.source.created" if created else "documents.source.updated", obj=source,
+          details={"name": source.name, "root_path": source.root_path, "include": source.include,
+                   "exclude": source.exclude, "follow_symlinks": source.follow_symlinks})
+    return source
+
+
+def delete_source(*, source: DocumentSource, actor: Actor) -> None:
+    if source.versions.exists():
+        raise UserError(f"Source {source.name} has versions; disable it instead of deleting it.")
+    audit(actor=actor, action="documents.source.deleted", obj=source, details={"name": source.name})
+    source.delete()
+
+
+def request_backup(*, source: DocumentSource, actor: Actor) -> DocumentVersion:
+    """Record a pending version, unless one of the source is running or queued."""
+    if not source.enabled:
+        raise UserError(f"Source {source.name} is disabled.")
+    location = source.storage_location or ensure_default_location()
+    try:
+        backends.get(location.kind)
+    except backends.StorageError as exc:
+        raise UserError(f"Source {source.name} stores its versions in {location.name}: {exc}") from None
+    reap_abandoned(source=source)
+    with transaction.atomic():
+        list(DocumentSource.objects.select_for_update().filter(pk=source.pk).values_list("pk", flat=True))
+        running = locks.holder(target=source)
+        if running:
+            raise ConflictError(f"A backup of {source.name} is already running (version {running}).")
+        queued = DocumentVersion.objects.filter(source=source, status=VersionStatus.PENDING).values_list(
+            "pk", flat=True).first()
+        if queued:
+            raise ConflictError(f"A backup of {source.name} is already queued (version {queued}).")
+        version = DocumentVersion.objects.create(source=source, storage_location=location)
+        audit(actor=actor, action="documents.backup.requested", obj=version, details={"source": source.name})
+    return version
+
+
+def reap_abandoned(*, source: DocumentSource | None = None) -> int:
+    """Settle versions whose process died: running without a live lease, or pending with a failed job."""
+    reaped = 0
+    active = DocumentVersion.objects.filter(status__in=[VersionStatus.PENDING, VersionStatus.RUNNING]).select_related(
+        "source", "job")
+    if source is not None:
+        active = active.filter(source=source)
+    for version in active:
+        if version.status == VersionStatus.RUNNING and locks.holder(target=version.source) != version.pk:
+            steps.fail_version(version.pk, steps.ABANDONED)
+        elif (version.status == VersionStatus.PENDING and version.job is not None
+              and version.job.status == JobStatus.FAILED):
+            steps.fail_version(version.pk, f"Its job failed before the backup started: {version.job.error}")
+        else:
+            continue
+        reaped += 1
+    return reaped
+
+
+def committed(version: DocumentVersion) -> DocumentVersion:
+    """The version, if it is one that can be read (restored, exported, verified, browsed)."""
+    if version.status != VersionStatus.SUCCEEDED:
+        raise UserError(f"Version {version.pk} is {version.status}; only succeeded versions can be read.")
+    return version
