@@ -49,6 +49,36 @@ class PointInTimeRecoveryJob(JobRunner):
                 "replay_seconds": run.replay_seconds, "table": run.table_destination}
 
 
+class PlatformRecoveryJob(JobRunner):
+    """The platform at one moment: a target's database by PITR and a source's documents as they were at a time
+    (apps/recovery/platform.py). The PITR is `RecoveryRun.objects.get(pk=job.args["recovery_id"])`."""
+
+    name = "recovery.platform"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, target: DatabaseTarget, source, at, destination: str,
+                port: int | None = None) -> Job:
+        from apps.recovery import platform
+
+        with transaction.atomic():
+            req = platform.request_platform_recovery(target=target, source=source, at=at, destination=destination,
+                                                     port=port, actor=actor)
+            job = cls.create_job(args={"recovery_id": req.recovery.pk, "document_version_id": req.version_id,
+                                       "destination": str(req.destination)}, actor=actor)
+            RecoveryRun.objects.filter(pk=req.recovery.pk).update(job=job)
+        return job
+
+    def run(self, **_runtime) -> dict:
+        from pathlib import Path
+
+        from apps.recovery import platform
+
+        args = self.job.args
+        return platform.run_platform_recovery(recovery=RecoveryRun.objects.get(pk=args["recovery_id"]),
+                                              version_id=args["document_version_id"],
+                                              destination=Path(args["destination"]), ctx=self.ctx)
+
+
 class FailoverJob(JobRunner):
     """Fail a DR plan over to its least-behind healthy standby (apps/recovery/failover.py).
 

@@ -36,14 +36,16 @@ _READY = "database system is ready to accept connections"
 
 
 def request_pitr(*, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str, actor: Actor,
-                 port: int | None = None, start: bool = False, table: str | None = None) -> RecoveryRun:
-    """Validate a recovery and record it (pending); the caller attaches the job."""
+                 port: int | None = None, start: bool = False, table: str | None = None,
+                 parent_must_exist: bool = True) -> RecoveryRun:
+    """Validate a recovery and record it (pending); the caller attaches the job (and, with
+    `parent_must_exist=False`, creates the data directory's parent before it runs)."""
     path = Path(pgdata)
     if not path.is_absolute():
         raise UserError("The data directory must be an absolute path.")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"{path} exists and is not an empty directory; recovery never writes over data.")
-    if not path.parent.is_dir():
+    if parent_must_exist and not path.parent.is_dir():
         raise UserError(f"{path.parent} does not exist; create it first.")
     if port is not None and not 1 <= port <= 65535:
         raise UserError("The port must be between 1 and 65535.")
