@@ -10,6 +10,7 @@ from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
 from apps.recovery import api as recovery
+from apps.retention import api as retention
 from apps.storage.api import StorageLocationViewSet
 from apps.verification import api as verification
 
@@ -18,6 +19,7 @@ app_name = "v1"
 router = SimpleRouter()
 router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
+router.register("backup-recovery/retention/rules", retention.RetentionRuleViewSet, basename="retention-rule")
 
 job_list = JobViewSet.as_view({"get": "list"})
 job_detail = JobViewSet.as_view({"get": "retrieve"})
@@ -46,6 +48,10 @@ urlpatterns = [
          name="recovery-list"),
     path("backup-recovery/database/targets/<str:pk>/recovery-window", wal_api.RecoveryWindowView.as_view(),
          name="target-recovery-window"),
+    path("backup-recovery/retention/enforce-policies", retention.EnforcePoliciesView.as_view(),
+         name="retention-enforce"),
+    path("backup-recovery/retention/lifecycle-stats", retention.LifecycleStatsView.as_view(),
+         name="retention-lifecycle-stats"),
     path("jobs", job_list, name="job-list"),
     path("jobs/<ulid:pk>", job_detail, name="job-detail"),
     *router.urls,

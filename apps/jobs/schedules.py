@@ -10,6 +10,8 @@ SCHEDULES = [
     ("Full database backups", "apps.backups.tasks.full_backups", "0 2 * * *"),
     ("Incremental database backups", "apps.backups.tasks.incremental_backups", "0 0,6,12,18 * * *"),
     ("Enforce storage tiers", "apps.backups.tasks.enforce_tiers", "30 4 * * *"),
+    ("Enforce retention", "apps.retention.tasks.enforce_retention", "0 1 * * *"),
+    ("Verify backups", "apps.verification.tasks.verify_backups", "0 4 * * *"),
 ]
 
 

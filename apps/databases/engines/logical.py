@@ -8,6 +8,7 @@ snapshot we export and hold, so when the stream cannot be read for counts, a
 SQL count in that same snapshot is the fallback. Connection settings and the password go through the environment;
 arguments are a list; nothing runs through a shell.
 """
+import logging
 import queue
 import secrets
 import subprocess
@@ -23,6 +24,8 @@ from apps.databases import catalog
 from apps.databases.connection import PgConn
 from apps.databases.engines import dump_rows
 from apps.databases.pgtools import pg_bin
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 FORMATS = {
@@ -52,15 +55,18 @@ def _tail(fh, limit: int = 2000) -> str:
 class DumpInfo:
     row_counts: dict[str, int] = field(default_factory=dict)
     server: dict = field(default_factory=dict)
+    content_hashes: dict[str, str] = field(default_factory=dict)
 
 
 class LogicalDump:
     """Iterate `chunks()` to stream the dump; `info` is filled once the stream ends cleanly."""
 
-    def __init__(self, conn: PgConn, *, fmt: str, app_name: str, count_rows: bool = True):
+    def __init__(self, conn: PgConn, *, fmt: str, app_name: str, count_rows: bool = True,
+                 hash_max_bytes: int = 0):
         if fmt not in FORMATS:
             raise UserError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         self.conn, self.fmt, self.app_name, self.count_rows = conn, fmt, app_name, count_rows
+        self.hash_max_bytes = hash_max_bytes  # tables up to this size get a content hash (0: none)
         self.info = DumpInfo()
 
     @property
@@ -90,6 +96,8 @@ class LogicalDump:
                 # The stream could not be read for counts: ask the server, in the very snapshot pg_dump used.
                 counts = catalog.row_counts(cur)
             self.info.row_counts = counts or {}
+            if self.hash_max_bytes and self.fmt != "schema":
+                self.info.content_hashes = _content_hashes(cur, self.hash_max_bytes)
         except psycopg.Error as exc:
             raise DumpError(f"Source database error: {catalog.first_line(exc)}") from None
         finally:
@@ -112,6 +120,22 @@ class LogicalDump:
                 proc.stdout.close()
             if rc != 0:
                 raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
+
+
+def _content_hashes(cur, max_bytes: int) -> dict[str, str]:
+    """Hashes of the small tables, in the dump's snapshot, after the dump: extra evidence for a restore check,
+    never a reason to fail the backup (a refused query only means no hashes)."""
+    from apps.databases import content_hash
+
+    try:
+        cur.execute("SAVEPOINT content_hashes")
+        hashes = content_hash.small_table_hashes(cur, max_bytes=max_bytes)
+        cur.execute("RELEASE SAVEPOINT content_hashes")
+        return hashes
+    except psycopg.Error as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT content_hashes")
+        log.warning("No content hashes for this backup: %s", catalog.first_line(exc))
+        return {}
 
 
 class _SideCounter:
