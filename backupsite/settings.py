@@ -153,6 +153,8 @@ BACKUP_LOCK_STALE_SECONDS = env.int("BACKUP_LOCK_STALE_SECONDS", default=60)
 VERIFY_SCRATCH_ROOT = Path(env.str("VERIFY_SCRATCH_ROOT", default=str(VAR_DIR / "verify-scratch")))
 # Tables up to this size (pg_table_size, bytes) get a content hash at backup time, compared by a restore check.
 VERIFY_HASH_MAX_TABLE_BYTES = env.int("VERIFY_HASH_MAX_TABLE_BYTES", default=8 * 1024 * 1024)
+# The level of the nightly verification of every backup (the newest of each target is also restored).
+VERIFY_SCHEDULE_LEVEL = env.str("VERIFY_SCHEDULE_LEVEL", default="checksum")
 # Archive of a backup whose location has no storage tiers (local disk): a verified copy to this location.
 RETENTION_ARCHIVE_LOCATION = env.str("RETENTION_ARCHIVE_LOCATION", default="")
 
