@@ -93,8 +93,11 @@ def _delete_objects(backup: Backup) -> list[str]:
     return removed
 
 
-def delete_backup(*, backup: Backup, actor: Actor) -> Backup:
-    """Delete a backup's stored objects everywhere and mark it deleted; audited. Raises ConflictError if refused."""
+def delete_backup(*, backup: Backup, actor: Actor, refresh_usage: bool = True) -> Backup:
+    """Delete a backup's stored objects everywhere and mark it deleted; audited. Raises ConflictError if refused.
+
+    `refresh_usage=False` leaves the locations' used bytes to the caller (retention refreshes them once per run).
+    """
     try:
         with transaction.atomic():
             locked = (Backup.objects.select_for_update().select_related("database_target", "storage_location")
@@ -109,7 +112,7 @@ def delete_backup(*, backup: Backup, actor: Actor) -> Backup:
                   details={"previous_status": previous, "objects_removed": removed})
             from apps.backups.lifecycle import refresh_used_bytes
 
-            for location in _locations(locked):
+            for location in _locations(locked) if refresh_usage else []:
                 refresh_used_bytes(location)
     except ConflictError:
         raise

@@ -87,6 +87,8 @@ def enforce(*, actor: Actor, target: DatabaseTarget | None = None, dry_run: bool
         for target_name, names in plan.wal_deletions.items():
             if names:
                 wal_deleted[target_name] = _delete_wal(target_name, names, actor=actor, failed=failed, ctx=ctx)
+        for location in StorageLocation.objects.filter(enabled=True) if deleted else []:
+            refresh_used_bytes(location)
         note(ctx, logger=log, message=f"retention: {len(deleted)} deleted, {len(archived)} archived, "
                                       f"{sum(wal_deleted.values())} WAL files deleted, {len(failed)} failed")
         report.update(deleted=deleted, archived=archived, wal_deleted=wal_deleted, failed=failed)
@@ -97,7 +99,7 @@ def _delete(decision: policy.Decision, *, actor: Actor) -> bool:
     backup = Backup.objects.select_related("database_target", "storage_location").get(pk=decision.backup_id)
     if backup.status != BackupStatus.SUCCEEDED or backup.legal_hold:
         return False  # changed since the plan was made (deleted by another run, put on hold): leave it
-    deletion.delete_backup(backup=backup, actor=actor)
+    deletion.delete_backup(backup=backup, actor=actor, refresh_usage=False)  # refreshed once, at the end
     audit(actor=actor, action="retention.backup.deleted", obj=backup,
           details={"rule": decision.rule, "reason": decision.reason, "size": decision.size})
     return True
