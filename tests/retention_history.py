@@ -8,6 +8,7 @@ timestamps, `days` back from NOW.
 `expected()` is written without the policy module: calendar periods from date arithmetic, chains by walking
 parents, so a mistake in one is not repeated in the other.
 """
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -47,7 +48,8 @@ def build(targets: dict[str, str], *, days: int = 400, now: datetime = NOW) -> t
                     continue
                 counter += 1
                 segno = int((taken - start) / timedelta(hours=6))
-                item = Item(id=f"{name}-{counter:06d}", target=name, kind=kind, taken_at=taken,
+                # ULID-shaped (26 Crockford characters), as real backup ids, so console links work.
+                item = Item(id=hashlib.md5(name.encode()).hexdigest()[:8].upper() + f"{counter:018d}", target=name, kind=kind, taken_at=taken,
                             parent_id=last_physical if kind == "incremental" else None,
                             physical=method == "physical",
                             lsn_start=segno * SEGMENT + 4096 if method == "physical" else None)

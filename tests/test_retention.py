@@ -380,3 +380,38 @@ def test_archival_copies_to_the_archive_location_and_stays_restorable(target, ba
     call_command("db_restore", backup.pk, "--dsn", f"postgresql://{dest.user}@{dest.host}:{dest.port}/{dest.dbname}",
                  stdout=out)
     assert json.loads(out.getvalue().strip().splitlines()[-1])["status"] == "succeeded"
+
+
+def test_console_retention_page_previews_and_an_admin_confirms(history, admin_client):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from tests.helpers import make_user
+
+    page = admin_client.get("/retention/?target=beta")
+    assert page.status_code == 200
+    html = page.content.decode()
+    preview = services.preview(target=DatabaseTarget.objects.get(name="beta"))
+    assert f'id="count-delete">{preview["counts"]["delete"]}<' in html
+    first = next(d for d in preview["decisions"] if d["action"] == "delete")
+    assert first["backup_id"] in html and first["reason"] in html and 'id="enforce"' in html
+    assert 'href="/retention/"' in admin_client.get("/").content.decode()  # in the nav
+
+    # An operator sees the preview, cannot enforce.
+    make_user("olga", "operator")
+    operator = Client()
+    operator.force_login(User.objects.get(username="olga"))
+    html = operator.get("/retention/").content.decode()
+    assert 'id="enforce"' not in html and "needs the admin role" in html
+    fingerprint = f'{preview["counts"]["delete"]}-{preview["counts"]["archive"]}-0'
+    operator.post("/retention/", {"target": "beta", "confirm": "yes", "expected": fingerprint})
+    assert Backup.objects.filter(status="deleted").count() == 0
+    # An admin must confirm, on the plan that was shown.
+    admin_client.post("/retention/", {"target": "beta", "expected": fingerprint})
+    admin_client.post("/retention/", {"target": "beta", "confirm": "yes", "expected": "0-0-0"})
+    assert Backup.objects.filter(status="deleted").count() == 0
+    r = admin_client.post("/retention/", {"target": "beta", "confirm": "yes", "expected": fingerprint})
+    assert r.status_code == 302 and "/jobs/" in r["Location"]
+    job = Job.objects.get(type="retention.enforce")
+    assert job.status == "succeeded" and len(job.result["deleted"]) == preview["counts"]["delete"]
+    assert set(Backup.objects.filter(status="deleted").values_list("database_target__name", flat=True)) == {"beta"}

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from apps.console import views
+from apps.console import retention_views
 
 app_name = "console"
 
@@ -10,4 +11,5 @@ urlpatterns = [
     path("jobs/<ulid:job_id>/", views.job_detail, name="job"),
     path("backups/<ulid:backup_id>/", views.backup_detail, name="backup"),
     path("backups/<ulid:backup_id>/verify/", views.verify_now, name="verify"),
+    path("retention/", retention_views.retention, name="retention"),
 ]
