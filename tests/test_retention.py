@@ -13,9 +13,7 @@ from django.db.models import Count, Max, Min, Sum
 from django.utils import timezone
 
 from apps.backups import layout
-from apps.backups.models import (
-    Backup, BackupArtifact, BackupStatus, Replica, ReplicaStatus, WalSegment,
-)
+from apps.backups.models import Backup, BackupArtifact, BackupStatus, Replica, ReplicaStatus, WalSegment
 from apps.core.errors import ConflictError
 from apps.core.models import AuditEvent
 from apps.core.services import SYSTEM
@@ -104,7 +102,7 @@ def history(backup_root, settings, monkeypatch):
     old_incr.legal_hold = True
     load_history(items, wal, location=location)
     # Archival needs an archive tier or location: local disk has no tiers, so a second local location.
-    archive = StorageLocation.objects.create(name="cold", kind="local", path=str(backup_root.parent / "cold"))
+    StorageLocation.objects.create(name="cold", kind="local", path=str(backup_root.parent / "cold"))
     settings.RETENTION_ARCHIVE_LOCATION = "cold"
     # Archival copies the artifacts (verified against their SHA-256): these are fakes, so the copy is stubbed to
     # record the replica; test_archival_copies_to_the_archive_location_and_stays_restorable does it for real.

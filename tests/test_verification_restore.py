@@ -1,9 +1,6 @@
 """Verification levels on real backups: each level finds what it should; the restore level restores into a
 scratch cluster, compares row counts and content hashes (logical) or runs amcheck (physical), records its
 figures, and leaves no scratch cluster behind, whether it passes, fails or is killed."""
-import json
-import shutil
-import tempfile
 from io import StringIO
 from pathlib import Path
 
@@ -24,13 +21,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def scratch_root(settings):
-    """Scratch clusters go here (the postgres user must reach it: not pytest's 0700 tmp_path)."""
-    root = Path(tempfile.mkdtemp(prefix="verify-scratch-"))
-    root.chmod(0o755)
-    settings.VERIFY_SCRATCH_ROOT = root
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+def _scratch(scratch_root):
+    """Every test here uses its own scratch root."""
+    return scratch_root
 
 
 def leftovers(root: Path) -> list[str]:

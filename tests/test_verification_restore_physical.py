@@ -1,9 +1,5 @@
 """Restore-level verification of physical backups: the chain is rebuilt in a scratch directory, started on a free
 port, checked with amcheck (heap and B-tree indexes of every database), stopped and removed."""
-import shutil
-import tempfile
-from pathlib import Path
-
 import psycopg
 import pytest
 
@@ -29,13 +25,6 @@ def phys():
         yield cluster
 
 
-@pytest.fixture
-def scratch_root(settings):
-    root = Path(tempfile.mkdtemp(prefix="verify-scratch-"))
-    root.chmod(0o755)
-    settings.VERIFY_SCRATCH_ROOT = root
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def take(target, **params) -> Backup:

@@ -1,5 +1,5 @@
 """Reads for retention: the rules in force, the plan (what the next run would do), lifecycle statistics."""
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
