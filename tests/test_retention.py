@@ -297,7 +297,9 @@ def test_enforce_policies_api_dry_run_inline_real_run_admin_only(history, api_as
     assert {d["target"] for d in body["decisions"]} == {"beta"}
     r = operator.post(url, {"dry_run": False}, format="json")
     assert r.status_code == 403 and "admin" in r.json()["detail"]
-    assert operator.post(url, {"target": "nobody"}, format="json").status_code == 400
+    assert operator.post(url, {"dry_run": True, "target": "nobody"}, format="json").status_code == 400
+    r = operator.post(url, {}, format="json")
+    assert r.status_code == 400 and "dry_run" in r.json()  # never a deletion by default
     assert operator.post(url, {"dry_run": "perhaps"}, format="json").status_code == 400
     assert Backup.objects.filter(status="deleted").count() == 0
     r = api_as("admin").post(url, {"dry_run": False, "target": "beta"}, format="json")

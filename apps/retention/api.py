@@ -49,8 +49,9 @@ class RetentionRuleViewSet(ActorMixin, viewsets.ModelViewSet):
 
 
 class EnforceInputSerializer(serializers.Serializer):
-    dry_run = serializers.BooleanField(default=True, help_text="Only list the decisions (default). A real run "
-                                       "(false) needs the admin role and answers 202 with its job.")
+    dry_run = serializers.BooleanField(help_text="true: only list the decisions (operator), answered at once. false: "
+                                       "enforce them (admin); answers 202 with the job. Required: a request never "
+                                       "deletes by default.")
     target = serializers.SlugRelatedField(
         slug_field="name", queryset=DatabaseTarget.objects.all(), required=False, allow_null=True, default=None,
         help_text="Only the backups of this target (all targets when omitted).",

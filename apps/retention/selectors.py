@@ -22,12 +22,6 @@ def rules_by_target() -> tuple[dict[int, RetentionRule], RetentionRule | None]:
             next((r for r in rules if r.database_target_id is None), None))
 
 
-def rules_for_target(target: DatabaseTarget) -> policy.Rules:
-    own, default = rules_by_target()
-    rule = own.get(target.pk, default)
-    return rule.as_rules() if rule is not None else policy.Rules()
-
-
 def backup_facts(*, target: DatabaseTarget | None = None) -> list[policy.BackupFacts]:
     """Every succeeded database backup, as plain data for the policy."""
     qs = Backup.objects.filter(status=BackupStatus.SUCCEEDED, database_target__isnull=False)
