@@ -83,21 +83,26 @@ class LogicalDump:
             self.info.server = catalog.server_info(cur)
             counter = dump_rows.counter_for(self.fmt) if self.count_rows else None
             side = _SideCounter(counter) if counter is not None else None
+            hashing = None
+            if self.hash_max_bytes and self.fmt != "schema":
+                hashing = _SideHashes(self.conn, snapshot, self.hash_max_bytes, app_name=f"{self.app_name}-hashes")
             try:
                 for chunk in self._run_pg_dump(snapshot):
                     if side is not None:
                         side.feed(chunk)
                     yield chunk
                 counts = side.result() if side is not None else None
+                if hashing is not None:
+                    self.info.content_hashes = hashing.result()
             finally:
                 if side is not None:
                     side.close()
+                if hashing is not None:
+                    hashing.join()
             if counts is None and self.count_rows and self.fmt != "schema":
                 # The stream could not be read for counts: ask the server, in the very snapshot pg_dump used.
                 counts = catalog.row_counts(cur)
             self.info.row_counts = counts or {}
-            if self.hash_max_bytes and self.fmt != "schema":
-                self.info.content_hashes = _content_hashes(cur, self.hash_max_bytes)
         except psycopg.Error as exc:
             raise DumpError(f"Source database error: {catalog.first_line(exc)}") from None
         finally:
@@ -122,20 +127,43 @@ class LogicalDump:
                 raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
 
 
-def _content_hashes(cur, max_bytes: int) -> dict[str, str]:
-    """Hashes of the small tables, in the dump's snapshot, after the dump: extra evidence for a restore check,
-    never a reason to fail the backup (a refused query only means no hashes)."""
-    from apps.databases import content_hash
+class _SideHashes(threading.Thread):
+    """Content hashes of the small tables, on a second connection that imports the dump's snapshot, while the
+    dump streams: the server reads the small tables in parallel with pg_dump, so the backup waits only for
+    whatever is left when the dump ends. Extra evidence for a restore check, never a reason to fail the backup:
+    any error only means no hashes."""
 
-    try:
-        cur.execute("SAVEPOINT content_hashes")
-        hashes = content_hash.small_table_hashes(cur, max_bytes=max_bytes)
-        cur.execute("RELEASE SAVEPOINT content_hashes")
-        return hashes
-    except psycopg.Error as exc:
-        cur.execute("ROLLBACK TO SAVEPOINT content_hashes")
-        log.warning("No content hashes for this backup: %s", catalog.first_line(exc))
-        return {}
+    def __init__(self, conn: PgConn, snapshot: str, max_bytes: int, *, app_name: str):
+        super().__init__(name="content-hashes", daemon=True)
+        self.conn, self.snapshot, self.max_bytes, self.app_name = conn, snapshot, max_bytes, app_name
+        self.hashes: dict[str, str] = {}
+        self.start()
+
+    def run(self) -> None:
+        from apps.databases import content_hash
+
+        try:
+            with psycopg.connect(**self.conn.kwargs(self.app_name), autocommit=False) as c:
+                c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                c.read_only = True
+                cur = c.cursor()
+                cur.execute("SET TRANSACTION SNAPSHOT %s" % _literal(self.snapshot))
+                self.hashes = content_hash.small_table_hashes(cur, max_bytes=self.max_bytes)
+                c.rollback()
+        except Exception as exc:  # psycopg or anything else: the backup goes on without hashes
+            log.warning("No content hashes for this backup: %s", catalog.first_line(exc))
+            self.hashes = {}
+
+    def result(self) -> dict[str, str]:
+        self.join()
+        return self.hashes
+
+
+def _literal(value: str) -> str:
+    """A snapshot id as an SQL literal (SET TRANSACTION SNAPSHOT takes no parameters); ids are hex and dashes."""
+    if not all(ch in "0123456789ABCDEFabcdef-" for ch in value):
+        raise DumpError(f"Unexpected snapshot id {value!r}.")
+    return f"'{value}'"
 
 
 class _SideCounter:
