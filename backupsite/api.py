@@ -6,9 +6,11 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from apps.backups import api as backups
 from apps.backups import wal_api
+from apps.core.audit_api import AuditEventViewSet
 from apps.core.auth import LoginRateThrottle, LoginUsernameRateThrottle
 from apps.databases.api import DatabaseTargetViewSet
 from apps.jobs.api import JobViewSet
+from apps.monitoring import api as monitoring
 from apps.recovery import api as recovery
 from apps.retention import api as retention
 from apps.storage.api import StorageLocationViewSet
@@ -20,9 +22,15 @@ router = SimpleRouter()
 router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
 router.register("backup-recovery/retention/rules", retention.RetentionRuleViewSet, basename="retention-rule")
+router.register("backup-recovery/monitoring/channels", monitoring.ChannelViewSet, basename="channel")
+router.register("backup-recovery/monitoring/rules", monitoring.AlertRuleViewSet, basename="alert-rule")
 
+audit_list = AuditEventViewSet.as_view({"get": "list"})
+audit_detail = AuditEventViewSet.as_view({"get": "retrieve"})
 job_list = JobViewSet.as_view({"get": "list"})
 job_detail = JobViewSet.as_view({"get": "retrieve"})
+alert_list = monitoring.AlertViewSet.as_view({"get": "list"})
+alert_detail = monitoring.AlertViewSet.as_view({"get": "retrieve"})
 
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(
@@ -52,6 +60,15 @@ urlpatterns = [
          name="retention-enforce"),
     path("backup-recovery/retention/lifecycle-stats", retention.LifecycleStatsView.as_view(),
          name="retention-lifecycle-stats"),
+    path("audit/", audit_list, name="audit-list"),
+    path("audit/<int:pk>", audit_detail, name="audit-detail"),
+    path("backup-recovery/monitoring/alerts", alert_list, name="alert-list"),
+    path("backup-recovery/monitoring/alerts/<ulid:pk>", alert_detail, name="alert-detail"),
+    path("backup-recovery/monitoring/alerts/<ulid:pk>/acknowledge", monitoring.AcknowledgeAlertView.as_view(),
+         name="alert-acknowledge"),
+    path("backup-recovery/monitoring/alerts/<ulid:pk>/resolve", monitoring.ResolveAlertView.as_view(),
+         name="alert-resolve"),
+    path("backup-recovery/monitoring/dashboard", monitoring.DashboardView.as_view(), name="monitoring-dashboard"),
     path("jobs", job_list, name="job-list"),
     path("jobs/<ulid:pk>", job_detail, name="job-detail"),
     *router.urls,

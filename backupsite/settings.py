@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "apps.verification",
     "apps.retention",
     "apps.recovery",
+    "apps.monitoring",
     "apps.jobs",
     "apps.console",
 ]
@@ -187,6 +188,29 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 
+# --- Monitoring and alerting (apps/monitoring) -------------------------------
+
+# Outbox retries: the wait doubles from the base up to the cap; a channel that is down is never given up on.
+MONITORING_RETRY_BASE_SECONDS = env.float("MONITORING_RETRY_BASE_SECONDS", default=30.0)
+MONITORING_RETRY_MAX_SECONDS = env.float("MONITORING_RETRY_MAX_SECONDS", default=3600.0)
+# Timeout of one HTTP or SMTP attempt.
+MONITORING_HTTP_TIMEOUT_SECONDS = env.float("MONITORING_HTTP_TIMEOUT_SECONDS", default=10.0)
+# Links in notifications point here, e.g. https://backups.example.com (empty: no link).
+CONSOLE_BASE_URL = env.str("CONSOLE_BASE_URL", default="")
+# /metrics: with a token, scrapers send "Authorization: Bearer <token>"; without one, a signed-in viewer may read
+# it, and METRICS_PUBLIC=true opens it to anyone who reaches the server.
+METRICS_TOKEN = secret("METRICS_TOKEN")
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=False)
+# /readyz: the job worker counts as alive if it finished a task this recently (the dead-job sweep runs every minute).
+READYZ_WORKER_SECONDS = env.int("READYZ_WORKER_SECONDS", default=180)
+# Default SMTP server of email channels (a channel may name its own).
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="backupsite@localhost")
+
 # --- API ---------------------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -216,7 +240,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for a choice set used by several fields (a target's default_method, a backup request's method).
-    "ENUM_NAME_OVERRIDES": {"BackupMethodEnum": "apps.databases.models.BackupMethod"},
+    "ENUM_NAME_OVERRIDES": {"BackupMethodEnum": "apps.databases.models.BackupMethod",
+                            "SeverityEnum": "apps.monitoring.models.Severity"},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.core.schema.add_common_errors"],
 }
 
 LOGGING = {

@@ -3,11 +3,15 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.permissions import RolePermission
+from apps.monitoring import views as monitoring_views
 
 # The schema describes every endpoint: served to authenticated users with a role, like the API itself.
 schema_permissions = [RolePermission]
 
 urlpatterns = [
+    path("healthz", monitoring_views.healthz, name="healthz"),
+    path("readyz", monitoring_views.readyz, name="readyz"),
+    path("metrics", monitoring_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("v1/", include("backupsite.api")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=schema_permissions), name="schema"),

@@ -461,7 +461,8 @@ class Ours(Tool):
         c = cluster.conn(DBNAME)
         self.manage("target_add", TARGET, "--dsn", f"postgresql://{c.user}@{c.host}:{c.port}/{c.dbname}?sslmode=disable",
                     "--data-directory", str(cluster.data), "--default-method", "physical")
-        printed = self.manage("archive_config", TARGET, "--python", self.python).stdout
+        spool = postgres_dir(home / "archive-spool")  # archive_config's recommended set-up: a backlog per process
+        printed = self.manage("archive_config", TARGET, "--python", self.python, "--spool", str(spool)).stdout
         self.archive_command = parse_conf_string(printed, "archive_command")
 
     def manage(self, *args: str) -> Timed:
@@ -551,7 +552,7 @@ def render(info: dict, dbs: dict, ops: list[Op], tools: list[str], started: str,
         "- pgBackRest: posix repository in a temporary directory, `compress-type=zst` (level 3), `process-max=2`, "
         "`start-fast=y`, archive-push as `archive_command`, run as postgres. Ours: `manage.py` as postgres against a "
         "SQLite metadata database and local storage, zstd + AES-256-GCM, `wal_push` as `archive_command` (the line "
-        "`archive_config` prints). Anchor: `pg_basebackup -Ft -D - -X fetch --checkpoint=fast | zstd -3 -T2 > file`.",
+        "`archive_config --spool` prints). Anchor: `pg_basebackup -Ft -D - -X fetch --checkpoint=fast | zstd -3 -T2 > file`.",
         "- Databases: " + "; ".join(
             f"{name}: pgbench scale {d['scale']}, pg_database_size {mb(d['db_bytes'])} MiB"
             + (f" (documents table {mb(d['doc_bytes'])} MiB, {d['doc_rows']:,} rows, {d['attachments']:,} with a "

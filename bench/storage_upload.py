@@ -37,6 +37,12 @@ def rss_kib(field: str) -> int:
     return 0
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all its threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def child(method: str, endpoint: str, path: str, key: str) -> None:
     import boto3
 
@@ -63,17 +69,17 @@ def child(method: str, endpoint: str, path: str, key: str) -> None:
 
         store.check()  # the client is built (and its service model loaded) before the clock starts, as for boto3
         before = rss_kib("VmRSS")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         store.put_stream(key, chunks())
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     else:
         client.head_bucket(Bucket=BUCKET)  # same warm-up as ours
         before = rss_kib("VmRSS")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         client.upload_file(path, BUCKET, key)  # boto3's managed transfer, default TransferConfig
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     head = client.head_object(Bucket=BUCKET, Key=key)
-    print(json.dumps({"seconds": seconds, "rss_before_kib": before, "hwm_kib": rss_kib("VmHWM"),
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_before_kib": before, "hwm_kib": rss_kib("VmHWM"),
                       "size": head["ContentLength"], "etag": head["ETag"]}))
 
 
@@ -120,7 +126,7 @@ def main() -> None:
                         etags.setdefault(mib, set()).add(r["etag"])  # same parts, same bytes: one ETag
                         client.delete_object(Bucket=BUCKET, Key=key)  # keep the server's memory down
                         results[method].append(r)
-                        details.append(f"{mib} MiB {method}#{i + 1} {r['seconds']:.2f} s / load {os.getloadavg()[0]:.1f}")
+                        details.append(f"{mib} MiB {method}#{i + 1} {r['seconds']:.2f} s (CPU {r['cpu']:.2f} s) / load {os.getloadavg()[0]:.1f}")
                         print(details[-1], flush=True)
                 os.unlink(path)
                 assert len(etags[mib]) == 1, etags[mib]

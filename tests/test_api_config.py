@@ -116,6 +116,34 @@ def test_target_uses_named_storage_location(api_as, tmp_path):
     assert backup.storage_location.name == "vault"
 
 
+def test_target_replica_locations_through_the_api(api_as, tmp_path):
+    admin = api_as("admin")
+    for name in ("vault", "copy-a", "copy-b"):
+        r = admin.post(LOCATIONS, {"name": name, "kind": "local", "path": str(tmp_path / name)}, format="json")
+        assert r.status_code == 201, r.content
+    r = admin.post(TARGETS, new_target(storage_location="vault", replica_locations=["copy-b", "copy-a"]),
+                   format="json")
+    assert r.status_code == 201, r.content
+    pk = r.json()["id"]
+    assert sorted(r.json()["replica_locations"]) == ["copy-a", "copy-b"]
+    target = DatabaseTarget.objects.get(pk=pk)
+    assert sorted(loc.name for loc in target.replica_locations.all()) == ["copy-a", "copy-b"]
+    assert AuditEvent.objects.filter(action="database.target.locations_set", object_id=str(pk)).exists()
+
+    # The primary cannot also be a replica, an unknown name is refused; neither changes anything.
+    for bad in (["vault"], ["nowhere"]):
+        r = admin.patch(f"{TARGETS}{pk}/", {"replica_locations": bad, "description": "x"}, format="json")
+        assert r.status_code == 400, r.content
+        assert bad[0] in json.dumps(r.json())
+    target.refresh_from_db()
+    assert target.description == "" and target.replica_locations.count() == 2
+
+    r = admin.patch(f"{TARGETS}{pk}/", {"replica_locations": []}, format="json")
+    assert r.status_code == 200 and r.json()["replica_locations"] == []
+    assert api_as("operator").patch(f"{TARGETS}{pk}/", {"replica_locations": ["copy-a"]},
+                                    format="json").status_code == 403
+
+
 def test_storage_location_crud(api_as, tmp_path):
     admin = api_as("admin")
     r = admin.post(LOCATIONS, {"name": "primary", "kind": "local", "path": str(tmp_path / "a"), "is_primary": True},

@@ -32,6 +32,18 @@ def test_lines_are_quoted_for_the_shell_then_for_postgresql_conf(shop):
     assert "must be able to" in out and "/etc/it's 100%.env" in out
 
 
+def test_with_a_spool_the_shell_acknowledges_by_marker(shop):
+    out = run("shop", "--env-file", "/x.env", "--python", "/p", "--spool", "/var/spool/it's 100%")
+    command = next(line.split(" = ", 1)[1] for line in out.splitlines() if line.startswith("archive_command"))
+    marker = "''/var/spool/it''\"''\"''s 100%%''/%f.ok"
+    assert command.startswith(f"'if [ -f {marker} ] && [ \"$(sha256sum < \"%p\" | cut -c1-64)\" = \"$(cat {marker})\" ]; "
+                              f"then rm -f {marker}; else ")
+    assert "wal_push shop \"%p\" --spool ''/var/spool/it''\"''\"''s 100%%'' --ahead 64; fi'" in command
+    assert "write /var/spool/it's 100%" in out
+    with pytest.raises(CommandError, match="--spool must be an absolute path"):
+        run("shop", "--env-file", "/x.env", "--spool", "spool")
+
+
 def test_refusals(shop, settings):
     settings.ENV_FILE = ""
     with pytest.raises(CommandError, match="--env-file"):

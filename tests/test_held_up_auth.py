@@ -129,7 +129,8 @@ def _path(route: str) -> str:
     """A concrete URL for a route of backupsite.api (mounted under /v1/)."""
     route = route.lstrip("^").rstrip("$")
     route = re.sub(r"\(\?P<\w+>[^)]*\)", "999999", route)  # router regexes: the lookup (pk)
-    route = re.sub(r"<[^>]+>", SAMPLE_ARG, route)  # path converters
+    route = re.sub(r"<int:[^>]+>", "999999", route)  # integer ids
+    route = re.sub(r"<[^>]+>", SAMPLE_ARG, route)  # other path converters
     route = route.replace("\\.", ".").replace("/?", "/")
     return "/v1/" + route
 

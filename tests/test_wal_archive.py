@@ -6,14 +6,18 @@ view of gaps and of the recovery window are all checked against what is really a
 """
 import hashlib
 import os
+import re
 import shutil
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg.sql
 import pytest
 
-from apps.backups import wal_names
+from apps.backups import wal_config, wal_names
+from apps.databases.clusters import as_server_user
 from tests.wal_site import TARGET, _give
 
 SEG = 16 << 20
@@ -200,3 +204,61 @@ def test_rpo_with_a_short_archive_timeout(wal_site):
     print(f"\nRPO with archive_timeout=2 s: the marker's segment {name} was catalogued {rpo:.2f} s after its "
           f"commit (archive_config prints archive_timeout = 60)")
     assert _utc(seg["last_commit_at"]) >= marker_at  # the marker's commit is in it, and pg_waldump saw it
+
+
+def _as_postgres_runs(line: str, data: Path, wal_path: str) -> subprocess.CompletedProcess:
+    """Run an archive_command line as PostgreSQL does: placeholders replaced, /bin/sh, from the data directory."""
+    command = re.sub(r"%([pf%])", lambda m: {"p": wal_path, "f": Path(wal_path).name, "%": "%"}[m.group(1)], line)
+    return subprocess.run(as_server_user(["/bin/sh", "-c", command]), cwd=data, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+
+def test_a_backlog_is_archived_by_one_process_and_acknowledged_by_marker(wal_site):
+    """With archiving held up, six segments pile up; one wal_push archives them all and leaves markers; the
+    shell acknowledges a file by its marker only while the file's SHA-256 matches, without starting Python."""
+    data, spool = wal_site.cluster.data, wal_site.spool
+    (ours,), = wal_site.sql("SHOW archive_command")
+    assert "--spool" in ours and "sha256sum" in ours  # the line archive_config printed, as pasted
+    wal_site.sql("ALTER SYSTEM SET archive_command = '/bin/false'")
+    wal_site.sql("SELECT pg_reload_conf()")
+    try:
+        time.sleep(0.5)
+        names = [wal_site.new_segment(rows=200) for _ in range(6)]
+        ready = {p.name[:-6] for p in (data / "pg_wal" / "archive_status").glob("*.ready")}
+        assert set(names) <= ready
+        assert all(wal_site.segment(n) is None for n in names)
+
+        # PostgreSQL's call for the oldest starts wal_push, which archives the backlog in the same process.
+        done = wal_site.manage("wal_push", TARGET, f"pg_wal/{names[0]}", "--spool", str(spool), "-v2", cwd=data)
+        assert "archived ahead" in done.stdout
+        for name in names:
+            assert wal_site.segment(name) is not None, name
+        for name in names[1:]:
+            assert (spool / f"{name}.ok").read_text() == _sha(data / "pg_wal" / name)
+        assert not (spool / f"{names[0]}.ok").exists()  # its own file is acknowledged by the exit code
+
+        # The shell's side, with an interpreter that cannot start: only a marker can acknowledge.
+        broken = wal_config.Invocation(python="/bin/false", manage="/nowhere/manage.py", env_file="/nowhere.env")
+        line = wal_config.archive_command(TARGET, broken, spool=str(spool))
+        acked = _as_postgres_runs(line, data, f"pg_wal/{names[1]}")
+        assert acked.returncode == 0, acked.stderr
+        assert not (spool / f"{names[1]}.ok").exists()  # consumed
+        again = _as_postgres_runs(line, data, f"pg_wal/{names[1]}")
+        assert again.returncode != 0  # no marker any more: it goes to wal_push (here: cannot start)
+        (spool / f"{names[2]}.ok").write_text("0" * 64)  # a marker that does not match the file
+        assert _as_postgres_runs(line, data, f"pg_wal/{names[2]}").returncode != 0
+        (spool / f"{names[2]}.ok").unlink()
+    finally:
+        with psycopg.connect(**wal_site.cluster.conn().kwargs("wal-test"), autocommit=True) as c:
+            c.execute(psycopg.sql.SQL("ALTER SYSTEM SET archive_command = {}").format(psycopg.sql.Literal(ours)))
+        wal_site.sql("SELECT pg_reload_conf()")
+    # PostgreSQL now archives the backlog itself: by marker where one is left, by wal_push where not.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        (last,), = wal_site.sql("SELECT last_archived_wal FROM pg_stat_archiver")[0:1]
+        if last is not None and last >= names[-1]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("PostgreSQL did not archive the backlog")
+    assert not list(spool.glob("*.ok"))  # every marker was claimed

@@ -56,7 +56,8 @@ class WalSite:
     def __init__(self, base: Path, cluster):
         self.base, self.cluster = base, cluster
         self.meta_dir, self.root, conf = base / "meta", base / "backups", base / "conf"
-        for directory in (self.meta_dir, self.root):
+        self.spool = base / "archive 100% spool"  # markers of files archived ahead; quoted like the env file
+        for directory in (self.meta_dir, self.root, self.spool):
             directory.mkdir()
             _give(directory, 0o700)
         conf.mkdir()
@@ -144,7 +145,7 @@ def archiving_site(prefix: str = "walsite-"):
             c = cluster.conn()
             site.manage("target_add", TARGET, "--dsn",
                         f"postgresql://{c.user}@{c.host}:{c.port}/{c.dbname}?sslmode=disable")
-            printed = site.manage("archive_config", TARGET, "--python", site.python,
+            printed = site.manage("archive_config", TARGET, "--python", site.python, "--spool", str(site.spool),
                                   "--archive-timeout", str(ARCHIVE_TIMEOUT)).stdout
             lines = [line for line in printed.splitlines() if line.startswith(("archive_", "restore_command"))]
             site.archive_conf = "\n".join(lines) + "\n"

@@ -13,10 +13,12 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django import db
 from django.db import IntegrityError, transaction
 
 from apps.backups import layout, wal_names
@@ -30,6 +32,9 @@ from apps.storage.services import ensure_default_location
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+AHEAD_THREADS = 2
+AHEAD_SECONDS = 30.0  # push_ahead stops starting files after this; PostgreSQL waits for the process to end
+MARKER_MAX_AGE = 86400  # seconds: an unclaimed marker is removed after this
 
 
 class WalNotArchived(NotFound):
@@ -142,6 +147,77 @@ def prefetch(*, target: DatabaseTarget, after: str, spool: Path | str, count: in
             break
         fetched.append(name)
     return fetched
+
+
+def push_ahead(*, target: DatabaseTarget, path: Path | str, spool: Path | str, limit: int,
+               budget: float = AHEAD_SECONDS) -> list[str]:
+    """Archive up to `limit` more files PostgreSQL has marked ready (`archive_status/*.ready` beside `path`),
+    and leave for each a marker in `spool` holding its SHA-256.
+
+    PostgreSQL calls archive_command once per file, and a wal_push process costs about a second to start; the
+    archive_command that archive_config prints with a spool acknowledges a file by its marker in the shell
+    (after checking the file still has the marker's SHA-256) and starts wal_push only when there is none.
+    One process so archives a whole backlog. A marker is written only after the file is stored and
+    catalogued, so it never claims more than push() would; a failure stops the run (PostgreSQL's own call for
+    that file then fails and retries as usual).
+    """
+    path, spool = Path(path), Path(spool)
+    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _sweep_markers(spool)
+    deadline = time.monotonic() + budget
+    ready = sorted(p.name[:-len(".ready")] for p in (path.parent / "archive_status").glob("*.ready"))
+    todo = [name for name in ready if name != path.name and not (spool / f"{name}.ok").exists()
+            and _archivable(name)][:limit]
+
+    def one(name: str) -> str:
+        try:
+            if time.monotonic() > deadline:
+                return ""
+            result = push(target=target, path=path.parent / name)
+            _write_marker(spool / f"{name}.ok", result.segment.sha256_raw)
+            return name
+        finally:
+            db.connection.close()  # this thread's own connection
+
+    done: list[str] = []
+    # Two at a time: compression, encryption, hashing and pg_waldump run outside the GIL.
+    with ThreadPoolExecutor(max_workers=AHEAD_THREADS, thread_name_prefix="wal-ahead") as pool:
+        futures = [pool.submit(one, name) for name in todo]
+        try:
+            for future in futures:
+                name = future.result()
+                if name:
+                    done.append(name)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return done
+
+
+def _archivable(name: str) -> bool:
+    try:
+        wal_names.parse(name)
+    except UserError:
+        return False  # PostgreSQL names only WAL files there; anything else is not ours to archive
+    return True
+
+
+def _write_marker(marker: Path, sha256: str) -> None:
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
+    tmp.write_text(sha256)
+    os.replace(tmp, marker)  # the shell reads a whole marker or none
+
+
+def _sweep_markers(spool: Path) -> None:
+    """Markers PostgreSQL never asked for (the cluster went away, or archived the file another way)."""
+    old = time.time() - MARKER_MAX_AGE
+    for marker in spool.glob("*.ok"):
+        try:
+            if marker.stat().st_mtime < old:
+                marker.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _checked_header(path: Path, wal: wal_names.WalFileName, size: int):

@@ -9,6 +9,7 @@ Throttle counters live in the default cache. The default cache (LocMemCache) is 
 several web server processes, each counts on its own; set CACHE_URL to a shared cache (the database
 cache, docs/OPERATIONS.md) to count across processes.
 """
+import hashlib
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.exceptions import AuthenticationFailed
@@ -40,7 +41,9 @@ class LoginUsernameRateThrottle(LoginRateThrottle):
         username = request.data.get("username") if hasattr(request.data, "get") else None
         if not isinstance(username, str) or not username:
             return None
-        return self.cache_format % {"scope": self.scope, "ident": username.casefold()[:150]}
+        # Hashed: a username may hold spaces or control characters, which memcached refuses in a key.
+        ident = hashlib.sha256(username.casefold()[:150].encode("utf-8", "surrogatepass")).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 class RevocableTokenRefreshSerializer(TokenRefreshSerializer):

@@ -27,6 +27,23 @@ class Interface(models.TextChoices):
     SYSTEM = "system", "System"
 
 
+class AppendOnly(models.QuerySet):
+    """Bulk changes through the default manager are refused too, not only save() of an existing row.
+
+    (Deleting a user still clears `actor` on its events: Django's deletion collector goes through the base
+    manager. Raw SQL is out of the ORM's reach; in production the metadata database's role can be denied
+    UPDATE and DELETE on the table.)"""
+
+    def update(self, **kwargs):
+        raise ValueError("Audit events are append-only.")
+
+    def delete(self):
+        raise ValueError("Audit events are append-only.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise ValueError("Audit events are append-only.")
+
+
 class AuditEvent(models.Model):
     """Append-only record of a state-changing action: who, what, on which object, via which interface."""
 
@@ -39,6 +56,8 @@ class AuditEvent(models.Model):
     object_id = models.CharField(max_length=64, blank=True, db_index=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
+
+    objects = AppendOnly.as_manager()
 
     class Meta:
         ordering = ["-at", "-id"]

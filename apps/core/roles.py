@@ -22,7 +22,7 @@ def has_role(user: AbstractBaseUser | None, role: str) -> bool:
     return mine is not None and RANK[mine] >= RANK[role]
 
 
-PROJECT_APPS = ["core", "storage", "databases", "backups", "verification", "retention", "jobs"]
+PROJECT_APPS = ["core", "storage", "databases", "backups", "verification", "retention", "jobs", "monitoring"]
 
 
 def _last_migrated_app():

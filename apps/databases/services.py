@@ -82,17 +82,23 @@ def delete_target(*, target: DatabaseTarget, actor: Actor) -> None:
 
 @transaction.atomic
 def set_target_locations(*, target: DatabaseTarget, primary, replicas: list, actor: Actor) -> DatabaseTarget:
-    """Where the target's backups go: written to `primary`, then copied to each of `replicas` (in that order:
-    it is also the order restores fall back in)."""
-    names = [primary.name] + [r.name for r in replicas]
-    if len(set(names)) != len(names):
-        raise UserError("A location is named twice; the primary and each replica must differ.")
-    disabled = [loc.name for loc in [primary, *replicas] if not loc.enabled]
+    """Where the target's backups go: written to `primary`, then copied to each of `replicas` (copies and
+    restore fallbacks go through replicas by name). `primary=None` keeps the target's current setting (a named
+    location, or the primary location when it names none)."""
+    from apps.storage.services import ensure_default_location
+
+    effective = primary or target.storage_location or ensure_default_location()
+    names = [effective.name] + [r.name for r in replicas]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"Location {twice[0]} is named twice; the primary and each replica must differ.")
+    disabled = [loc.name for loc in [effective, *replicas] if not loc.enabled]
     if disabled:
         raise UserError(f"Location {disabled[0]} is disabled.")
-    target.storage_location = primary
-    target.save(update_fields=["storage_location", "updated_at"])
+    if primary is not None:
+        target.storage_location = primary
+        target.save(update_fields=["storage_location", "updated_at"])
     target.replica_locations.set(replicas)
     audit(actor=actor, action="database.target.locations_set", obj=target,
-          details={"primary": primary.name, "replicas": [r.name for r in replicas]})
+          details={"primary": effective.name, "replicas": [r.name for r in replicas]})
     return target

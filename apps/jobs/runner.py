@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.core.errors import JobFailed, UserError
 from apps.core.services import Actor
 from apps.jobs import liveness, services
+from apps.jobs.signals import job_finished
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.progress import JobContext
 
@@ -114,4 +115,8 @@ def execute(job: Job, **runtime: Any) -> Job:
         ctx.log("succeeded")
         services.finish(job=ctx.job, status=JobStatus.SUCCEEDED, result=result)
     job.refresh_from_db()
+    # Listeners (alert rules) must not change how the job ended: their errors are logged, never raised.
+    for receiver, error in job_finished.send_robust(sender=Job, job=job):
+        if isinstance(error, Exception):
+            log.error("A job_finished receiver (%s) failed for job %s: %s", receiver, job.pk, error)
     return job

@@ -12,6 +12,9 @@ SCHEDULES = [
     ("Enforce storage tiers", "apps.backups.tasks.enforce_tiers", "30 4 * * *"),
     ("Enforce retention", "apps.retention.tasks.enforce_retention", "0 1 * * *"),
     ("Verify backups", "apps.verification.tasks.verify_backups", "0 4 * * *"),
+    ("Health checks", "apps.monitoring.tasks.health_check", 5),
+    ("Replication check", "apps.monitoring.tasks.replication_check", "15 * * * *"),
+    ("Deliver notifications", "apps.monitoring.tasks.deliver_outbox", 1),
 ]
 
 

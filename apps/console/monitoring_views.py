@@ -1,0 +1,71 @@
+"""Console pages of monitoring: the dashboard (charts from the vendored Chart.js) and the alert list with
+acknowledge / resolve. Reads through apps.monitoring.selectors, writes through its services."""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.core.admin_utils import admin_actor
+from apps.core.errors import UserError
+from apps.core.roles import OPERATOR, VIEWER, has_role
+from apps.monitoring import selectors, services
+from apps.monitoring.models import Alert, AlertStatus, Severity
+
+
+def _forbidden(request):
+    return render(request, "console/forbidden.html", status=403)
+
+
+@login_required
+def monitoring_dashboard(request):
+    if not has_role(request.user, VIEWER):
+        return _forbidden(request)
+    data = selectors.dashboard()
+    # What the charts draw, handed to the page with json_script (never inlined as raw HTML).
+    charts = {
+        "sizes": [{"target": row["target"],
+                   "points": [{"x": p["at"].isoformat(), "y": p["size_stored"]} for p in row["sizes"]]}
+                  for row in data["targets"]],
+        "storage": [{"location": row["location"], "tiers": row["bytes_by_tier"] or {"used": row["used_bytes"]},
+                     "capacity": row["capacity_bytes"]}
+                    for row in data["storage"]],
+        "alerts": data["open_alerts_by_severity"],
+    }
+    return render(request, "console/monitoring/dashboard.html", {"data": data, "charts": charts})
+
+
+@login_required
+def alert_list(request):
+    if not has_role(request.user, VIEWER):
+        return _forbidden(request)
+    status = request.GET.get("status", "active")
+    qs = selectors.alerts(severity=request.GET.get("severity") or None, target=request.GET.get("target") or None)
+    if request.GET.get("id"):  # the link in a notification: that alert, whatever its status now
+        qs, status = qs.filter(pk=request.GET["id"].upper()[:26]), "all"
+    elif status == "active":
+        qs = qs.filter(status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED])
+    elif status in AlertStatus.values:
+        qs = qs.filter(status=status)
+    context = {"alerts": qs[:200], "status": status, "statuses": ["active", "all", *AlertStatus.values],
+               "severities": Severity.values, "can_operate": has_role(request.user, OPERATOR)}
+    return render(request, "console/monitoring/alerts.html", context)
+
+
+@login_required
+@require_POST
+def alert_action(request, alert_id: str, verb: str):
+    if not has_role(request.user, OPERATOR):
+        messages.error(request, "Acknowledging and resolving alerts needs the operator role.")
+        return redirect("console:alerts")
+    service = {"acknowledge": services.acknowledge, "resolve": services.resolve}.get(verb)
+    alert = get_object_or_404(Alert, pk=alert_id)
+    if service is None:
+        messages.error(request, f"No such action: {verb}.")
+        return redirect("console:alerts")
+    try:
+        service(alert=alert, actor=admin_actor(request), note=request.POST.get("note", "")[:2000])
+    except UserError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Alert {alert.type} on {alert.target}: {verb}d.")
+    return redirect("console:alerts")

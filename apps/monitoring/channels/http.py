@@ -1,0 +1,31 @@
+"""One JSON POST for the HTTP channels, its outcome sorted into sent / retry later / refused for good."""
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+
+from apps.core.errors import UserError
+from apps.monitoring.channels.base import TransportError
+
+RETRY_CODES = {408, 425, 429}
+
+
+def check_url(url: str, what: str) -> None:
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"The {what} must be an http(s) URL.")
+
+
+def post_json(url: str, body: bytes, *, headers: dict | None = None) -> tuple[int, str]:
+    try:
+        resp = requests.post(url, data=body, headers={"Content-Type": "application/json", **(headers or {})},
+                             timeout=settings.MONITORING_HTTP_TIMEOUT_SECONDS, allow_redirects=False)
+    except requests.RequestException as exc:
+        # The message names the host, never the path (a Slack webhook's path is its secret).
+        raise TransportError(f"{type(exc).__name__} posting to {urlsplit(url).hostname}") from None
+    text = resp.text[:2000]
+    if 200 <= resp.status_code < 300:
+        return resp.status_code, text
+    permanent = resp.status_code < 500 and resp.status_code not in RETRY_CODES
+    raise TransportError(f"HTTP {resp.status_code} from {urlsplit(url).hostname}", permanent=permanent,
+                         code=resp.status_code, response=text)

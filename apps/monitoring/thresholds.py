@@ -1,0 +1,24 @@
+"""Thresholds per target: the AlertRule row for that target (or location), else the default row, else the rule's
+built-in parameters. Read once per evaluation."""
+from apps.monitoring.models import AlertRule
+
+
+class Thresholds:
+    def __init__(self):
+        self._rows = {(r.type, r.database_target_id, r.location_id): r for r in AlertRule.objects.all()}
+
+    def lookup(self, rule, *, target=None, location=None) -> dict | None:
+        """Parameters of `rule` for this scope, `severity` among them; None when the rule is off there."""
+        default = self._rows.get((rule.type, None, None))
+        key = (rule.type, getattr(target, "pk", None), getattr(location, "pk", None))
+        specific = self._rows.get(key) if key != (rule.type, None, None) else None
+        rows = [r for r in (default, specific) if r is not None]
+        # The most specific row decides whether the rule is on; parameters merge, the specific ones winning.
+        if rows and not rows[-1].enabled:
+            return None
+        params = {**rule.defaults, "severity": rule.severity}
+        for row in rows:
+            params.update(row.params or {})
+            if row.severity:
+                params["severity"] = row.severity
+        return params
