@@ -14,6 +14,7 @@ from apps.jobs.api import JobViewSet
 from apps.monitoring import api as monitoring
 from apps.recovery import api as recovery
 from apps.recovery import dr_api
+from apps.retention import api as retention
 from apps.storage.api import StorageLocationViewSet
 from apps.verification import api as verification
 
@@ -23,6 +24,7 @@ router = SimpleRouter()
 router.register("backup-recovery/database/targets", DatabaseTargetViewSet, basename="target")
 router.register("backup-recovery/storage/locations", StorageLocationViewSet, basename="location")
 router.register("backup-recovery/documents/sources", documents.DocumentSourceViewSet, basename="document-source")
+router.register("backup-recovery/retention/rules", retention.RetentionRuleViewSet, basename="retention-rule")
 router.register("backup-recovery/monitoring/channels", monitoring.ChannelViewSet, basename="channel")
 router.register("backup-recovery/monitoring/rules", monitoring.AlertRuleViewSet, basename="alert-rule")
 router.register("backup-recovery/disaster-recovery/plans", dr_api.DRPlanViewSet, basename="dr-plan")
@@ -75,6 +77,10 @@ urlpatterns = [
          name="documents-restore"),
     path("backup-recovery/documents/statistics", documents.DocumentStatisticsView.as_view(),
          name="documents-statistics"),
+    path("backup-recovery/retention/enforce-policies", retention.EnforcePoliciesView.as_view(),
+         name="retention-enforce"),
+    path("backup-recovery/retention/lifecycle-stats", retention.LifecycleStatsView.as_view(),
+         name="retention-lifecycle-stats"),
     path("audit/", audit_list, name="audit-list"),
     path("audit/<int:pk>", audit_detail, name="audit-detail"),
     path("backup-recovery/monitoring/alerts", alert_list, name="alert-list"),

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "apps.databases",
     "apps.backups",
     "apps.verification",
+    "apps.retention",
     "apps.recovery",
     "apps.documents",
     "apps.monitoring",
@@ -149,6 +150,17 @@ PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # A backup's lease on its target is renewed by the job heartbeat; one not renewed for this long is stale
 # (a holder on this host whose process is gone is stale at once).
 BACKUP_LOCK_STALE_SECONDS = env.int("BACKUP_LOCK_STALE_SECONDS", default=60)
+
+# --- Verification and retention (apps/verification, apps/retention) ------------
+# Where restore-level verifications build their scratch clusters (each named after its job, removed after
+# use; leftovers of a killed run are removed by the next run). The postgres user must be able to reach it.
+VERIFY_SCRATCH_ROOT = Path(env.str("VERIFY_SCRATCH_ROOT", default=str(VAR_DIR / "verify-scratch")))
+# Tables up to this size (pg_table_size, bytes) get a content hash at backup time, compared by a restore check.
+VERIFY_HASH_MAX_TABLE_BYTES = env.int("VERIFY_HASH_MAX_TABLE_BYTES", default=8 * 1024 * 1024)
+# The level of the nightly verification of every backup (the newest of each target is also restored).
+VERIFY_SCHEDULE_LEVEL = env.str("VERIFY_SCHEDULE_LEVEL", default="checksum")
+# Archive of a backup whose location has no storage tiers (local disk): a verified copy to this location.
+RETENTION_ARCHIVE_LOCATION = env.str("RETENTION_ARCHIVE_LOCATION", default="")
 
 # --- Replication (apps/backups/replication.py) ----------------------------------
 # Attempts per replica copy, and the exponential backoff between them (first wait, longest wait), in seconds.

@@ -92,6 +92,21 @@ def backup_root(settings, tmp_path):
 
 
 @pytest.fixture
+def scratch_root(settings):
+    """Where restore-level verifications build their scratch clusters: a fresh directory the postgres user can
+    reach (not pytest's 0700 tmp_path), removed afterwards."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="verify-scratch-"))
+    root.chmod(0o755)
+    settings.VERIFY_SCRATCH_ROOT = root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 def target(db, source_db):
     from apps.core.services import SYSTEM
     from apps.databases.services import save_target

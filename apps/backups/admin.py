@@ -37,12 +37,13 @@ class ReplicaInline(RecordAdmin, admin.TabularInline):
 @admin.register(Backup)
 class BackupAdmin(admin.ModelAdmin):
     list_display = ["id", "database_target", "kind", "format", "status", "size_stored", "created_at", "duration",
-                    "job_link"]
-    list_filter = ["status", "kind", "format", "database_target", "storage_location", "legal_hold"]
+                    "last_verified", "job_link"]
+    list_filter = ["status", "kind", "format", "database_target", "storage_location", "legal_hold",
+                   "last_verification_result", "last_verified_level"]
     search_fields = ["id", "database_target__name", "sha256", "error"]
     date_hierarchy = "created_at"
     inlines = [ArtifactInline, ReplicaInline]
-    actions = ["verify_exists", "verify_checksum", "delete_backups"]
+    actions = ["verify_exists", "verify_checksum", "verify_restore", "delete_backups"]
     readonly_fields = [f.name for f in Backup._meta.fields if f.name != "legal_hold"]
 
     def has_add_permission(self, request):
@@ -62,6 +63,15 @@ class BackupAdmin(admin.ModelAdmin):
     @admin.display(description="Duration (s)")
     def duration(self, obj):
         return round(obj.duration_seconds, 1) if obj.duration_seconds is not None else "—"
+
+    @admin.display(description="Last verified", ordering="last_verified_at")
+    def last_verified(self, obj):
+        if obj.last_verified_at is None:
+            return "never"
+        text = f"{obj.last_verified_at:%Y-%m-%d %H:%M} ({obj.last_verified_level})"
+        if obj.last_verification_result == "failed":
+            return format_html('<span style="color:#b42318" title="{}">FAILED {}</span>', obj.verification_error, text)
+        return text
 
     @admin.display(description="Job")
     def job_link(self, obj):
@@ -90,6 +100,10 @@ class BackupAdmin(admin.ModelAdmin):
     @admin.action(description="Verify: read back and check SHA-256")
     def verify_checksum(self, request, queryset):
         self._verify(request, queryset, VerificationLevel.CHECKSUM)
+
+    @admin.action(description="Verify: restore into a scratch cluster")
+    def verify_restore(self, request, queryset):
+        self._verify(request, queryset, VerificationLevel.RESTORE)
 
     @admin.action(description="Delete backups (stored objects too; audited)")
     def delete_backups(self, request, queryset):

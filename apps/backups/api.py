@@ -128,7 +128,8 @@ class BackupSerializer(serializers.ModelSerializer):
             "started_at", "finished_at", "duration_seconds", "size_raw", "size_stored", "sha256", "compression",
             "encryption_key_id", "server_version", "system_identifier", "lsn_start", "lsn_stop", "timeline",
             "row_counts",
-            "manifest_key", "legal_hold", "error", "artifacts", "replicas",
+            "manifest_key", "legal_hold", "error", "last_verified_at", "last_verified_level",
+            "last_verification_result", "verification_error", "archived_at", "artifacts", "replicas",
         ]
         read_only_fields = fields
 

@@ -6,7 +6,8 @@ deletion runs in the reverse order of a backup:
 1. every location's manifest is removed FIRST — from then on no location offers the backup as complete,
    whatever happens next;
 2. then its artifacts (and any other object under the backup's prefix);
-3. then the rows: replicas and the backup are marked `deleted` and the deletion is audited.
+3. each removal is confirmed (the object no longer stats), else the deletion fails;
+4. then the rows: replicas and the backup are marked `deleted` and the deletion is audited.
 
 A crash or storage error after step 1 leaves artifacts without a manifest — garbage that verification and a
 catalog rebuild reject, never a half-deleted backup that looks restorable — and the row still says what it
@@ -83,11 +84,20 @@ def _delete_objects(backup: Backup) -> list[str]:
         for key in keys:
             store.delete(key)
             removed.append(f"{store.location.name}:{key}")
+    # Confirmed, not assumed: a store that answered the delete but still holds the object (a write-once lock,
+    # an eventually consistent listing) fails the deletion, and the row keeps saying the backup is there.
+    for store in stores:
+        for key in ([manifest] if manifest else []) + artifact_keys:
+            if store.stat(key) is not None:
+                raise UserError(f"Backup {backup.pk}: {key} is still in {store.location.name} after its deletion.")
     return removed
 
 
-def delete_backup(*, backup: Backup, actor: Actor) -> Backup:
-    """Delete a backup's stored objects everywhere and mark it deleted; audited. Raises ConflictError if refused."""
+def delete_backup(*, backup: Backup, actor: Actor, refresh_usage: bool = True) -> Backup:
+    """Delete a backup's stored objects everywhere and mark it deleted; audited. Raises ConflictError if refused.
+
+    `refresh_usage=False` leaves the locations' used bytes to the caller (retention refreshes them once per run).
+    """
     try:
         with transaction.atomic():
             locked = (Backup.objects.select_for_update().select_related("database_target", "storage_location")
@@ -102,7 +112,7 @@ def delete_backup(*, backup: Backup, actor: Actor) -> Backup:
                   details={"previous_status": previous, "objects_removed": removed})
             from apps.backups.lifecycle import refresh_used_bytes
 
-            for location in _locations(locked):
+            for location in _locations(locked) if refresh_usage else []:
                 refresh_used_bytes(location)
     except ConflictError:
         raise

@@ -56,6 +56,16 @@ class Backup(UlidModel):
     manifest_key = models.CharField(max_length=1024, blank=True)
     legal_hold = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    # md5 of the ordered rows of each small table, taken in the backup's snapshot (logical backups): what a
+    # restore-level verification compares beyond row counts (apps/databases/engines/content_hash.py).
+    content_hashes = models.JSONField(default=dict, blank=True)
+    # The newest verification of the backup (any replica), kept here so every list can show it cheaply.
+    last_verified_at = models.DateTimeField(null=True, blank=True)
+    last_verified_level = models.CharField(max_length=16, blank=True)
+    last_verification_result = models.CharField(max_length=8, blank=True, help_text="passed or failed")
+    verification_error = models.TextField(blank=True, help_text="What the last failed verification found.")
+    # Set by retention when the backup's artifacts were moved to the archive tier / archive location.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

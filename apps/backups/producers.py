@@ -7,6 +7,8 @@ a password) fails the backup like any other error.
 """
 from collections.abc import Iterator
 
+from django.conf import settings
+
 from apps.backups import file_index
 from apps.backups.models import Backup, BackupFormat, BackupKind
 from apps.databases.connection import PgConn
@@ -22,15 +24,17 @@ class LogicalProducer:
 
     def artifacts(self) -> Iterator[tuple[str, Iterator[bytes]]]:
         conn = PgConn.for_target(self.backup.database_target)
-        self.dump = logical.LogicalDump(conn, fmt=self.backup.format, app_name=f"backupsite-backup-{self.backup.pk}")
+        self.dump = logical.LogicalDump(conn, fmt=self.backup.format, app_name=f"backupsite-backup-{self.backup.pk}",
+                                        hash_max_bytes=settings.VERIFY_HASH_MAX_TABLE_BYTES)
         yield self.dump.artifact_name, self.dump.chunks()
 
     def manifest_fields(self) -> dict:
-        return {"postgres": self.dump.info.server, "row_counts": self.dump.info.row_counts}
+        return {"postgres": self.dump.info.server, "row_counts": self.dump.info.row_counts,
+                "content_hashes": self.dump.info.content_hashes}
 
     def backup_fields(self) -> dict:
         return {"server_version": self.dump.info.server.get("server_version", ""),
-                "row_counts": self.dump.info.row_counts}
+                "row_counts": self.dump.info.row_counts, "content_hashes": self.dump.info.content_hashes}
 
 
 class _PhysicalFields:

@@ -38,6 +38,9 @@ def backup_summary(backup: Backup) -> dict:
         "created_at": backup.created_at,
         "finished_at": backup.finished_at,
         "error": backup.error,
+        "last_verified_at": backup.last_verified_at,
+        "last_verified_level": backup.last_verified_level,
+        "last_verification_result": backup.last_verification_result,
     }
 
 

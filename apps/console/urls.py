@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.console import dr_views, monitoring_views, views
+from apps.console import dr_views, monitoring_views, retention_views, views
 
 app_name = "console"
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("jobs/<ulid:job_id>/", views.job_detail, name="job"),
     path("backups/<ulid:backup_id>/", views.backup_detail, name="backup"),
     path("backups/<ulid:backup_id>/verify/", views.verify_now, name="verify"),
+    path("retention/", retention_views.retention, name="retention"),
     path("monitoring/", monitoring_views.monitoring_dashboard, name="monitoring"),
     path("monitoring/alerts/", monitoring_views.alert_list, name="alerts"),
     path("monitoring/alerts/<ulid:alert_id>/<str:verb>/", monitoring_views.alert_action, name="alert-action"),

@@ -22,7 +22,8 @@ def has_role(user: AbstractBaseUser | None, role: str) -> bool:
     return mine is not None and RANK[mine] >= RANK[role]
 
 
-PROJECT_APPS = ["core", "storage", "databases", "backups", "verification", "documents", "jobs", "monitoring"]
+PROJECT_APPS = ["core", "storage", "databases", "backups", "verification", "documents", "retention", "recovery",
+                "jobs", "monitoring"]
 
 
 def _last_migrated_app():

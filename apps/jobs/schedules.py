@@ -11,6 +11,8 @@ SCHEDULES = [
     ("Incremental database backups", "apps.backups.tasks.incremental_backups", "0 0,6,12,18 * * *"),
     ("Full document backups", "apps.documents.tasks.backup_all_sources", "0 3 * * *"),
     ("Enforce storage tiers", "apps.backups.tasks.enforce_tiers", "30 4 * * *"),
+    ("Enforce retention", "apps.retention.tasks.enforce_retention", "0 1 * * *"),
+    ("Verify backups", "apps.verification.tasks.verify_backups", "0 4 * * *"),
     ("Health checks", "apps.monitoring.tasks.health_check", 5),
     ("Replication check", "apps.monitoring.tasks.replication_check", "15 * * * *"),
     ("Deliver notifications", "apps.monitoring.tasks.deliver_outbox", 1),

@@ -18,7 +18,9 @@ class VerifyInputSerializer(serializers.Serializer):
     level = serializers.ChoiceField(
         choices=VerificationLevel.choices, default=VerificationLevel.CHECKSUM.value,
         help_text="exists: every artifact is there with its size; checksum (default): read back, SHA-256 matches; "
-                  "decrypt: also decrypt, decompress and parse the dump, row counts match.",
+                  "decrypt: also decrypt, decompress and parse the dump, row counts match; restore: restore into a "
+                  "scratch cluster that is removed afterwards, compare row counts and content hashes (logical) or "
+                  "run amcheck on the started cluster (physical).",
     )
 
 

@@ -27,6 +27,11 @@ class VerifyBackupsJob(JobRunner):
         from apps.verification import services
 
         ids, level = self.job.args["backup_ids"], self.job.args["level"]
+        if level == "restore":
+            from apps.verification import scratch
+
+            for name in scratch.sweep():  # left by a verification that was killed
+                self.ctx.log(f"removed the scratch directory {name} of a verification that did not finish")
         runs = []
         for backup in Backup.objects.filter(pk__in=ids).select_related("storage_location"):
             runs.extend(services.verify_backup(backup=backup, level=level, ctx=self.ctx))
@@ -35,7 +40,9 @@ class VerifyBackupsJob(JobRunner):
             "level": level,
             "backups": len(ids),
             "runs": len(runs),
-            "failed": [{"backup_id": r.backup_id, "location": r.location.name, "error": r.error} for r in failed],
+            "failed": [{"backup_id": r.backup_id, "location": r.location.name if r.location else None, "error": r.error}
+                       for r in failed],
+            "figures": {r.backup_id: r.details for r in runs if r.level == "restore"},
         }
         if failed:
             raise JobFailed(f"{len(failed)} of {len(runs)} verifications failed: "

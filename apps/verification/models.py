@@ -7,6 +7,7 @@ class VerificationLevel(models.TextChoices):
     EXISTS = "exists", "Exists (sizes match)"
     CHECKSUM = "checksum", "Checksum (read back, SHA-256 matches)"
     DECRYPT = "decrypt", "Decrypt (authenticate, decompress, parse the dump, row counts match)"
+    RESTORE = "restore", "Restore (into a scratch cluster: row counts and content hashes, or amcheck)"
 
 
 class VerificationResult(models.TextChoices):

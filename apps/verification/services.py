@@ -3,16 +3,18 @@ import time
 
 from django.utils import timezone
 
-from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
+from apps.backups.models import Backup, BackupFormat, BackupStatus, Replica, ReplicaStatus
 from apps.core.errors import UserError
 from apps.databases import selectors as databases
-from apps.jobs.progress import JobContext
+from apps.jobs.progress import JobContext, note
 from apps.pipeline.artifact import ArtifactError, Decoder
 from apps.pipeline.keys import KeyError_, configured_keyring
 from apps.storage import backends
 from apps.verification.models import VerificationLevel, VerificationResult, VerificationRun
 
 VERIFIABLE = [BackupStatus.SUCCEEDED]
+# Formats a restore cannot prove on their own (a data-only dump needs the schema first).
+RESTORE_FALLBACK = [BackupFormat.DATA]
 
 
 def request_verification(*, backup_ids: list[str], level: str) -> dict:
@@ -32,14 +34,54 @@ def request_verification(*, backup_ids: list[str], level: str) -> dict:
 
 
 def verify_backup(*, backup: Backup, level: str, ctx: JobContext | None = None) -> list[VerificationRun]:
-    """One run per replica; a failing replica is marked corrupt (or missing) and the run records why."""
+    """One run per replica (one per backup at the restore level); a failing replica is marked corrupt (or
+    missing) and the run records why. The backup row keeps the newest outcome (`record_outcome`)."""
     if backup.status not in VERIFIABLE:
         raise UserError(f"Backup {backup.pk} is {backup.status}; only succeeded backups can be verified.")
-    runs = []
-    replicas = backup.replicas.select_related("location").exclude(status=ReplicaStatus.DELETED)
-    for replica in replicas:
-        runs.append(_verify_replica(backup=backup, replica=replica, level=level, ctx=ctx))
+    if level == VerificationLevel.RESTORE:
+        if backup.format in RESTORE_FALLBACK:
+            note(ctx, f"{backup.pk}: a {backup.format}-only dump cannot be restored on its own; verified at the "
+                      "decrypt level instead")
+            return verify_backup(backup=backup, level=VerificationLevel.DECRYPT, ctx=ctx)
+        runs = [_verify_restore(backup=backup, ctx=ctx)]
+    else:
+        runs = []
+        replicas = backup.replicas.select_related("location").exclude(status=ReplicaStatus.DELETED)
+        for replica in replicas:
+            runs.append(_verify_replica(backup=backup, replica=replica, level=level, ctx=ctx))
+    if runs:
+        record_outcome(backup=backup, level=level, runs=runs)
     return runs
+
+
+def record_outcome(*, backup: Backup, level: str, runs: list[VerificationRun]) -> None:
+    """The backup's last verified time, level and result; a failure keeps what failed (the alert reads it)."""
+    failed = [r for r in runs if r.result == VerificationResult.FAILED]
+    error = "; ".join(f"{r.location.name if r.location else '?'}: {r.error}" for r in failed)[:4000]
+    Backup.objects.filter(pk=backup.pk).update(
+        last_verified_at=max(r.created_at for r in runs), last_verified_level=level,
+        last_verification_result=VerificationResult.FAILED if failed else VerificationResult.PASSED,
+        verification_error=error,
+    )
+
+
+def _verify_restore(*, backup: Backup, ctx: JobContext | None) -> VerificationRun:
+    from apps.verification import restore_check
+
+    started = time.monotonic()
+    try:
+        found = restore_check.check(backup, ctx)
+    except Exception as exc:  # e.g. initdb or the scratch directory failed: the check itself could not run
+        found = restore_check.RestoreCheck(problems=[f"the restore check could not run: {exc}"])
+    run = VerificationRun.objects.create(
+        backup=backup, location=found.location, level=VerificationLevel.RESTORE,
+        result=VerificationResult.FAILED if found.problems else VerificationResult.PASSED,
+        bytes_read=found.bytes_read, seconds=round(time.monotonic() - started, 3), details=found.details,
+        error="restore: " + "; ".join(found.problems) if found.problems else "",
+        job=ctx.job if ctx is not None else None,
+    )
+    note(ctx, f"{backup.pk} restore: {run.result}" + (f" ({run.error})" if run.error else ""))
+    return run
 
 
 def _verify_replica(*, backup: Backup, replica: Replica, level: str, ctx: JobContext | None) -> VerificationRun:

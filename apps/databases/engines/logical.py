@@ -8,6 +8,7 @@ snapshot we export and hold, so when the stream cannot be read for counts, a
 SQL count in that same snapshot is the fallback. Connection settings and the password go through the environment;
 arguments are a list; nothing runs through a shell.
 """
+import logging
 import queue
 import secrets
 import subprocess
@@ -23,6 +24,8 @@ from apps.databases import catalog
 from apps.databases.connection import PgConn
 from apps.databases.engines import dump_rows
 from apps.databases.pgtools import pg_bin
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 FORMATS = {
@@ -52,15 +55,18 @@ def _tail(fh, limit: int = 2000) -> str:
 class DumpInfo:
     row_counts: dict[str, int] = field(default_factory=dict)
     server: dict = field(default_factory=dict)
+    content_hashes: dict[str, str] = field(default_factory=dict)
 
 
 class LogicalDump:
     """Iterate `chunks()` to stream the dump; `info` is filled once the stream ends cleanly."""
 
-    def __init__(self, conn: PgConn, *, fmt: str, app_name: str, count_rows: bool = True):
+    def __init__(self, conn: PgConn, *, fmt: str, app_name: str, count_rows: bool = True,
+                 hash_max_bytes: int = 0):
         if fmt not in FORMATS:
             raise UserError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         self.conn, self.fmt, self.app_name, self.count_rows = conn, fmt, app_name, count_rows
+        self.hash_max_bytes = hash_max_bytes  # tables up to this size get a content hash (0: none)
         self.info = DumpInfo()
 
     @property
@@ -77,15 +83,22 @@ class LogicalDump:
             self.info.server = catalog.server_info(cur)
             counter = dump_rows.counter_for(self.fmt) if self.count_rows else None
             side = _SideCounter(counter) if counter is not None else None
+            hashing = None
+            if self.hash_max_bytes and self.fmt != "schema":
+                hashing = _SideHashes(self.conn, snapshot, self.hash_max_bytes, app_name=f"{self.app_name}-hashes")
             try:
                 for chunk in self._run_pg_dump(snapshot):
                     if side is not None:
                         side.feed(chunk)
                     yield chunk
                 counts = side.result() if side is not None else None
+                if hashing is not None:
+                    self.info.content_hashes = hashing.result()
             finally:
                 if side is not None:
                     side.close()
+                if hashing is not None:
+                    hashing.join()
             if counts is None and self.count_rows and self.fmt != "schema":
                 # The stream could not be read for counts: ask the server, in the very snapshot pg_dump used.
                 counts = catalog.row_counts(cur)
@@ -112,6 +125,45 @@ class LogicalDump:
                 proc.stdout.close()
             if rc != 0:
                 raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
+
+
+class _SideHashes(threading.Thread):
+    """Content hashes of the small tables, on a second connection that imports the dump's snapshot, while the
+    dump streams: the server reads the small tables in parallel with pg_dump, so the backup waits only for
+    whatever is left when the dump ends. Extra evidence for a restore check, never a reason to fail the backup:
+    any error only means no hashes."""
+
+    def __init__(self, conn: PgConn, snapshot: str, max_bytes: int, *, app_name: str):
+        super().__init__(name="content-hashes", daemon=True)
+        self.conn, self.snapshot, self.max_bytes, self.app_name = conn, snapshot, max_bytes, app_name
+        self.hashes: dict[str, str] = {}
+        self.start()
+
+    def run(self) -> None:
+        from apps.databases import content_hash
+
+        try:
+            with psycopg.connect(**self.conn.kwargs(self.app_name), autocommit=False) as c:
+                c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                c.read_only = True
+                cur = c.cursor()
+                cur.execute("SET TRANSACTION SNAPSHOT %s" % _literal(self.snapshot))
+                self.hashes = content_hash.small_table_hashes(cur, max_bytes=self.max_bytes)
+                c.rollback()
+        except Exception as exc:  # psycopg or anything else: the backup goes on without hashes
+            log.warning("No content hashes for this backup: %s", catalog.first_line(exc))
+            self.hashes = {}
+
+    def result(self) -> dict[str, str]:
+        self.join()
+        return self.hashes
+
+
+def _literal(value: str) -> str:
+    """A snapshot id as an SQL literal (SET TRANSACTION SNAPSHOT takes no parameters); ids are hex and dashes."""
+    if not all(ch in "0123456789ABCDEFabcdef-" for ch in value):
+        raise DumpError(f"Unexpected snapshot id {value!r}.")
+    return f"'{value}'"
 
 
 class _SideCounter:

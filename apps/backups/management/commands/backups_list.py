@@ -23,9 +23,11 @@ class Command(BaseCommand):
 
             self.stdout.write(jsonlib.dumps(rows, default=str, indent=2))
             return
-        header = f"{'ID':26}  {'TARGET':16} {'FORMAT':7} {'STATUS':9} {'SIZE':>12}  CREATED"
+        header = f"{'ID':26}  {'TARGET':16} {'FORMAT':7} {'STATUS':9} {'SIZE':>12}  {'CREATED':19}  VERIFIED"
         self.stdout.write(header)
         for r in rows:
             size = "" if r["size_bytes"] is None else f"{r['size_bytes']:,}"
+            verified = (f"{r['last_verified_at']:%Y-%m-%d %H:%M} {r['last_verified_level']} "
+                        f"{r['last_verification_result']}" if r["last_verified_at"] else "never")
             self.stdout.write(f"{r['id']:26}  {r['target'] or '-':16} {r['format']:7} {r['status']:9} {size:>12}  "
-                              f"{r['created_at']:%Y-%m-%d %H:%M:%S}")
+                              f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {verified}")
