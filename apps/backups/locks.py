@@ -4,7 +4,7 @@ The lease names the backup holding it and the process running it (host:pid:start
 and is renewed by the job heartbeat thread, independently of data progress: a
 backup blocked behind a table lock keeps it; a killed one loses it at once on the
 same host (its process is gone) or after BACKUP_LOCK_STALE_SECONDS elsewhere.
-The same lease guards document sources (apps/documents): any model with the three `backup_lock*` fields.
+The same lease guards document sources (apps/documents): any model that is a `core.models.LeaseHolder`.
 The backup id is the fencing token: the final writes of a backup are conditional
 on still holding the lease (`Lease.confirm`), so a displaced backup can never
 overwrite the outcome of the one that took over.
@@ -31,7 +31,7 @@ def stale_before():
 
 
 def _rows(target: DatabaseTarget):
-    """The target's own table (a DatabaseTarget, or a DocumentSource: both carry the lease fields)."""
+    """The target's own table (a DatabaseTarget, or a DocumentSource: both are LeaseHolders)."""
     return type(target)._default_manager.filter(pk=target.pk)
 
 

@@ -19,6 +19,18 @@ class UlidModel(TimeStampedModel):
         abstract = True
 
 
+class LeaseHolder(models.Model):
+    """Something whose backups take turns (a database target, a document source): the lease of the running
+    backup, renewed by its job's heartbeat, and the process holding it (apps/backups/locks.py)."""
+
+    backup_lock = models.CharField(max_length=26, blank=True, editable=False)
+    backup_lock_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
+    backup_lock_owner = models.CharField(max_length=128, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+
 class Interface(models.TextChoices):
     CLI = "cli", "Command line"
     API = "api", "REST API"

@@ -1,7 +1,7 @@
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from apps.core.models import TimeStampedModel
+from apps.core.models import LeaseHolder, TimeStampedModel
 
 
 class SslMode(models.TextChoices):
@@ -18,7 +18,7 @@ class BackupMethod(models.TextChoices):
     PHYSICAL = "physical", "Physical (pg_basebackup)"
 
 
-class DatabaseTarget(TimeStampedModel):
+class DatabaseTarget(TimeStampedModel, LeaseHolder):
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=255, blank=True)
     host = models.CharField(max_length=255)
@@ -51,10 +51,6 @@ class DatabaseTarget(TimeStampedModel):
     )
     tags = models.JSONField(default=list, blank=True)
     enabled = models.BooleanField(default=True)
-    # Mutual exclusion of backups of this target (see backups.locks).
-    backup_lock = models.CharField(max_length=26, blank=True, editable=False)
-    backup_lock_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
-    backup_lock_owner = models.CharField(max_length=128, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -7,10 +7,10 @@ version, so an interrupted backup leaves unreferenced packs, never a reference t
 from django.db import models
 
 from apps.backups.models import StoredObject
-from apps.core.models import TimeStampedModel, UlidModel
+from apps.core.models import LeaseHolder, TimeStampedModel, UlidModel
 
 
-class DocumentSource(TimeStampedModel):
+class DocumentSource(TimeStampedModel, LeaseHolder):
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=255, blank=True)
     root_path = models.CharField(max_length=1024, help_text="Absolute path of the directory tree to back up.")
@@ -25,10 +25,6 @@ class DocumentSource(TimeStampedModel):
         help_text="Where versions are written; the primary location when empty.",
     )
     enabled = models.BooleanField(default=True)
-    # Mutual exclusion of backups of this source: the same lease as database targets (apps/backups/locks.py).
-    backup_lock = models.CharField(max_length=26, blank=True, editable=False)
-    backup_lock_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
-    backup_lock_owner = models.CharField(max_length=128, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
