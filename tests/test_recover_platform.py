@@ -85,3 +85,40 @@ def test_database_and_documents_at_one_moment(wal_site, base):
         assert [r[0] for r in c.execute("SELECT n FROM platform_marks ORDER BY n")] == [1, 2]
         (newest,), = c.execute("SELECT max(at) FROM platform_marks").fetchall()
         assert newest <= last_commit  # the report's time is the last commit the database replayed
+
+
+@pytest.mark.django_db
+def test_console_page_refuses_bad_input_and_other_roles(settings, tmp_path):
+    from django.test import Client
+
+    from apps.core.services import SYSTEM
+    from apps.databases.models import DatabaseTarget
+    from apps.databases.services import save_target
+    from apps.documents.models import DocumentSource
+    from apps.jobs.models import Job
+    from tests.helpers import make_user
+
+    settings.RECOVERY_ROOT = tmp_path / "recoveries"
+    save_target(target=DatabaseTarget(name="shop", host="db.invalid", dbname="shop", user="u"), actor=SYSTEM)
+    DocumentSource.objects.create(name="uploads", root_path=str(tmp_path))
+    url = "/dr/platform/"
+    for role in ("viewer", "operator"):
+        c = Client()
+        c.force_login(make_user(f"platform-{role}", role))
+        assert c.get(url).status_code == 403 and c.post(url, {}).status_code == 403
+    admin = Client()
+    admin.force_login(make_user("platform-admin", "admin"))
+    page = admin.get(url)
+    assert page.status_code == 200 and b'value="shop"' in page.content and b'value="uploads"' in page.content
+    assert b"platform-link" in admin.get("/dr/").content
+
+    good = {"target": "shop", "source": "uploads", "at": "2026-11-25 12:00:00+00", "directory": "noon"}
+    for bad, message in (({"at": "yesterday"}, b"UTC offset"), ({"at": "2026-11-25 12:00:00"}, b"UTC offset"),
+                         ({"directory": "../etc"}, b"directory"), ({"target": "nope"}, b"Select a valid choice")):
+        r = admin.post(url, good | bad)
+        assert r.status_code == 200 and message in r.content, (bad, r.content[-1500:])
+    # Valid input, but nothing to recover from: said on the page, no job, no directory.
+    r = admin.post(url, good, follow=True)
+    assert r.status_code == 200 and b"has no version whose scan ended" in r.content
+    assert not Job.objects.filter(type="recovery.platform").exists()
+    assert not (settings.RECOVERY_ROOT / "noon").exists()

@@ -15,6 +15,7 @@ urlpatterns = [
     path("monitoring/alerts/", monitoring_views.alert_list, name="alerts"),
     path("monitoring/alerts/<ulid:alert_id>/<str:verb>/", monitoring_views.alert_action, name="alert-action"),
     path("dr/", dr_views.dr_status, name="dr-status"),
+    path("dr/platform/", dr_views.dr_platform, name="dr-platform"),
     path("dr/plans/<int:plan_id>/drill/", dr_views.dr_drill, name="dr-drill"),
     path("dr/plans/<int:plan_id>/failover/", dr_views.dr_failover, name="dr-failover"),
 ]
