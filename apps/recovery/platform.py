@@ -80,6 +80,9 @@ def run_platform_recovery(*, recovery: RecoveryRun, version_id: str, destination
     at = recovery.target_time
     try:
         destination.mkdir(mode=0o755)
+    except FileExistsError:
+        raise UserError(f"{destination} appeared since the request; nothing was written.") from None
+    try:
         clusters.give_to_server_user(destination)  # the recovered cluster's server user creates database/ in it
         note(ctx, f"documents: restoring version {version.pk} of {version.source.name} (scan "
                   f"{version.started_at.isoformat()} to {version.finished_at.isoformat()})", logger=log)
