@@ -47,6 +47,19 @@ def holder(*, target: DatabaseTarget) -> str | None:
     return row["backup_lock"]
 
 
+def refuse_overlap(*, target: DatabaseTarget, queued, noun: str = "backup") -> None:
+    """For a request, inside its transaction: ConflictError if a backup of the target (a LeaseHolder) runs or is
+    queued (`queued`: its pending rows). The target's row is locked first (SQLite: the IMMEDIATE transaction
+    already serialises writers), so two requests cannot both see "nothing queued" and both insert."""
+    list(_rows(target).select_for_update().values_list("pk", flat=True))
+    running = holder(target=target)
+    if running:
+        raise ConflictError(f"A backup of {target.name} is already running ({noun} {running}).")
+    waiting = queued.values_list("pk", flat=True).first()
+    if waiting:
+        raise ConflictError(f"A backup of {target.name} is already queued ({noun} {waiting}).")
+
+
 def acquire(*, target: DatabaseTarget, backup_id: str) -> str | None:
     """Take the lease or raise ConflictError. Returns the id of a dead holder that was displaced."""
     previous = _rows(target).values_list("backup_lock", flat=True).get()

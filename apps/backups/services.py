@@ -6,13 +6,12 @@ from django.db import transaction
 
 from apps.backups import locks, producers, selectors, steps
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
-from apps.core.errors import ConflictError, UserError
+from apps.core.errors import UserError
 from apps.core.services import Actor, audit
 from apps.databases.models import BackupMethod, DatabaseTarget
 from apps.jobs.models import JobStatus
 from apps.jobs.progress import JobContext
-from apps.storage import backends
-from apps.storage.services import ensure_default_location
+from apps.storage.services import location_for
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +37,11 @@ def request_database_backup(
     kind, fmt = _kind_and_format(target=target, fmt=fmt, method=method, kind=kind)
     if not target.enabled:
         raise UserError(f"Target {target.name} is disabled.")
-    location = target.storage_location or ensure_default_location()
-    try:
-        backends.get(location.kind)
-    except backends.StorageError as exc:
-        raise UserError(f"Target {target.name} stores its backups in {location.name}: {exc}") from None
+    location = location_for(target.storage_location, owner=f"Target {target.name} stores its backups")
     reap_abandoned(target=target)
     with transaction.atomic():
-        # Lock the target row (SQLite: the IMMEDIATE transaction already serialises writers), so two requests
-        # cannot both see "nothing queued" and both insert.
-        list(DatabaseTarget.objects.select_for_update().filter(pk=target.pk).values_list("pk", flat=True))
-        running = locks.holder(target=target)
-        if running:
-            raise ConflictError(f"A backup of {target.name} is already running (backup {running}).")
-        queued = Backup.objects.filter(database_target=target, status=BackupStatus.PENDING).values_list(
-            "pk", flat=True).first()
-        if queued:
-            raise ConflictError(f"A backup of {target.name} is already queued (backup {queued}).")
+        locks.refuse_overlap(target=target, queued=Backup.objects.filter(database_target=target,
+                                                                         status=BackupStatus.PENDING))
         parent = None
         if kind == BackupKind.INCREMENTAL:
             parent = selectors.last_physical_backup(target=target)

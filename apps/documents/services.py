@@ -4,13 +4,12 @@ import os
 from django.db import transaction
 
 from apps.backups import locks
-from apps.core.errors import ConflictError, UserError
+from apps.core.errors import UserError
 from apps.core.services import Actor, audit
 from apps.documents import backup as steps
 from apps.documents.models import DocumentSource, DocumentVersion, VersionStatus
 from apps.jobs.models import JobStatus
-from apps.storage import backends
-from apps.storage.services import ensure_default_location
+from apps.storage.services import location_for
 
 MAX_PATTERNS = 100
 
@@ -60,21 +59,11 @@ def request_backup(*, source: DocumentSource, actor: Actor) -> DocumentVersion:
     """Record a pending version, unless one of the source is running or queued."""
     if not source.enabled:
         raise UserError(f"Source {source.name} is disabled.")
-    location = source.storage_location or ensure_default_location()
-    try:
-        backends.get(location.kind)
-    except backends.StorageError as exc:
-        raise UserError(f"Source {source.name} stores its versions in {location.name}: {exc}") from None
+    location = location_for(source.storage_location, owner=f"Source {source.name} stores its versions")
     reap_abandoned(source=source)
     with transaction.atomic():
-        list(DocumentSource.objects.select_for_update().filter(pk=source.pk).values_list("pk", flat=True))
-        running = locks.holder(target=source)
-        if running:
-            raise ConflictError(f"A backup of {source.name} is already running (version {running}).")
-        queued = DocumentVersion.objects.filter(source=source, status=VersionStatus.PENDING).values_list(
-            "pk", flat=True).first()
-        if queued:
-            raise ConflictError(f"A backup of {source.name} is already queued (version {queued}).")
+        locks.refuse_overlap(target=source, noun="version",
+                             queued=DocumentVersion.objects.filter(source=source, status=VersionStatus.PENDING))
         version = DocumentVersion.objects.create(source=source, storage_location=location)
         audit(actor=actor, action="documents.backup.requested", obj=version, details={"source": source.name})
     return version

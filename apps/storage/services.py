@@ -24,6 +24,17 @@ def ensure_default_location() -> StorageLocation:
     return location
 
 
+def location_for(location: StorageLocation | None, *, owner: str) -> StorageLocation:
+    """Where new backups of `owner` (e.g. "Target shop stores its backups") go: its own location, else the
+    primary one; UserError when no backend serves that location's kind."""
+    location = location or ensure_default_location()
+    try:
+        backends.get(location.kind)
+    except backends.StorageError as exc:
+        raise UserError(f"{owner} in {location.name}: {exc}") from None
+    return location
+
+
 def check_settings(location: StorageLocation) -> None:
     """What a location needs beyond the model's field checks (a bucket, a valid reference, rules that parse)."""
     from urllib.parse import urlsplit
