@@ -15,7 +15,6 @@ passes when the recovery and checks succeeded and both objectives were met; `rea
 import logging
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -75,7 +74,7 @@ def run_drill(*, drill: DRDrill, actor: Actor, ctx: JobContext | None = None) ->
         fields["rto_seconds"] = time.monotonic() - t0
         restored_at = timezone.now()
         note(ctx, f"the scratch cluster accepts queries after {fields['rto_seconds']:.2f} s ({run.reached})")
-        scratch = replace(PgConn.for_target(plan.primary), host="127.0.0.1", port=run.port, sslmode="disable")
+        scratch = pitr.recovered_conn(plan.primary, run.port)
         checks, last_commit = _checks(plan, scratch, fields["reasons"])
         fields["checks"] = checks
         last_commit = last_commit or run.base_backup.finished_at

@@ -170,13 +170,18 @@ def _tail(text: str, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
+def recovered_conn(target: DatabaseTarget, port: int) -> PgConn:
+    """A connection to a cluster recovered on this machine from `target`: its database and user, locally."""
+    return replace(PgConn.for_target(target), host="127.0.0.1", port=port, sslmode="disable")
+
+
 def _copy_back(run: RecoveryRun, *, port: int, into: PgConn | None, rename: str | None, say) -> str:
     from apps.recovery import table_copy
 
     schema, table = run.table.split(".", 1)
     target = run.database_target
     live = into or PgConn.for_target(target)
-    scratch = replace(PgConn.for_target(target), host="127.0.0.1", port=port, sslmode="disable")
+    scratch = recovered_conn(target, port)
     if rename:
         identifiers.check_name(rename, what="table")
     say(f"copying {run.table} from the recovered cluster into {live.redacted()}"

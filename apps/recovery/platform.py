@@ -10,7 +10,7 @@ Either both parts are there at the end or neither: a failure removes the whole d
 """
 import logging
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from django.db import transaction
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
 from apps.databases import catalog, clusters
-from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs.progress import note
 from apps.recovery.models import RecoveryRun
@@ -114,6 +113,7 @@ def run_platform_recovery(*, recovery: RecoveryRun, version_id: str, destination
 
 def _last_replayed_commit(run: RecoveryRun):
     """The time of the last commit the recovered cluster replayed (None when it replayed none)."""
-    conn = replace(PgConn.for_target(run.database_target), host="127.0.0.1", port=run.port, sslmode="disable")
-    with catalog.connect(conn, app_name="backupsite-platform") as c:
+    from apps.recovery.pitr import recovered_conn
+
+    with catalog.connect(recovered_conn(run.database_target, run.port), app_name="backupsite-platform") as c:
         return c.execute("SELECT pg_last_xact_replay_timestamp()").fetchone()[0]
