@@ -8,7 +8,6 @@ from django.contrib import admin, messages
 from apps.core.admin_utils import RecordAdmin, admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR, has_role
-from apps.monitoring import services
 from apps.monitoring.models import Alert, AlertRule, Delivery, HealthCheck, NotificationChannel
 
 
@@ -36,10 +35,14 @@ class AlertAdmin(RecordAdmin, admin.ModelAdmin):
 
     @admin.action(description="Acknowledge selected alerts")
     def acknowledge(self, request, queryset):
+        from apps.monitoring import services
+
         self._act(request, queryset, services.acknowledge, "acknowledge")
 
     @admin.action(description="Resolve selected alerts")
     def resolve(self, request, queryset):
+        from apps.monitoring import services
+
         self._act(request, queryset, services.resolve, "resolve")
 
 
@@ -66,6 +69,8 @@ class ChannelForm(forms.ModelForm):
         return value
 
     def clean(self):
+        from apps.monitoring import services
+
         data = super().clean()
         if self.errors:
             return data
@@ -91,13 +96,19 @@ class NotificationChannelAdmin(admin.ModelAdmin):
         return ", ".join(obj.secret_names) or "-"
 
     def save_model(self, request, obj, form, change):
+        from apps.monitoring import services
+
         services.save_channel(channel=obj, actor=admin_actor(request), secrets=form.cleaned_data.get("secrets"))
 
     def delete_model(self, request, obj):
+        from apps.monitoring import services
+
         services.delete_channel(channel=obj, actor=admin_actor(request))
 
     @admin.action(description="Send a test notification")
     def send_test(self, request, queryset):
+        from apps.monitoring import services
+
         if not has_role(request.user, ADMIN):
             self.message_user(request, "Test sends need the admin role.", messages.ERROR)
             return
@@ -115,6 +126,8 @@ class AlertRuleForm(forms.ModelForm):
         fields = ["type", "database_target", "location", "enabled", "severity", "params"]
 
     def clean(self):
+        from apps.monitoring import services
+
         data = super().clean()
         if not self.errors:
             for field in self.Meta.fields:
@@ -133,9 +146,13 @@ class AlertRuleAdmin(admin.ModelAdmin):
     list_filter = ["type", "enabled"]
 
     def save_model(self, request, obj, form, change):
+        from apps.monitoring import services
+
         services.save_rule(rule=obj, actor=admin_actor(request))
 
     def delete_model(self, request, obj):
+        from apps.monitoring import services
+
         services.delete_rule(rule=obj, actor=admin_actor(request))
 
 

@@ -6,5 +6,7 @@ class MonitoringConfig(AppConfig):
     label = "monitoring"
 
     def ready(self):
-        # Rules and channels register themselves when imported; the hooks listen for finished jobs.
-        from apps.monitoring import channels, hooks, rules  # noqa: F401
+        # The hooks listen for finished jobs. Rules and channels register themselves when their package is first
+        # imported (by the engine, the outbox, a form's choices), not at start-up: the HTTP client alone costs
+        # every manage.py process, wal_push included, about 60 ms.
+        from apps.monitoring import hooks  # noqa: F401

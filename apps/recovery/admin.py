@@ -1,7 +1,6 @@
 from django.contrib import admin, messages
 
 from apps.core.admin_utils import RecordAdmin, admin_actor
-from apps.recovery import failover, services
 from apps.recovery.models import DRDrill, DRPlan, Failover, RecoveryRun
 
 
@@ -29,15 +28,21 @@ class DRPlanAdmin(admin.ModelAdmin):
     actions = ["rearm_auto_failover"]
 
     def save_model(self, request, obj, form, change):
+        from apps.recovery import services  # on use, like every admin: start-up never needs it
+
         # Standbys are saved by save_related (the form's m2m); the plan's own checks and audit go through the service.
         services.save_plan(plan=obj, standbys=list(form.cleaned_data.get("standbys") or []),
                            actor=admin_actor(request))
 
     def delete_model(self, request, obj):
+        from apps.recovery import services
+
         services.delete_plan(plan=obj, actor=admin_actor(request))
 
     @admin.action(description="Re-arm auto-failover (after checking the plan's standbys)")
     def rearm_auto_failover(self, request, queryset):
+        from apps.recovery import failover
+
         for plan in queryset:
             failover.rearm(plan=plan, actor=admin_actor(request))
         messages.success(request, f"Re-armed {queryset.count()} plan(s).")

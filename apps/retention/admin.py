@@ -1,7 +1,6 @@
 from django.contrib import admin
 
 from apps.core.admin_utils import admin_actor
-from apps.retention import services
 from apps.retention.models import RetentionRule
 
 
@@ -12,9 +11,13 @@ class RetentionRuleAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "monthly_then"]
 
     def save_model(self, request, obj, form, change):
+        from apps.retention import services
+
         services.save_rule(rule=obj, actor=admin_actor(request))
 
     def delete_model(self, request, obj):
+        from apps.retention import services
+
         services.delete_rule(rule=obj, actor=admin_actor(request))
 
     def has_delete_permission(self, request, obj=None):

@@ -7,6 +7,11 @@ class VerificationConfig(AppConfig):
 
     def ready(self):
         from apps.jobs.signals import job_abandoned
-        from apps.verification.scratch import settle_dead_job
 
-        job_abandoned.connect(settle_dead_job, dispatch_uid="verification.settle_dead_job")
+        job_abandoned.connect(_settle_dead_job, dispatch_uid="verification.settle_dead_job")
+
+
+def _settle_dead_job(**kwargs) -> None:
+    from apps.verification.scratch import settle_dead_job  # when a job died, not at start-up (heavy imports)
+
+    settle_dead_job(**kwargs)
