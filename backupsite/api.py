@@ -4,6 +4,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from apps.approvals import api as approvals
 from apps.backups import api as backups
 from apps.backups import wal_api
 from apps.core.audit_api import AuditEventViewSet
@@ -31,6 +32,8 @@ router.register("backup-recovery/disaster-recovery/plans", dr_api.DRPlanViewSet,
 
 audit_list = AuditEventViewSet.as_view({"get": "list"})
 audit_detail = AuditEventViewSet.as_view({"get": "retrieve"})
+approval_list = approvals.ApprovalRequestViewSet.as_view({"get": "list"})
+approval_detail = approvals.ApprovalRequestViewSet.as_view({"get": "retrieve"})
 job_list = JobViewSet.as_view({"get": "list"})
 job_detail = JobViewSet.as_view({"get": "retrieve"})
 alert_list = monitoring.AlertViewSet.as_view({"get": "list"})
@@ -83,6 +86,10 @@ urlpatterns = [
          name="retention-lifecycle-stats"),
     path("audit/", audit_list, name="audit-list"),
     path("audit/<int:pk>", audit_detail, name="audit-detail"),
+    path("approvals/", approval_list, name="approval-list"),
+    path("approvals/<int:pk>", approval_detail, name="approval-detail"),
+    path("approvals/<int:pk>/approve", approvals.ApproveView.as_view(), name="approval-approve"),
+    path("approvals/<int:pk>/reject", approvals.RejectView.as_view(), name="approval-reject"),
     path("backup-recovery/monitoring/alerts", alert_list, name="alert-list"),
     path("backup-recovery/monitoring/alerts/<ulid:pk>", alert_detail, name="alert-detail"),
     path("backup-recovery/monitoring/alerts/<ulid:pk>/acknowledge", monitoring.AcknowledgeAlertView.as_view(),

@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "apps.documents",
     "apps.monitoring",
     "apps.jobs",
+    "apps.approvals",
     "apps.console",
 ]
 
@@ -161,6 +162,16 @@ VERIFY_HASH_MAX_TABLE_BYTES = env.int("VERIFY_HASH_MAX_TABLE_BYTES", default=8 *
 VERIFY_SCHEDULE_LEVEL = env.str("VERIFY_SCHEDULE_LEVEL", default="checksum")
 # Archive of a backup whose location has no storage tiers (local disk): a verified copy to this location.
 RETENTION_ARCHIVE_LOCATION = env.str("RETENTION_ARCHIVE_LOCATION", default="")
+
+# --- Two-person approval (apps/approvals) -----------------------------------------
+# Destructive actions that wait for a second admin when asked for through the API, the console or the admin
+# (management commands, the scheduler and the system are trusted and pass). Names, comma-separated, or "all":
+# backup.delete, backup.legal_hold.release, restore.database.existing, recovery.pitr.table_into_live,
+# recovery.failover, retention.enforce. Empty (the default, as in the demo): nothing waits. The production
+# profile (docs/OPERATIONS.md) sets "all".
+APPROVAL_REQUIRED_ACTIONS = env.list("APPROVAL_REQUIRED_ACTIONS", default=[])
+# A request nobody decided within this many hours expires.
+APPROVAL_EXPIRY_HOURS = env.int("APPROVAL_EXPIRY_HOURS", default=24)
 
 # --- Replication (apps/backups/replication.py) ----------------------------------
 # Attempts per replica copy, and the exponential backoff between them (first wait, longest wait), in seconds.

@@ -41,7 +41,7 @@ def test_operator_backs_up_from_dashboard_and_watches_job(client, target):
     backup = Backup.objects.get()
     assert backup.status == BackupStatus.SUCCEEDED
     event = AuditEvent.objects.get(action="backup.requested")
-    assert event.actor_name == "bob" and event.via == "admin"
+    assert event.actor_name == "bob" and event.via == "console"
 
 
 def test_viewer_sees_but_cannot_back_up(client, target):

@@ -58,7 +58,10 @@ class BackupAdmin(admin.ModelAdmin):
         # Only the legal hold is editable here; it goes through the service so that it is audited.
         from apps.backups.services import set_legal_hold  # lazily: see DatabaseTargetAdmin.backup_now
 
-        set_legal_hold(backup=obj, hold=form.cleaned_data["legal_hold"], actor=admin_actor(request))
+        try:
+            set_legal_hold(backup=obj, hold=form.cleaned_data["legal_hold"], actor=admin_actor(request))
+        except UserError as exc:  # lifting a hold may wait for a second admin (two-person approval)
+            self.message_user(request, str(exc), messages.WARNING)
 
     @admin.display(description="Duration (s)")
     def duration(self, obj):

@@ -22,6 +22,7 @@ import posixpath
 
 from django.db import transaction
 
+from apps.approvals import gate
 from apps.backups import layout
 from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
 from apps.core.errors import ConflictError, UserError
@@ -97,7 +98,15 @@ def delete_backup(*, backup: Backup, actor: Actor, refresh_usage: bool = True) -
     """Delete a backup's stored objects everywhere and mark it deleted; audited. Raises ConflictError if refused.
 
     `refresh_usage=False` leaves the locations' used bytes to the caller (retention refreshes them once per run).
+    With the two-person policy on, a request from the API, console or admin waits for a second admin instead
+    (apps.approvals.gate raises ApprovalPending); a refusal is said at once, not after the approval.
     """
+    if gate.holds("backup.delete", actor):
+        if (reason := refusal(backup)) is not None:
+            raise ConflictError(reason)
+        gate.check(action="backup.delete", actor=actor, params={"backup_id": backup.pk}, obj=backup,
+                   summary=f"delete backup {backup.pk} ({backup.kind} of "
+                           f"{backup.database_target.name if backup.database_target_id else 'no target'})")
     try:
         with transaction.atomic():
             locked = (Backup.objects.select_for_update().select_related("database_target", "storage_location")

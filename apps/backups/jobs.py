@@ -81,6 +81,32 @@ class RestoreDatabaseJob(JobRunner):
     command line, into a connection given at run time (`runtime={"conn": PgConn}`, never stored)."""
 
     name = "restore.database"
+    approval_action = "restore.database.existing"
+
+    @classmethod
+    def approval(cls, *, backup: Backup, destination: str, request: RestoreRequest,
+                 target: DatabaseTarget | None = None, dbname: str | None = None) -> tuple[str, dict] | None:
+        """Over an existing database (the whole of it, or a table or schema replaced) waits for approval; into a
+        new database (refused if it exists) does not."""
+        if request.create:
+            return None
+        if target is None:
+            raise UserError("A restore over an existing database needs approval, and one whose credentials are "
+                            "given at run time cannot wait for it: restore onto a registered target.")
+        dbname = dbname or target.dbname
+        part = f" (table {request.table})" if request.table else f" (schema {request.schema})" if request.schema else ""
+        return (f"restore backup {backup.pk} over the existing database {dbname} on {target.name}{part}",
+                {"backup_id": backup.pk, "destination": destination, "target_id": target.pk, "dbname": dbname,
+                 "table": request.table, "schema": request.schema, "create": False, "no_owner": request.no_owner})
+
+    @classmethod
+    def from_approval(cls, params: dict) -> dict:
+        from apps.backups.restores import RestoreRequest
+
+        return {"backup": Backup.objects.get(pk=params["backup_id"]), "destination": params["destination"],
+                "request": RestoreRequest(table=params["table"], schema=params["schema"], create=params["create"],
+                                          no_owner=params["no_owner"]),
+                "target": DatabaseTarget.objects.get(pk=params["target_id"]), "dbname": params["dbname"]}
 
     @classmethod
     def prepare(cls, *, actor: Actor, backup: Backup, destination: str, request: RestoreRequest,

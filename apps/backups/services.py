@@ -4,6 +4,7 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
+from apps.approvals import gate
 from apps.backups import locks, producers, selectors, steps
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 from apps.core.errors import UserError
@@ -117,7 +118,12 @@ def settle_backup_of_dead_job(*, job, reason: str, **_signal) -> None:
 
 
 def set_legal_hold(*, backup: Backup, hold: bool, actor: Actor) -> Backup:
-    """A backup on legal hold is never deleted by retention, whatever its age."""
+    """A backup on legal hold is never deleted by retention, whatever its age.
+
+    Lifting a hold waits for a second admin when the two-person policy says so (apps.approvals.gate)."""
+    if not hold and Backup.objects.filter(pk=backup.pk, legal_hold=True).exists():
+        gate.check(action="backup.legal_hold.release", actor=actor, params={"backup_id": backup.pk}, obj=backup,
+                   summary=f"lift the legal hold of backup {backup.pk}")
     # Compared with the stored value: a form may already have set the attribute on this instance.
     if Backup.objects.filter(pk=backup.pk).exclude(legal_hold=hold).update(legal_hold=hold):
         audit(actor=actor, action="backup.legal_hold.set" if hold else "backup.legal_hold.released", obj=backup)

@@ -3,7 +3,9 @@ from apps.core.services import Actor, request_actor
 
 
 def admin_actor(request) -> Actor:
-    return request_actor(request, via=Interface.ADMIN)
+    """The actor of a Django admin or console page: the interface is told apart by the path."""
+    via = Interface.ADMIN if request.path.startswith("/admin/") else Interface.CONSOLE
+    return request_actor(request, via=via)
 
 
 class RecordAdmin:

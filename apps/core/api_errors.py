@@ -11,7 +11,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from apps.core.errors import ConflictError, NotFound, UserError
+from apps.core.errors import ConflictError, Deferred, NotFound, UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def _bad_request(exc) -> Response | None:
 def exception_handler(exc, context):
     if (response := _bad_request(exc)) is not None:
         return response
+    if isinstance(exc, Deferred):
+        return Response(exc.body, status=status.HTTP_202_ACCEPTED)
     if isinstance(exc, ConflictError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, NotFound):

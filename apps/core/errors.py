@@ -19,3 +19,12 @@ class JobFailed(UserError):
 
 class ConflictError(UserError):
     """The action clashes with the current state (e.g. a backup of the target is already running)."""
+
+
+class Deferred(UserError):
+    """The request was accepted but is not carried out now (it waits for a second admin's approval): the API
+    answers 202 with `body`; the console and admin show the message."""
+
+    def __init__(self, message: str, *, body: dict):
+        super().__init__(message)
+        self.body = body

@@ -34,7 +34,8 @@ class LeaseHolder(models.Model):
 class Interface(models.TextChoices):
     CLI = "cli", "Command line"
     API = "api", "REST API"
-    ADMIN = "admin", "Console"
+    ADMIN = "admin", "Django admin"
+    CONSOLE = "console", "Console"
     SCHEDULE = "schedule", "Scheduler"
     SYSTEM = "system", "System"
 

@@ -24,9 +24,17 @@ from apps.jobs.progress import JobContext
 log = logging.getLogger(__name__)
 
 
+class _Rehearsal(Exception):
+    """Rolls back a request prepared only to check it (see JobRunner.request)."""
+
+
 class JobRunner:
     name: ClassVar[str] = ""
     _types: ClassVar[dict[str, type["JobRunner"]]] = {}
+    # Two-person approval (apps/approvals): the action name of this job's destructive requests ("" = never
+    # gated). `approval()` says which requests are destructive and what to store; `from_approval()` turns the
+    # stored parameters back into `prepare()` keywords when a second admin approves.
+    approval_action: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -36,6 +44,10 @@ class JobRunner:
         if known is not None and known.__qualname__ != cls.__qualname__:
             raise ImproperlyConfigured(f"Two job runners are named {cls.name!r}: {known} and {cls}.")
         JobRunner._types[cls.name] = cls
+        if cls.approval_action:
+            from apps.approvals import registry
+
+            registry.register(cls.approval_action, cls._execute_approved)
 
     def __init__(self, job: Job, ctx: JobContext):
         self.job, self.ctx = job, ctx
@@ -43,6 +55,43 @@ class JobRunner:
     def run(self, **runtime: Any) -> dict:
         """Do the work; `runtime` holds what must not be stored (e.g. a password). Returns the job's result."""
         raise NotImplementedError
+
+    # --- two-person approval -------------------------------------------------------------------------
+
+    @classmethod
+    def approval(cls, **params: Any) -> tuple[str, dict] | None:
+        """(summary, JSON parameters without secrets) when this request is destructive, else None."""
+        return None
+
+    @classmethod
+    def from_approval(cls, params: dict) -> dict:
+        """The `prepare()` keywords of stored approval parameters."""
+        raise NotImplementedError
+
+    @classmethod
+    def _execute_approved(cls, params: dict, actor: Actor) -> dict:
+        return {"job_id": cls.enqueue(actor=actor, **cls.from_approval(params)).pk}
+
+    @classmethod
+    def _gate(cls, actor: Actor, params: dict) -> None:
+        if not cls.approval_action:
+            return
+        from django.db import transaction
+
+        from apps.approvals import gate
+
+        if not gate.holds(cls.approval_action, actor) or (gated := cls.approval(**params)) is None:
+            return
+        # Checked first, as if it ran (then rolled back): a request that would be refused is refused now, not
+        # after a second admin approved it.
+        try:
+            with transaction.atomic():
+                cls.prepare(actor=actor, **params)
+                raise _Rehearsal
+        except _Rehearsal:
+            pass
+        summary, stored = gated
+        gate.check(action=cls.approval_action, actor=actor, params=stored, summary=summary)
 
     # --- requesting work ---------------------------------------------------------------------------
 
@@ -60,6 +109,7 @@ class JobRunner:
         """Settle jobs whose process died (they may hold what this one needs, e.g. a target's lease), then
         prepare this one."""
         services.reap_dead_jobs()
+        cls._gate(actor, params)
         return cls.prepare(actor=actor, **params)
 
     @classmethod
@@ -100,8 +150,10 @@ def execute(job: Job, **runtime: Any) -> Job:
         log.warning("Job %s is %s, not queued; not running it again.", job.pk, job.status)
         return job
     ctx = JobContext(job)
+    from apps.approvals.gate import trusted  # a running job was let through (or approved) when requested
+
     try:
-        with ctx.beating():
+        with ctx.beating(), trusted():
             result = JobRunner.for_type(job.type)(job, ctx).run(**runtime) or {}
     except Exception as exc:
         if isinstance(exc, UserError):

@@ -25,6 +25,29 @@ class PointInTimeRecoveryJob(JobRunner):
     """
 
     name = "recovery.pitr"
+    approval_action = "recovery.pitr.table_into_live"
+
+    @classmethod
+    def approval(cls, *, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str, port: int | None = None,
+                 start: bool = False, table: str | None = None, rename: str | None = None) -> tuple[str, dict] | None:
+        """Only a recovery that copies a table back into the live database waits; one into a new directory not."""
+        if not table:
+            return None
+        into = f" as {rename}" if rename else ""
+        return (f"copy table {table}{into} from {target.name} at {goal.describe()} back into its live database",
+                {"target_id": target.pk, "time": goal.time.isoformat() if goal.time else None, "lsn": goal.lsn,
+                 "name": goal.name, "inclusive": goal.inclusive, "pgdata": pgdata, "port": port, "start": start,
+                 "table": table, "rename": rename})
+
+    @classmethod
+    def from_approval(cls, params: dict) -> dict:
+        from apps.recovery.targets import parse_target
+
+        goal = parse_target(time=params["time"], lsn=params["lsn"], name=params["name"],
+                            inclusive=params["inclusive"])
+        return {"target": DatabaseTarget.objects.get(pk=params["target_id"]), "goal": goal,
+                "pgdata": params["pgdata"], "port": params["port"], "start": params["start"],
+                "table": params["table"], "rename": params["rename"]}
 
     @classmethod
     def prepare(cls, *, actor: Actor, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str,
@@ -85,6 +108,21 @@ class FailoverJob(JobRunner):
     The failover is `Failover.objects.get(pk=job.args["failover_id"])`."""
 
     name = "recovery.failover"
+    approval_action = "recovery.failover"
+
+    @classmethod
+    def approval(cls, *, plan: DRPlan, automatic: bool = False,
+                 standby: DatabaseTarget | None = None) -> tuple[str, dict] | None:
+        if automatic:  # the plan's own automatic failover does not wait for people
+            return None
+        to = f" to {standby.name}" if standby else ""
+        return f"fail plan {plan.name} over{to}", {"plan_id": plan.pk, "standby_id": standby.pk if standby else None}
+
+    @classmethod
+    def from_approval(cls, params: dict) -> dict:
+        standby_id = params.get("standby_id")
+        return {"plan": DRPlan.objects.get(pk=params["plan_id"]),
+                "standby": DatabaseTarget.objects.get(pk=standby_id) if standby_id else None}
 
     @classmethod
     def prepare(cls, *, actor: Actor, plan: DRPlan, automatic: bool = False,

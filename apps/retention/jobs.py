@@ -10,6 +10,19 @@ class EnforceRetentionJob(JobRunner):
     """Delete and archive backups (and old WAL) as the retention rules say; one at a time (a lock)."""
 
     name = "retention.enforce"
+    approval_action = "retention.enforce"
+
+    @classmethod
+    def approval(cls, *, target: DatabaseTarget | None = None, dry_run: bool = False) -> tuple[str, dict] | None:
+        if dry_run:
+            return None
+        return (f"enforce retention (deleting backups) on {target.name if target else 'every target'}",
+                {"target_id": target.pk if target else None})
+
+    @classmethod
+    def from_approval(cls, params: dict) -> dict:
+        target_id = params.get("target_id")
+        return {"target": DatabaseTarget.objects.get(pk=target_id) if target_id else None}
 
     @classmethod
     def prepare(cls, *, actor: Actor, target: DatabaseTarget | None = None, dry_run: bool = False) -> Job:
