@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from apps.console.permissions import console_action
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
@@ -36,6 +37,7 @@ def dr_status(request):
 
 
 @login_required
+@console_action(OPERATOR)
 @require_POST
 def dr_drill(request, plan_id: int):
     plan = get_object_or_404(DRPlan, pk=plan_id)
@@ -64,6 +66,7 @@ class FailoverForm(forms.Form):
 
 
 @login_required
+@console_action(ADMIN)
 def dr_failover(request, plan_id: int):
     if not has_role(request.user, ADMIN):
         return _forbidden(request)
@@ -103,6 +106,7 @@ class PlatformForm(forms.Form):
 
 
 @login_required
+@console_action(ADMIN)
 def dr_platform(request):
     if not has_role(request.user, ADMIN):
         return _forbidden(request)

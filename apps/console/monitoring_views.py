@@ -5,6 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from apps.console.permissions import console_action
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import OPERATOR, VIEWER, has_role
@@ -52,6 +53,7 @@ def alert_list(request):
 
 
 @login_required
+@console_action(OPERATOR)
 @require_POST
 def alert_action(request, alert_id: str, verb: str):
     if not has_role(request.user, OPERATOR):

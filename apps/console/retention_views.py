@@ -3,6 +3,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
+from apps.console.permissions import console_action
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, VIEWER, has_role
@@ -13,6 +14,7 @@ from apps.retention.models import RetentionRule
 
 
 @login_required
+@console_action(ADMIN)
 def retention(request):
     if not has_role(request.user, VIEWER):
         return render(request, "console/forbidden.html", status=403)

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from apps.approvals import console_views as approval_views
 from apps.console import dr_views, monitoring_views, retention_views, views
 
 app_name = "console"
@@ -18,4 +19,7 @@ urlpatterns = [
     path("dr/platform/", dr_views.dr_platform, name="dr-platform"),
     path("dr/plans/<int:plan_id>/drill/", dr_views.dr_drill, name="dr-drill"),
     path("dr/plans/<int:plan_id>/failover/", dr_views.dr_failover, name="dr-failover"),
+    # Two-person approval (apps/approvals)
+    path("approvals/", approval_views.approvals, name="approvals"),
+    path("approvals/<int:pk>/<str:verb>/", approval_views.decide, name="approval-decide"),
 ]

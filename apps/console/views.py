@@ -11,6 +11,7 @@ from apps.backups.restores import RestoreRequest
 from apps.backups.services import LOGICAL_FORMATS
 from apps.core.errors import UserError
 from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
+from apps.console.permissions import console_action
 from apps.core.admin_utils import admin_actor
 from apps.databases import identifiers
 from apps.databases.connection import PgConn
@@ -46,6 +47,7 @@ def dashboard(request):
 
 
 @login_required
+@console_action(OPERATOR)
 @require_POST
 def backup_now(request, target_id: int):
     if not has_role(request.user, OPERATOR):
@@ -97,6 +99,7 @@ def _checked(check, value):
 
 
 @login_required
+@console_action(ADMIN)
 def backup_detail(request, backup_id: str):
     if (denied := _require_viewer(request)) is not None:
         return denied
@@ -135,6 +138,7 @@ def backup_detail(request, backup_id: str):
 
 
 @login_required
+@console_action(OPERATOR)
 @require_POST
 def verify_now(request, backup_id: str):
     backup = get_object_or_404(backup_selectors.backups(), pk=backup_id)

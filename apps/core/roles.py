@@ -23,7 +23,7 @@ def has_role(user: AbstractBaseUser | None, role: str) -> bool:
 
 
 PROJECT_APPS = ["core", "storage", "databases", "backups", "verification", "documents", "retention", "recovery",
-                "jobs", "monitoring"]
+                "jobs", "monitoring", "approvals"]
 
 
 def _last_migrated_app():
