@@ -62,6 +62,8 @@ class ApprovalRequestViewSet(viewsets.ReadOnlyModelViewSet):
     read_role = ADMIN
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator: no database reads
+            return ApprovalRequest.objects.none()
         return selectors.approval_requests()
 
 
