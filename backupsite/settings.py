@@ -298,10 +298,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"hide_request_paths": {"()": "apps.core.logfilters.HideRequestPaths"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # django-q2 logs as "django-q": every scheduled sweep at INFO would drown the log.
-    "loggers": {"django-q": {"level": "WARNING"}},
+    # urllib3's request lines (DEBUG) carry URL paths, which are secrets for Slack and webhook channels.
+    "loggers": {"django-q": {"level": "WARNING"},
+                "urllib3.connectionpool": {"filters": ["hide_request_paths"]}},
 }
 
 # --- Request limits, login throttling, token revocation (security block) -----

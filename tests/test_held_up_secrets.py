@@ -192,3 +192,80 @@ def test_the_password_stays_out_of_failures_too(api_as, source_db, every_log_rec
     found += [f"log {r.name}" for r in caplog.records if leaks(r.getMessage())
               or (r.exc_info and leaks(logging.Formatter().formatException(r.exc_info)))]
     assert found == []
+
+
+def _scan_database() -> dict:
+    """Every text column of every table, raw; and every field as the models decode it."""
+    found = {}
+    with connection.cursor() as cur:
+        for table in connection.introspection.table_names(cur):
+            cur.execute(f'SELECT * FROM "{table}"')
+            for row in cur.fetchall():
+                for value in row:
+                    if value is not None and leaks(value if isinstance(value, (bytes, memoryview)) else str(value)):
+                        found[f"table {table}"] = leaks(str(value))
+    for model in apps.get_models():
+        for obj in model._default_manager.all():
+            for f in model._meta.concrete_fields:
+                if leaks(repr(f.value_from_object(obj))):
+                    found[f"model {model._meta.label}.{f.name}"] = leaks(repr(f.value_from_object(obj)))
+    return found
+
+
+def test_secrets_stay_out_of_approvals_channels_and_logs(settings, api_as, source_db, fresh_db, every_log_record):
+    """The two-person flow (a restore over an existing database, requested by one admin, approved by another)
+    and an alert channel whose webhook URL and HMAC key are secrets, tested against a real receiver: the
+    password and the channel secrets are nowhere in answers, approval requests, jobs, audit, logs or any row."""
+    from tests.receivers import HttpReceiver
+
+    settings.APPROVAL_REQUIRED_ACTIONS = ["all"]
+    caplog = every_log_record
+    alice, bob, operator = api_as("admin", "alice"), api_as("admin", "bob"), api_as("operator")
+    bodies = []
+
+    def keep(r, status):
+        assert r.status_code == status, (r.status_code, r.content[:300])
+        bodies.append(r.content)
+        return r.json()
+
+    keep(alice.post(f"{V1}/database/targets/", {
+        "name": "secretive", "host": source_db.host, "port": source_db.port, "dbname": source_db.dbname,
+        "user": source_db.user, "password": SECRET, "sslmode": "disable"}, format="json"), 201)
+    backup_id = keep(operator.post(f"{V1}/database/backup/full", {"target": "secretive"}, format="json"),
+                     202)["backup_id"]
+    dest = fresh_db(prefix="secretapproval")
+    pending = keep(alice.post(f"{V1}/database/backups/{backup_id}/restore",
+                              {"target": "secretive", "dbname": dest.dbname}, format="json"), 202)
+    keep(alice.get(f"/v1/approvals/{pending['approval_request']}"), 200)
+    decided = keep(bob.post(f"/v1/approvals/{pending['approval_request']}/approve", {}, format="json"), 200)
+    assert decided["status"] == "executed", decided
+    assert keep(bob.get(f"/v1/jobs/{decided['result']['job_id']}"), 200)["status"] == "succeeded"
+    assert table_contents(dest, "public.tenants") == table_contents(source_db, "public.tenants")
+    keep(bob.get("/v1/approvals/"), 200)
+    keep(bob.get("/v1/audit/"), 200)
+
+    receiver = HttpReceiver().start()
+    try:
+        hook = f"http://127.0.0.1:{receiver.port}/hook/{quote(SECRET, safe='')}"
+        channel = keep(alice.post(f"{V1}/monitoring/channels/", {
+            "name": "hooked", "kind": "webhook", "secrets": {"url": hook, "hmac_key": SECRET}}, format="json"), 201)
+        keep(operator.get(f"{V1}/monitoring/channels/{channel['id']}/"), 200)
+        keep(alice.post(f"{V1}/monitoring/channels/{channel['id']}/test/", {}, format="json"), 200)
+        assert len(receiver.requests) == 1  # the secret was really used
+    finally:
+        receiver.stop()
+    browser = Client()
+    browser.force_login(User.objects.create_superuser("root", "root@example.invalid", "pw"))
+    for url in ("/approvals/", f"/jobs/{decided['result']['job_id']}/", "/admin/approvals/approvalrequest/",
+                "/admin/core/auditevent/", "/admin/monitoring/notificationchannel/"):
+        r = browser.get(url)
+        assert r.status_code == 200, url
+        bodies.append(r.content)
+
+    found = {f"response {i}": leaks(b) for i, b in enumerate(bodies) if leaks(b)}
+    found.update(_scan_database())
+    assert any("approvals_approvalrequest" in r.getMessage() for r in caplog.records), "SQL was not captured"
+    for r in caplog.records:
+        if leaks(r.getMessage()) or leaks(r.args):
+            found[f"log {r.name}"] = leaks(r.getMessage())
+    assert found == {}
