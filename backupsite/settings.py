@@ -291,7 +291,8 @@ SPECTACULAR_SETTINGS = {
                             "SeverityEnum": "apps.monitoring.models.Severity",
                             "DocumentVersionStatusEnum": "apps.documents.models.VersionStatus",
                             "InterfaceEnum": "apps.core.models.Interface"},
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.core.schema.add_common_errors"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.core.schema.add_common_errors",
+                           "apps.approvals.schema.add_approval_answers"],
 }
 
 LOGGING = {

@@ -182,3 +182,12 @@ def test_console_form_without_csrf_token_is_refused():
             url = "/" + re.sub(r"<(\w+):(\w+)>",
                                lambda m: {"int": "999999", "ulid": ULID}.get(m.group(1), "approve"), str(p.pattern))
             assert client.post(url, {}).status_code == 403, url
+
+
+def test_operations_the_policy_may_hold_document_the_pending_answer():
+    from apps.approvals.schema import GATED
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    for method, path in GATED:
+        answer = schema["paths"][path][method]["responses"]["202"]["content"]["application/json"]["schema"]
+        assert "ApprovalPending" in json.dumps(answer), (method, path)
