@@ -35,6 +35,24 @@ def leaks(blob) -> list[str]:
     return [s for s in SPELLINGS if s in str(blob)]
 
 
+def _scan_database() -> dict:
+    """Every text column of every table, raw; and every field as the models decode it."""
+    found = {}
+    with connection.cursor() as cur:
+        for table in connection.introspection.table_names(cur):
+            cur.execute(f'SELECT * FROM "{table}"')
+            for row in cur.fetchall():
+                for value in row:
+                    if value is not None and leaks(value if isinstance(value, (bytes, memoryview)) else str(value)):
+                        found[f"table {table}"] = leaks(str(value))
+    for model in apps.get_models():
+        for obj in model._default_manager.all():
+            for f in model._meta.concrete_fields:
+                if leaks(repr(f.value_from_object(obj))):
+                    found[f"model {model._meta.label}.{f.name}"] = leaks(repr(f.value_from_object(obj)))
+    return found
+
+
 @pytest.fixture
 def every_log_record(caplog):
     """Every logger at DEBUG and propagating into caplog, including the SQL of every query (the debug cursor)."""
@@ -131,18 +149,7 @@ def test_the_target_password_appears_nowhere(api_as, source_db, fresh_db, backup
             found[f"file {p.relative_to(backup_root)}"] = leaks(p.read_bytes())
 
     # Every row of every table of the metadata database: raw values, and as the models decode them.
-    with connection.cursor() as cur:
-        for table in connection.introspection.table_names(cur):
-            cur.execute(f'SELECT * FROM "{table}"')
-            for row in cur.fetchall():
-                for value in row:
-                    if value is not None and leaks(value if isinstance(value, (bytes, memoryview)) else str(value)):
-                        found[f"table {table}"] = leaks(str(value))
-    for model in apps.get_models():
-        for obj in model._default_manager.all():
-            for f in model._meta.concrete_fields:
-                if leaks(repr(f.value_from_object(obj))):
-                    found[f"model {model._meta.label}.{f.name}"] = leaks(repr(f.value_from_object(obj)))
+    found.update(_scan_database())
     target.refresh_from_db()
     assert target.password_sealed and not leaks(target.password_sealed)
 
@@ -192,24 +199,6 @@ def test_the_password_stays_out_of_failures_too(api_as, source_db, every_log_rec
     found += [f"log {r.name}" for r in caplog.records if leaks(r.getMessage())
               or (r.exc_info and leaks(logging.Formatter().formatException(r.exc_info)))]
     assert found == []
-
-
-def _scan_database() -> dict:
-    """Every text column of every table, raw; and every field as the models decode it."""
-    found = {}
-    with connection.cursor() as cur:
-        for table in connection.introspection.table_names(cur):
-            cur.execute(f'SELECT * FROM "{table}"')
-            for row in cur.fetchall():
-                for value in row:
-                    if value is not None and leaks(value if isinstance(value, (bytes, memoryview)) else str(value)):
-                        found[f"table {table}"] = leaks(str(value))
-    for model in apps.get_models():
-        for obj in model._default_manager.all():
-            for f in model._meta.concrete_fields:
-                if leaks(repr(f.value_from_object(obj))):
-                    found[f"model {model._meta.label}.{f.name}"] = leaks(repr(f.value_from_object(obj)))
-    return found
 
 
 def test_secrets_stay_out_of_approvals_channels_and_logs(settings, api_as, source_db, fresh_db, every_log_record):
