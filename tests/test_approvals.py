@@ -214,3 +214,36 @@ def test_failover_waits_and_an_impossible_one_is_refused_at_once(policy_on, api_
     assert r.status_code == 202 and r.json()["status"] == "pending"
     assert ApprovalRequest.objects.get().parameters == {"plan_id": plan.pk, "standby_id": None}
     assert not Failover.objects.exists() and not AuditEvent.objects.filter(action="dr.failover.requested").exists()
+
+
+def test_console_restore_turns_into_a_request_that_another_admin_approves_on_the_page(policy_on, backup, target,
+                                                                                      fresh_db):
+    db = fresh_db()
+    alice, bob = Client(), Client()
+    alice.force_login(make_user("alice", "admin"))
+    bob.force_login(make_user("bob", "admin"))
+    page = alice.post(f"/backups/{backup.pk}/", {"target": target.name, "dbname": db.dbname})
+    assert page.status_code == 200 and "Approval requested" in page.content.decode()
+    assert not Job.objects.filter(type="restore.database").exists()
+    request = ApprovalRequest.objects.get()
+    assert request.requested_via == "console" and request.requested_by_name == "alice"
+
+    # The requester sees it without an Approve button; the second admin sees both buttons.
+    own = alice.get("/approvals/").content.decode()
+    assert f'id="approval-{request.pk}"' in own and ">Approve<" not in own and ">Reject<" in own
+    other = bob.get("/approvals/").content.decode()
+    assert ">Approve<" in other and "csrfmiddlewaretoken" in other
+    # A forged approval by the requester is refused all the same.
+    alice.post(f"/approvals/{request.pk}/approve/")
+    assert ApprovalRequest.objects.get().status == "pending"
+
+    r = bob.post(f"/approvals/{request.pk}/approve/", {"note": "ok"})
+    job = Job.objects.get(type="restore.database")
+    assert r.status_code == 302 and r["Location"] == f"/jobs/{job.pk}/"
+    assert job.status == "succeeded" and ApprovalRequest.objects.get().status == "executed"
+    assert AuditEvent.objects.get(action="approval.approved").via == "console"
+    # Viewers and operators do not see the page.
+    for role in ("viewer", "operator"):
+        c = Client()
+        c.force_login(make_user(f"{role}-x", role))
+        assert c.get("/approvals/").status_code == 403
