@@ -343,3 +343,28 @@ def test_table_or_schema_not_in_the_backup_is_refused(api_as, target, fresh_db):
     job = Job.objects.get(pk=r.json()["job_id"])
     assert job.status == "succeeded", job.error
     assert sorted(user_tables(other)) == [("public", "leases"), ("public", "properties"), ("public", "tenants")]
+
+
+def test_restores_go_only_to_registered_servers_approved_ones_too(api_as, target_with_password, fake_server,
+                                                                settings, fresh_db):
+    """The destination is a registered target (its server and credentials) plus a database name: an unknown
+    target or a server named in the request is refused, and an approval request stores only the target's id
+    (the executor looks the server up again), never a host or a connection string from the request."""
+    from apps.approvals.models import ApprovalRequest
+
+    backup = backup_now()
+    admin = api_as("admin")
+    for target in ("nope", f"127.0.0.1:{fake_server.port}", f"host=127.0.0.1 port={fake_server.port}"):
+        r = restore_via_api(admin, backup, target=target, dbname="x", create=True)
+        assert r.status_code == 400 and "target" in r.json(), r.content
+    new = fresh_db(create=False).dbname  # dropped after the test
+    r = restore_via_api(admin, backup, dbname=new, host="127.0.0.1", port=fake_server.port, create=True)
+    assert r.status_code == 202  # unknown fields are ignored: the target's own server is used
+    assert Job.objects.get(type="restore.database").args["target_id"] == target_with_password.pk
+
+    settings.APPROVAL_REQUIRED_ACTIONS = ["all"]
+    r = restore_via_api(admin, backup, dbname="existing_db", host="127.0.0.1", port=fake_server.port)
+    assert r.status_code == 202 and "approval_request" in r.json()
+    params = ApprovalRequest.objects.get().parameters
+    assert params["target_id"] == target_with_password.pk and str(fake_server.port) not in json.dumps(params)
+    assert fake_server.connections == 0
