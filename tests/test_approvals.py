@@ -247,3 +247,15 @@ def test_console_restore_turns_into_a_request_that_another_admin_approves_on_the
         c = Client()
         c.force_login(make_user(f"{role}-x", role))
         assert c.get("/approvals/").status_code == 403
+
+
+def test_lifting_a_legal_hold_in_the_django_admin_waits(policy_on, admin_client, backup):
+    Backup.objects.filter(pk=backup.pk).update(legal_hold=True)
+    forms = {f"{name}-{part}": value for name in ("artifacts", "replicas")
+             for part, value in (("TOTAL_FORMS", "1"), ("INITIAL_FORMS", "1"), ("MIN_NUM_FORMS", "0"),
+                                 ("MAX_NUM_FORMS", "1000"))}
+    r = admin_client.post(f"/admin/backups/backup/{backup.pk}/change/", forms, follow=True)  # box unticked
+    assert r.status_code == 200 and "Approval requested" in r.content.decode()
+    assert Backup.objects.get(pk=backup.pk).legal_hold is True
+    request = ApprovalRequest.objects.get()
+    assert request.action == "backup.legal_hold.release" and request.requested_via == "admin"
