@@ -11,7 +11,7 @@ from apps.core.roles import ADMIN
 
 @console_page(role=ADMIN, what="Reading the audit log")
 def audit_log(request):
-    filtered = AuditEventFilter(request.GET or None, queryset=selectors.audit_events())
+    filtered = AuditEventFilter(request.GET, queryset=selectors.audit_events())
     valid = filtered.is_valid()
     qs = filtered.qs if valid else selectors.audit_events().none()
     page = Paginator(qs, 100).get_page(request.GET.get("page"))

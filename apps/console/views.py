@@ -24,9 +24,6 @@ from apps.jobs.models import JobStatus
 from apps.verification.jobs import VerifyBackupsJob
 from apps.verification.models import VerificationLevel
 
-METHODS = ("logical", "physical")
-
-
 @console_page
 def dashboard(request):
     recent_jobs = list(job_selectors.jobs()[:15])
@@ -56,11 +53,6 @@ def backup_now(request, target_id: int):
     back = request.POST.get("next") or reverse("console:dashboard")
     if not back.startswith("/") or back.startswith("//"):
         back = reverse("console:dashboard")
-    if kind not in (BackupKind.FULL, BackupKind.INCREMENTAL) or (method and method not in METHODS):
-        from django.contrib import messages
-
-        messages.error(request, f"{target.name}: choose a full or incremental backup, logical or physical.")
-        return redirect(back)
     response, _ = start(
         request, lambda: DatabaseBackupJob.enqueue(target=target, fmt=fmt, method=method, kind=kind,
                                                    actor=admin_actor(request)),
