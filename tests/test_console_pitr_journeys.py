@@ -42,13 +42,7 @@ def site_console(wal_site):
     """History on the archiving cluster (a physical backup, marks 1-3, the moment T, then the loss: 40 of 50
     leases deleted, mark 4), and the console serving the site. Yields (url, site, T)."""
     site = wal_site
-    site.orm(f"from apps.databases.models import DatabaseTarget as T; "
-             f"T.objects.filter(name='{TARGET}').update(data_directory='{site.cluster.data}')")
-    site.sql("ALTER SYSTEM SET autovacuum = off")
-    site.sql("SELECT pg_reload_conf()")
-    site.sql("CREATE TABLE events (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-    site.sql("CREATE TABLE leases (id int PRIMARY KEY, tenant text NOT NULL)")
-    site.sql("INSERT INTO leases SELECT g, 'tenant ' || g FROM generate_series(1, 50) g")
+    site.pitr_tables()
     site.manage("db_backup", TARGET, "--method", "physical")
     for n in (1, 2, 3):
         site.sql("INSERT INTO events (n) VALUES (%s)", n)
