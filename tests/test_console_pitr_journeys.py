@@ -118,6 +118,14 @@ def confirm_and_wait(page) -> dict:
 def test_partial_data_loss_recovered_into_a_new_cluster_before_the_loss(site_console, page):
     url, site, moment = site_console
     open_wizard(page, url)
+    # The target page draws the window (and the chain of the physical backup).
+    page.click("#console-nav >> text=Dashboard")
+    page.click(f"#target-{TARGET} a")
+    drawn = page.evaluate("getComputedStyle(document.querySelector('.tl-span')).width")
+    assert float(drawn.rstrip("px")) > 0 and "basebackup" in page.inner_text("#chains")
+    shot(page, "target-window")
+    page.click("#pitr-link")
+    page.wait_for_selector("#window-text")
     # A moment before the window is refused, and the window is named.
     page.fill("#id_at", "2020-01-01 00:00:00+00")
     page.fill("#id_directory", "before_loss")
