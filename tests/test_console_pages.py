@@ -268,3 +268,21 @@ def test_failover_needs_the_plan_name_typed(world):
     assert not Job.objects.filter(type="recovery.failover").exists()
     page = as_role("viewer", "vv").get(f"/dr/plans/{w['plan'].pk}/").content.decode()
     assert 'id="drills"' in page and 'id="plan-health"' in page and "failover-link" not in page
+
+
+def test_timeline_lays_out_spans_and_the_holes_between_them():
+    from apps.console.selectors import describe_window, timeline, within_window
+
+    t0 = timezone.now().replace(microsecond=0)
+    window = {"spans": [{"earliest_at": t0, "latest_at": t0 + timedelta(hours=1), "base_backup_id": "A"},
+                        {"earliest_at": t0 + timedelta(hours=3), "latest_at": t0 + timedelta(hours=4),
+                         "base_backup_id": "B"}],
+              "gaps": [{"timeline": 1, "first_missing": "x", "last_missing": "y", "missing": 2}]}
+    laid = timeline(window)
+    assert [(s["left"], s["width"]) for s in laid["spans"]] == [(0.0, 25.0), (75.0, 25.0)]
+    (hole,) = laid["holes"]
+    assert (hole["left"], hole["width"]) == (25.0, 50.0) and laid["gaps"] == window["gaps"]
+    assert within_window(window, t0 + timedelta(minutes=30))
+    assert not within_window(window, t0 + timedelta(hours=2))  # in the hole
+    assert describe_window(window).count(" to ") == 2
+    assert timeline({"spans": []})["spans"] == [] and "no recoverable window" in describe_window({"spans": []})
