@@ -222,7 +222,7 @@ def test_console_restore_turns_into_a_request_that_another_admin_approves_on_the
     alice, bob = Client(), Client()
     alice.force_login(make_user("alice", "admin"))
     bob.force_login(make_user("bob", "admin"))
-    page = alice.post(f"/backups/{backup.pk}/", {"target": target.name, "dbname": db.dbname})
+    page = alice.post(f"/backups/{backup.pk}/", {"target": target.name, "dbname": db.dbname}, follow=True)
     assert page.status_code == 200 and "Approval requested" in page.content.decode()
     assert not Job.objects.filter(type="restore.database").exists()
     request = ApprovalRequest.objects.get()

@@ -110,7 +110,7 @@ def test_console_status_and_failover_confirmation(client, target):
     client.force_login(user_with_role("admin", "ada"))
     assert b"Fail over" in client.get("/dr/").content
     page = client.post(f"/dr/plans/{plan.pk}/failover/", {"confirm": "shop-typo"})
-    assert page.status_code == 200 and b"That is not shop" in page.content
+    assert page.status_code == 400 and b"That is not shop" in page.content
     page = client.post(f"/dr/plans/{plan.pk}/failover/", {"confirm": "shop"}, follow=True)
     assert b"no standby" in page.content  # the service's refusal, as a message
     assert not Failover.objects.exists()

@@ -247,11 +247,10 @@ def test_console_posts_refuse_a_viewer_and_create_no_job(cheap_backup):
     viewer = _browser(VIEWER, "vera")
     jobs_before = Job.objects.count()
     backups_before = Backup.objects.count()
-    # console_action(role): the 403 page, nothing done.
     assert viewer.post(f"/targets/{target_pk}/backup/", {"format": "custom"}).status_code == 403
     assert viewer.post(f"/backups/{backup_pk}/verify/", {"level": "exists"}).status_code == 403
     r = viewer.post(f"/backups/{backup_pk}/", {"target": "cheap", "dbname": "x", "create": "on"})
-    assert r.status_code == 403
+    assert r.status_code == 403 and b"needs the" in r.content  # the role needed, said on a 403 page
     nobody = _browser(None, "nora")
     assert nobody.post(f"/targets/{target_pk}/backup/").status_code == 403
     assert nobody.post(f"/backups/{backup_pk}/verify/").status_code == 403

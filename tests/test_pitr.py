@@ -31,14 +31,7 @@ def history(wal_site):
     """A physical base backup, then six committed rows 0.3 s apart, a restore point after the third, an
     incremental after the fifth, all archived."""
     site = wal_site
-    site.orm(f"from apps.databases.models import DatabaseTarget as T; "
-             f"T.objects.filter(name='{TARGET}').update(data_directory='{site.cluster.data}')")
-    # Nothing but the test commits (no autovacuum/analyze), so the archive's last commit stays put while checked.
-    site.sql("ALTER SYSTEM SET autovacuum = off")
-    site.sql("SELECT pg_reload_conf()")
-    site.sql("CREATE TABLE events (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-    site.sql("CREATE TABLE leases (id int PRIMARY KEY, tenant text NOT NULL)")
-    site.sql("INSERT INTO leases SELECT g, 'tenant ' || g FROM generate_series(1, 50) g")
+    site.pitr_tables()
     full = _json(site.manage("db_backup", TARGET, "--method", "physical"))
     assert full["status"] == "succeeded", full
     marks = {}

@@ -116,7 +116,7 @@ def test_console_page_refuses_bad_input_and_other_roles(settings, tmp_path):
     for bad, message in (({"at": "yesterday"}, b"UTC offset"), ({"at": "2026-11-25 12:00:00"}, b"UTC offset"),
                          ({"directory": "../etc"}, b"directory"), ({"target": "nope"}, b"Select a valid choice")):
         r = admin.post(url, good | bad)
-        assert r.status_code == 200 and message in r.content, (bad, r.content[-1500:])
+        assert r.status_code == 400 and message in r.content, (bad, r.content[-1500:])
     # Valid input, but nothing to recover from: said on the page, no job, no directory.
     r = admin.post(url, good, follow=True)
     assert r.status_code == 200 and b"has no version whose scan ended" in r.content

@@ -67,9 +67,11 @@ BODIES = {("POST", f"{V1}/retention/enforce-policies"): {"dry_run": True}}
 CONSOLE = {
     "backup-now": "backup.run", "backup": "backup.restore", "verify": "backup.verify", "retention": "retention.enforce",
     "alert-action": "alert.handle", "dr-drill": "dr.drill", "dr-failover": "dr.failover", "dr-platform": "recovery.pitr",
-    "approval-decide": "approval.decide",
+    "approval-decide": "approval.decide", "source-backup": "documents.run", "version-restore": "documents.restore",
+    "version-verify": "documents.verify", "pitr": "recovery.pitr",
 }
-CONSOLE_READ_ONLY = {"dashboard", "job", "monitoring", "alerts", "dr-status", "approvals"}
+CONSOLE_READ_ONLY = {"dashboard", "job", "job-progress", "monitoring", "alerts", "audit", "dr-status", "dr-plan",
+                     "approvals", "target", "source"}
 
 ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 

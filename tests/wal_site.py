@@ -125,6 +125,17 @@ class WalSite:
             cur = c.execute(query, params)
             return cur.fetchall() if cur.description else None
 
+    def pitr_tables(self) -> None:
+        """The target knows its data directory (for incrementals); autovacuum is off (nothing but the test
+        commits, so the archive's last commit stays put while checked); `events` (empty) and `leases` (50 rows)."""
+        self.orm(f"from apps.databases.models import DatabaseTarget as T; "
+                 f"T.objects.filter(name='{TARGET}').update(data_directory='{self.cluster.data}')")
+        self.sql("ALTER SYSTEM SET autovacuum = off")
+        self.sql("SELECT pg_reload_conf()")
+        self.sql("CREATE TABLE events (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        self.sql("CREATE TABLE leases (id int PRIMARY KEY, tenant text NOT NULL)")
+        self.sql("INSERT INTO leases SELECT g, 'tenant ' || g FROM generate_series(1, 50) g")
+
     def new_segment(self, rows: int = 100) -> str:
         """Write, then switch WAL: the name of the segment just completed (archived shortly)."""
         self.sql("INSERT INTO marks (note) SELECT 'filler ' || g FROM generate_series(1, %s) g", rows)

@@ -1,22 +1,19 @@
 """The console's approvals page: pending requests with approve / reject forms (CSRF-protected), and the
 decided ones. Reads through apps.approvals.selectors, writes through its services."""
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.approvals import selectors, services
 from apps.approvals.models import ApprovalRequest, ApprovalStatus
-from apps.console.permissions import console_action
+from apps.console.permissions import console_action, console_page
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
-from apps.core.roles import ADMIN, has_role
+from apps.core.roles import ADMIN
 
 
-@login_required
+@console_page(role=ADMIN, what="The approvals page")
 def approvals(request):
-    if not has_role(request.user, ADMIN):
-        return render(request, "console/forbidden.html", status=403)
     rows = list(selectors.approval_requests()[:200])
     return render(request, "console/approvals.html", {
         "pending": [r for r in rows if r.status == ApprovalStatus.PENDING],
@@ -24,8 +21,8 @@ def approvals(request):
     })
 
 
+@console_action(ADMIN, what="Deciding an approval request")
 @require_POST
-@console_action(ADMIN)
 def decide(request, pk: int, verb: str):
     decide = {"approve": services.approve, "reject": services.reject}.get(verb)
     row = get_object_or_404(ApprovalRequest, pk=pk)

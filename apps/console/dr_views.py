@@ -5,15 +5,15 @@ from pathlib import Path
 
 from django import forms
 from django.conf import settings
-from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
 
-from apps.console.permissions import console_action
 from apps.core.admin_utils import admin_actor
 from apps.core.errors import UserError
-from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
+from apps.console import selectors as console_selectors
+from apps.console.outcomes import start
+from apps.console.permissions import console_action, console_page
+from apps.core.roles import ADMIN, OPERATOR, has_role
 from apps.recovery import selectors
 from apps.databases import identifiers
 from apps.databases.models import DatabaseTarget
@@ -23,33 +23,30 @@ from apps.recovery.models import DRPlan
 from apps.recovery.targets import parse_target
 
 
-def _forbidden(request):
-    return render(request, "console/forbidden.html", status=403)
-
-
-@login_required
+@console_page
 def dr_status(request):
-    if not has_role(request.user, VIEWER):
-        return _forbidden(request)
     plans = [selectors.plan_status(p) for p in selectors.plans()]
     return render(request, "console/dr_status.html", {
         "plans": plans, "can_drill": has_role(request.user, OPERATOR), "can_failover": has_role(request.user, ADMIN)})
 
 
-@login_required
-@console_action(OPERATOR)
-@require_POST
+@console_page
+def dr_plan(request, plan_id: int):
+    """One plan: health and lag now, objectives, drill and failover history, the drill and failover buttons."""
+    plan = get_object_or_404(selectors.plans(), pk=plan_id)
+    return render(request, "console/dr_plan.html", {
+        "p": selectors.plan_status(plan), "plan": plan, "history": console_selectors.plan_history(plan),
+        "can_drill": has_role(request.user, OPERATOR), "can_failover": has_role(request.user, ADMIN)})
+
+
+@console_action(OPERATOR, what="Running a drill")
 def dr_drill(request, plan_id: int):
     plan = get_object_or_404(DRPlan, pk=plan_id)
-    if not has_role(request.user, OPERATOR):
-        messages.error(request, "Drills need the operator role.")
-        return redirect("console:dr-status")
-    try:
-        job = DrillJob.enqueue(plan=plan, actor=admin_actor(request))
-    except UserError as exc:
-        messages.error(request, f"{plan.name}: {exc}")
-        return redirect("console:dr-status")
-    return redirect("console:job", job_id=job.pk)
+    if request.method != "POST":
+        return redirect("console:dr-plan", plan_id=plan.pk)
+    response, _ = start(request, lambda: DrillJob.enqueue(plan=plan, actor=admin_actor(request)),
+                        back=reverse("console:dr-plan", args=[plan.pk]), prefix=f"{plan.name}: ")
+    return response
 
 
 class FailoverForm(forms.Form):
@@ -65,22 +62,18 @@ class FailoverForm(forms.Form):
         return self.cleaned_data["confirm"]
 
 
-@login_required
-@console_action(ADMIN)
+@console_action(ADMIN, read_role=ADMIN, what="Failing over")
 def dr_failover(request, plan_id: int):
-    if not has_role(request.user, ADMIN):
-        return _forbidden(request)
     plan = get_object_or_404(selectors.plans(), pk=plan_id)
     form = FailoverForm(request.POST or None, plan=plan)
-    if request.method == "POST" and form.is_valid():
-        try:
-            job = FailoverJob.enqueue(plan=plan, actor=admin_actor(request))
-        except UserError as exc:
-            messages.error(request, str(exc))
-        else:
-            return redirect("console:job", job_id=job.pk)
+    if request.method == "POST":
+        if form.is_valid():
+            response, _ = start(request, lambda: FailoverJob.enqueue(plan=plan, actor=admin_actor(request)),
+                                back=request.path)
+            return response
     return render(request, "console/dr_failover.html",
-                  {"plan": plan, "form": form, "status": selectors.plan_status(plan)})
+                  {"plan": plan, "form": form, "status": selectors.plan_status(plan)},
+                  status=400 if request.method == "POST" else 200)
 
 
 class PlatformForm(forms.Form):
@@ -105,21 +98,19 @@ class PlatformForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
-@login_required
-@console_action(ADMIN)
+@console_action(ADMIN, read_role=ADMIN, what="Recovering the platform")
 def dr_platform(request):
-    if not has_role(request.user, ADMIN):
-        return _forbidden(request)
     form = PlatformForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         v = form.cleaned_data
-        root = Path(settings.RECOVERY_ROOT)
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            job = PlatformRecoveryJob.enqueue(target=v["target"], source=v["source"], at=v["at"],
-                                              destination=str(root / v["directory"]), actor=admin_actor(request))
-        except UserError as exc:
-            messages.error(request, str(exc))
-        else:
-            return redirect("console:job", job_id=job.pk)
-    return render(request, "console/dr_platform.html", {"form": form, "root": settings.RECOVERY_ROOT})
+
+        def enqueue():
+            root = Path(settings.RECOVERY_ROOT)
+            root.mkdir(parents=True, exist_ok=True)
+            return PlatformRecoveryJob.enqueue(target=v["target"], source=v["source"], at=v["at"],
+                                               destination=str(root / v["directory"]), actor=admin_actor(request))
+
+        response, _ = start(request, enqueue, back=request.path)
+        return response
+    return render(request, "console/dr_platform.html", {"form": form, "root": settings.RECOVERY_ROOT},
+                  status=400 if request.method == "POST" else 200)

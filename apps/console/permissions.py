@@ -1,36 +1,69 @@
-"""Role checks of console actions, the same rule as the API's (apps.core.permissions.role_allows).
+"""The one role check of console pages.
 
-`@console_action(role)` on a view that changes state: a state-changing request (POST, ...) from a user below
-`role` gets the 403 page and nothing is done; reads stay the view's business (most pages show viewers what an
-admin could do). The view carries `required_role`, which the role-matrix test (tests/test_role_matrix.py)
-enumerates, so a new console action is covered by it automatically.
+`@console_action(role)` marks a console view that changes state: a request that may change something (POST and
+the other unsafe methods) needs `role`; reading the page (GET/HEAD) needs `read_role` (viewer unless the page
+itself is an admin's form, such as the failover confirmation). The role is recorded on the view as
+`view.required_role` (and `view.read_role`), so a role-matrix test can enumerate every console action with
+`actions()`. Pages that only read use `@console_page` (viewer).
+
+Refusals are a 403 page that says which role is needed, whatever the method; nothing is changed.
 """
 from functools import wraps
 
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from apps.core.permissions import role_allows
-from apps.core.roles import RANK
+from apps.core.roles import RANK, VIEWER, has_role
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def console_action(role: str):
-    if role not in RANK:
-        raise ValueError(f"Unknown role {role!r}.")
+def forbidden(request, role: str, what: str = "This action"):
+    return render(request, "console/forbidden.html", {"role": role, "what": what}, status=403)
+
+
+def console_action(role: str, *, read_role: str = VIEWER, what: str = ""):
+    """Check the signed-in user's role before the view runs; see the module's docstring."""
+    if role not in RANK or read_role not in RANK:
+        raise ValueError(f"Unknown role {role!r} / {read_role!r}.")
 
     def decorate(view):
         @wraps(view)
-        def wrapped(request, *args, **kwargs):
-            if request.method not in SAFE_METHODS:
-                if not request.user.is_authenticated:
-                    return redirect_to_login(request.get_full_path())
-                if not role_allows(request.user, role):
-                    return render(request, "console/forbidden.html", {"required_role": role}, status=403)
+        def checked(request, *args, **kwargs):
+            needed = read_role if request.method in SAFE_METHODS else role
+            if not has_role(request.user, needed):
+                return forbidden(request, needed, what or view.__name__.replace("_", " ").capitalize())
             return view(request, *args, **kwargs)
 
-        wrapped.required_role = role
-        return wrapped
+        checked.required_role = role
+        checked.read_role = read_role
+        return login_required(checked)
 
     return decorate
+
+
+def console_page(view=None, *, role: str = VIEWER, what: str = "Reading this page"):
+    """A console page that only reads: the viewer role, or `role` (e.g. the audit log: admin, as in the API)."""
+    def decorate(view):
+        @wraps(view)
+        def checked(request, *args, **kwargs):
+            if not has_role(request.user, role):
+                return forbidden(request, role, what)
+            return view(request, *args, **kwargs)
+
+        checked.read_role = role
+        return login_required(checked)
+
+    return decorate(view) if view is not None else decorate
+
+
+def actions() -> list[tuple[str, str, str]]:
+    """(URL name, URL pattern, required role) of every console action, from the console's URLconf."""
+    from apps.console import urls
+
+    found = []
+    for pattern in urls.urlpatterns:
+        role = getattr(pattern.callback, "required_role", None)
+        if role:
+            found.append((f"console:{pattern.name}", str(pattern.pattern), role))
+    return found

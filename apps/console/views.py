@@ -1,41 +1,36 @@
-"""Operator pages: the dashboard with run-now buttons and a live job page. Writes go through services."""
+"""Operator pages: the dashboard, back up now, the live job page (and the JSON it polls), the backup page with
+verify and restore. Reads through selectors, writes through the job runners (the API's services)."""
 from django import forms
-from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.utils import timezone
 
 from apps.backups import selectors as backup_selectors
 from apps.backups.jobs import DatabaseBackupJob, RestoreDatabaseJob
+from apps.backups.models import BackupKind
 from apps.backups.restores import RestoreRequest
 from apps.backups.services import LOGICAL_FORMATS
-from apps.core.errors import UserError
-from apps.core.roles import ADMIN, OPERATOR, VIEWER, has_role
-from apps.console.permissions import console_action
+from apps.console import selectors
+from apps.console.outcomes import start
+from apps.console.permissions import console_action, console_page
 from apps.core.admin_utils import admin_actor
+from apps.core.roles import ADMIN, OPERATOR, has_role
 from apps.databases import identifiers
 from apps.databases.connection import PgConn
 from apps.databases.models import DatabaseTarget
 from apps.jobs import selectors as job_selectors
 from apps.jobs.models import JobStatus
-from apps.verification.models import VerificationLevel
 from apps.verification.jobs import VerifyBackupsJob
+from apps.verification.models import VerificationLevel
 
-
-def _require_viewer(request):
-    if not has_role(request.user, VIEWER):
-        return render(request, "console/forbidden.html", status=403)
-    return None
-
-
-@login_required
+@console_page
 def dashboard(request):
-    if (denied := _require_viewer(request)) is not None:
-        return denied
     recent_jobs = list(job_selectors.jobs()[:15])
+    data = selectors.dashboard()
     context = {
-        "targets": DatabaseTarget.objects.select_related("storage_location").order_by("name"),
-        "last_by_target": {row["target"]: row for row in backup_selectors.statistics()["targets"]},
+        "data": data,
+        "charts": selectors.dashboard_charts(data),
         "backups": backup_selectors.backups()[:20],
         "jobs": recent_jobs,
         "stats": backup_selectors.statistics(),
@@ -46,30 +41,51 @@ def dashboard(request):
     return render(request, "console/dashboard.html", context)
 
 
-@login_required
-@console_action(OPERATOR)
-@require_POST
+@console_action(OPERATOR, what="Taking backups")
 def backup_now(request, target_id: int):
-    if not has_role(request.user, OPERATOR):
-        messages.error(request, "Taking backups needs the operator role.")
-        return redirect("console:dashboard")
+    """Full (a pg_dump format, or a method: logical / physical) or incremental (physical) backup of a target."""
+    if request.method != "POST":
+        return redirect("console:target", target_id=target_id)
     target = get_object_or_404(DatabaseTarget, pk=target_id)
+    kind = request.POST.get("kind") or BackupKind.FULL
     fmt = request.POST.get("format") or None  # none: the target's default method
-    try:
-        job = DatabaseBackupJob.enqueue(target=target, fmt=fmt, actor=admin_actor(request))
-    except UserError as exc:
-        messages.error(request, f"{target.name}: {exc}")
-        return redirect("console:dashboard")
-    messages.success(request, f"Backup of {target.name} queued.")
-    return redirect("console:job", job_id=job.pk)
+    method = request.POST.get("method") or None
+    back = request.POST.get("next") or reverse("console:dashboard")
+    if not back.startswith("/") or back.startswith("//"):
+        back = reverse("console:dashboard")
+    response, _ = start(
+        request, lambda: DatabaseBackupJob.enqueue(target=target, fmt=fmt, method=method, kind=kind,
+                                                   actor=admin_actor(request)),
+        back=back, prefix=f"{target.name}: ", success=f"Backup of {target.name} queued.")
+    return response
 
 
-@login_required
+@console_page
 def job_detail(request, job_id: str):
-    if (denied := _require_viewer(request)) is not None:
-        return denied
     job = get_object_or_404(job_selectors.jobs(), pk=job_id)
-    return render(request, "console/job.html", {"job": job, "refresh": not job.is_finished})
+    return render(request, "console/job.html", {"job": job, "progress": job_progress_data(job)})
+
+
+def job_progress_data(job) -> dict:
+    """Status, bytes, rate, ETA and log of a job: what the job page polls."""
+    now = timezone.now()
+    elapsed = ((job.finished_at or now) - job.started_at).total_seconds() if job.started_at else None
+    rate = job.progress_done / elapsed if elapsed and elapsed > 0 and job.progress_done else None
+    eta = None
+    if rate and job.progress_total and not job.is_finished:
+        eta = max(job.progress_total - job.progress_done, 0) / rate
+    return {"id": job.pk, "type": job.type, "status": job.status, "finished": job.is_finished,
+            "done": job.progress_done, "total": job.progress_total,
+            "percent": 100.0 if job.status == JobStatus.SUCCEEDED else job.percent,
+            "rate": round(rate, 1) if rate else None, "eta_seconds": round(eta, 1) if eta is not None else None,
+            "elapsed_seconds": round(elapsed, 1) if elapsed is not None else None,
+            "log": job.log[-20000:], "error": job.error, "result": job.result}
+
+
+@console_page
+def job_progress(request, job_id: str):
+    job = get_object_or_404(job_selectors.jobs(), pk=job_id)
+    return JsonResponse(job_progress_data(job))
 
 
 class RestoreForm(forms.Form):
@@ -91,6 +107,8 @@ class RestoreForm(forms.Form):
 
 
 def _checked(check, value):
+    from apps.core.errors import UserError
+
     try:
         check(value)
     except UserError as exc:
@@ -98,32 +116,22 @@ def _checked(check, value):
     return value
 
 
-@login_required
-@console_action(ADMIN)
+@console_action(ADMIN, what="Restoring")
 def backup_detail(request, backup_id: str):
-    if (denied := _require_viewer(request)) is not None:
-        return denied
     backup = get_object_or_404(backup_selectors.backups(), pk=backup_id)
     form = RestoreForm(request.POST or None, initial={"target": backup.database_target})
-    if request.method == "POST":
-        if not has_role(request.user, ADMIN):
-            messages.error(request, "Restoring needs the admin role.")
-        elif form.is_valid():
-            data = form.cleaned_data
-            target = data["target"]
-            # Only the redacted destination is needed here: never unseal the password in the web request.
-            conn = PgConn(host=target.host, port=target.port, dbname=data["dbname"], user=target.user,
-                          sslmode=target.sslmode)
-            try:
-                job = RestoreDatabaseJob.enqueue(
-                    backup=backup, destination=conn.redacted(),
-                    request=RestoreRequest(table=data["table"] or None, create=data["create"]),
-                    actor=admin_actor(request), target=target, dbname=data["dbname"],
-                )
-            except UserError as exc:
-                messages.error(request, str(exc))
-            else:
-                return redirect("console:job", job_id=job.pk)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        target = data["target"]
+        # Only the redacted destination is needed here: never unseal the password in the web request.
+        conn = PgConn(host=target.host, port=target.port, dbname=data["dbname"], user=target.user,
+                      sslmode=target.sslmode)
+        response, job = start(request, lambda: RestoreDatabaseJob.enqueue(
+            backup=backup, destination=conn.redacted(),
+            request=RestoreRequest(table=data["table"] or None, create=data["create"]),
+            actor=admin_actor(request), target=target, dbname=data["dbname"],
+        ), back=request.path)
+        return response
     context = {
         "backup": backup,
         "artifacts": backup.artifacts.all(),
@@ -134,21 +142,15 @@ def backup_detail(request, backup_id: str):
         "can_restore": has_role(request.user, ADMIN),
         "levels": VerificationLevel.choices,
     }
-    return render(request, "console/backup.html", context)
+    return render(request, "console/backup.html", context, status=400 if request.method == "POST" else 200)
 
 
-@login_required
-@console_action(OPERATOR)
-@require_POST
+@console_action(OPERATOR, what="Verifying")
 def verify_now(request, backup_id: str):
     backup = get_object_or_404(backup_selectors.backups(), pk=backup_id)
-    if not has_role(request.user, OPERATOR):
-        messages.error(request, "Verifying needs the operator role.")
+    if request.method != "POST":
         return redirect("console:backup", backup_id=backup.pk)
-    try:
-        job = VerifyBackupsJob.enqueue(backup_ids=[backup.pk], level=request.POST.get("level", "checksum"),
-                                       actor=admin_actor(request))
-    except UserError as exc:
-        messages.error(request, str(exc))
-        return redirect("console:backup", backup_id=backup.pk)
-    return redirect("console:job", job_id=job.pk)
+    response, _ = start(request, lambda: VerifyBackupsJob.enqueue(
+        backup_ids=[backup.pk], level=request.POST.get("level", "checksum"), actor=admin_actor(request)),
+        back=reverse("console:backup", args=[backup.pk]))
+    return response

@@ -1,0 +1,173 @@
+"""Reads of the console pages that span apps: each composes the apps' own selectors (monitoring's dashboard,
+documents' statistics, recovery's plan status, the WAL recovery window) into what one page shows."""
+from datetime import timedelta
+
+from django.utils import timezone
+
+
+def _rpo_hours() -> int:
+    from apps.monitoring.rules import registry
+    from apps.monitoring.thresholds import Thresholds
+
+    return registry.get("backup_age")(Thresholds()).defaults["rpo_hours"]
+
+
+def _light(last_success_at, rpo_seconds: float, now) -> str:
+    """green: last success within the RPO; amber: within twice it; red: older or never."""
+    if last_success_at is None:
+        return "red"
+    age = (now - last_success_at).total_seconds()
+    return "green" if age <= rpo_seconds else "amber" if age <= 2 * rpo_seconds else "red"
+
+
+def backup_durations(*, days: int = 30, now=None) -> dict[str, list[dict]]:
+    """Seconds each succeeded backup took, per target name, over the last `days`."""
+    from apps.backups.models import Backup, BackupStatus
+
+    now = now or timezone.now()
+    out: dict[str, list[dict]] = {}
+    for name, started, finished in (
+            Backup.objects.filter(status=BackupStatus.SUCCEEDED, finished_at__gte=now - timedelta(days=days),
+                                  database_target__isnull=False, started_at__isnull=False)
+            .order_by("finished_at").values_list("database_target__name", "started_at", "finished_at")):
+        out.setdefault(name, []).append({"at": finished, "seconds": round((finished - started).total_seconds(), 2)})
+    return out
+
+
+def document_rows(*, now=None, days: int = 30) -> list[dict]:
+    """Each document source: last success against the RPO, and its versions' sizes and durations over `days`."""
+    from apps.documents import selectors as doc_selectors
+    from apps.documents.models import DocumentSource, VersionStatus
+
+    now = now or timezone.now()
+    rpo_seconds = _rpo_hours() * 3600
+    stats = {row["source"]: row for row in doc_selectors.statistics(days=days)["sources"]}
+    series: dict[str, list[dict]] = {}
+    for v in doc_selectors.versions(status=VersionStatus.SUCCEEDED).filter(
+            finished_at__gte=now - timedelta(days=days)).order_by("finished_at"):
+        series.setdefault(v.source.name, []).append(
+            {"at": v.finished_at, "bytes_total": v.bytes_total, "bytes_stored": v.bytes_stored,
+             "seconds": v.duration_seconds})
+    rows = []
+    ids = dict(DocumentSource.objects.values_list("name", "pk"))
+    for name, row in stats.items():
+        rows.append({**row, "source_id": ids.get(name), "rpo_seconds": rpo_seconds, "light": _light(row["last_success_at"], rpo_seconds, now),
+                     "series": series.get(name, [])})
+    return rows
+
+
+def dashboard(*, now=None) -> dict:
+    """Every target and document source with its status light, 30-day sizes and durations, alerts by severity,
+    storage per location and tier, replication lag and DR readiness (plans as last checked, no live probe)."""
+    from apps.monitoring import selectors as monitoring
+    from apps.recovery import selectors as recovery
+
+    now = now or timezone.now()
+    data = monitoring.dashboard(now=now)
+    durations = backup_durations(now=now)
+    from apps.databases.models import DatabaseTarget
+
+    targets = {t.name: t for t in DatabaseTarget.objects.all()}
+    for row in data["targets"]:
+        t = targets.get(row["target"])
+        row["target_id"] = t.pk if t else None
+        row["where"] = f"{t.user}@{t.host}:{t.port}/{t.dbname}" if t else ""
+        row["light"] = _light(row["last_success_at"], row["rpo_seconds"], now)
+        row["durations"] = durations.get(row["target"], [])
+    data["documents"] = document_rows(now=now)
+    data["plans"] = [recovery.plan_status(p, live=False) for p in recovery.plans()]
+    return data
+
+
+def dashboard_charts(data: dict) -> dict:
+    """What the dashboard's charts draw (JSON for json_script, never inlined HTML)."""
+    series = [{"name": t["target"], "kind": "database",
+               "sizes": [{"x": p["at"].isoformat(), "y": p["size_stored"]} for p in t["sizes"]],
+               "durations": [{"x": p["at"].isoformat(), "y": p["seconds"]} for p in t["durations"]]}
+              for t in data["targets"]]
+    series += [{"name": d["source"], "kind": "documents",
+                "sizes": [{"x": p["at"].isoformat(), "y": p["bytes_stored"]} for p in d["series"]],
+                "durations": [{"x": p["at"].isoformat(), "y": p["seconds"]} for p in d["series"]
+                              if p["seconds"] is not None]}
+               for d in data["documents"]]
+    return {
+        "series": series,
+        "storage": [{"location": s["location"], "tiers": s["bytes_by_tier"] or {"used": s["used_bytes"]}}
+                    for s in data["storage"]],
+        "alerts": data["open_alerts_by_severity"],
+    }
+
+
+def timeline(window: dict, *, now=None) -> dict:
+    """The recoverable window (wal_selectors.recovery_window(...).as_dict()) laid out on one time axis: each
+    span and each gap as left / width percentages, for the target page's drawing."""
+    spans = [s for s in window.get("spans", []) if s.get("earliest_at") and s.get("latest_at")]
+    if not spans:
+        return {"spans": [], "gaps": window.get("gaps", []), "start": None, "end": None}
+    start = min(s["earliest_at"] for s in spans)
+    end = max(s["latest_at"] for s in spans)
+    total = max((end - start).total_seconds(), 1.0)
+
+    def place(a, b) -> dict:
+        return {"left": round(100 * (a - start).total_seconds() / total, 2),
+                "width": max(round(100 * (b - a).total_seconds() / total, 2), 0.5)}
+
+    laid = [{**s, **place(s["earliest_at"], s["latest_at"])} for s in spans]
+    holes = []
+    ordered = sorted(spans, key=lambda s: s["earliest_at"])
+    for before, after in zip(ordered, ordered[1:]):
+        if after["earliest_at"] > before["latest_at"]:
+            holes.append({"from": before["latest_at"], "to": after["earliest_at"],
+                          **place(before["latest_at"], after["earliest_at"])})
+    return {"spans": laid, "holes": holes, "gaps": window.get("gaps", []), "start": start, "end": end}
+
+
+def within_window(window: dict, moment) -> bool:
+    return any(s.get("earliest_at") and s.get("latest_at") and s["earliest_at"] <= moment <= s["latest_at"]
+               for s in window.get("spans", []))
+
+
+def describe_window(window: dict) -> str:
+    spans = [s for s in window.get("spans", []) if s.get("earliest_at") and s.get("latest_at")]
+    if not spans:
+        return "no recoverable window (no physical backup with its WAL archived)"
+    return "; ".join(f"{s['earliest_at'].isoformat(sep=' ', timespec='seconds')} to "
+                     f"{s['latest_at'].isoformat(sep=' ', timespec='seconds')}" for s in spans)
+
+
+def chains(target, *, limit: int = 200) -> list[dict]:
+    """The target's newest backups grouped into chains: a full backup followed by the incrementals built on it
+    (logical backups are chains of one). Newest chain first."""
+    from apps.backups import selectors as backup_selectors
+
+    rows = list(backup_selectors.backups(target=target.name)[:limit])
+    by_id = {b.pk: b for b in rows}
+
+    def root_of(b):
+        seen = set()
+        while b.parent_id and b.parent_id in by_id and b.pk not in seen:
+            seen.add(b.pk)
+            b = by_id[b.parent_id]
+        return b.parent_id if b.parent_id else b.pk
+
+    grouped: dict[str, list] = {}
+    for b in rows:
+        grouped.setdefault(root_of(b), []).append(b)
+    out = []
+    for root_id, members in grouped.items():
+        members.sort(key=lambda b: (b.created_at, b.pk))
+        out.append({"root": root_id, "backups": members, "newest": members[-1].created_at,
+                    "complete": root_id in by_id})
+    return sorted(out, key=lambda c: c["newest"], reverse=True)
+
+
+def alert_types() -> list[str]:
+    """The alert types that occur, for the alerts page's filter."""
+    from apps.monitoring.models import Alert
+
+    return list(Alert.objects.order_by("type").values_list("type", flat=True).distinct())
+
+
+def plan_history(plan, *, limit: int = 20) -> dict:
+    """A DR plan's latest drills and failovers, newest first."""
+    return {"drills": list(plan.drills.all()[:limit]), "failovers": list(plan.failovers.all()[:limit])}
