@@ -8,7 +8,7 @@ import pytest
 
 from apps.pipeline import compression
 from apps.pipeline.artifact import ArtifactError, Decoder, Encoder
-from apps.pipeline.keys import Keyring, KeyError_, generate_spec
+from apps.pipeline.keys import KeyError_, Keyring, generate_spec
 
 KEYRING = Keyring.parse(generate_spec("a") + "," + generate_spec("b"))
 

@@ -3,7 +3,7 @@ import platform
 import subprocess
 import sys
 
-import backupsite.startup as startup
+from backupsite import startup
 
 
 def test_croniter_is_imported_without_the_file_probe_and_the_probe_is_restored():
@@ -11,8 +11,8 @@ def test_croniter_is_imported_without_the_file_probe_and_the_probe_is_restored()
     assert "croniter" in sys.modules
     assert platform._syscmd_file.__name__ == "_syscmd_file"
     # croniter's verdict is the one a plain import (with the `file` subprocess) gives on this interpreter.
-    plain = subprocess.run([sys.executable, "-c", "import sys, croniter; "
-                            "print(sys.modules['croniter.croniter'].OVERFLOW32B_MODE)"],
+    code = "import sys, croniter; print(sys.modules['croniter.croniter'].OVERFLOW32B_MODE)"
+    plain = subprocess.run([sys.executable, "-c", code],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert str(sys.modules["croniter.croniter"].OVERFLOW32B_MODE) == plain
 
