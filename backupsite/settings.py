@@ -14,6 +14,10 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from backupsite import startup
+
+startup.trim()  # before Django imports the apps: see backupsite/startup.py
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 

@@ -7,7 +7,13 @@ import zstandard
 
 CHOICES = ("zstd", "gzip", "none")
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-ZSTD_JOB_SIZE = 4 << 20
+ZSTD_JOB_SIZE = 2 << 20
+# Level 3 looks for matches of 5 bytes or more. In dumps, COPY writes bytea as hex and much text is
+# small-vocabulary: a spurious 5-byte match is found almost everywhere, and that search is most of the
+# compressor's time. With 6 (level 1's value) a dump of text, jsonb and 15 % bytea compressed with 44 % less
+# CPU and 4.6 % smaller; pgbench rows 1.5 % smaller at about the same CPU; Python source 0.7 % larger at the
+# same CPU (python-zstandard 0.25, 2 threads, 2 MiB jobs; bench notes in docs/BENCHMARKS.md).
+MIN_MATCH = {3: 6}
 
 
 class Compressor(Protocol):
@@ -37,16 +43,16 @@ def default_zstd_threads() -> int:
 
 class _Zstd:
     def __init__(self, level: int, threads: int = 0):
-        # write_content_size off: the size is unknown when streaming.
+        # write_content_size off: the size is unknown when streaming. The frame is standard whatever the
+        # parameters: `zstd -d` and the Decoder read it.
+        extra = {"min_match": MIN_MATCH[level]} if level in MIN_MATCH else {}
         if threads:
-            # 4 MiB jobs: each call hands back at most a few MiB (the jobs finished meanwhile), while highly
-            # compressible dumps (pgbench: 1 MiB jobs were 18 % larger) keep the single-threaded ratio.
-            params = zstandard.ZstdCompressionParameters.from_level(
-                level, threads=threads, job_size=ZSTD_JOB_SIZE, write_checksum=True
-            )
-            self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
-        else:
-            self._obj = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+            # 2 MiB jobs: each call hands back at most a few MiB (the jobs finished meanwhile) and libzstd's
+            # buffers stay ~30 MiB (4 MiB jobs: ~48 MiB, the peak RSS target's margin), while highly compressible
+            # dumps stay near the single-threaded ratio (pgbench rows: 1 MiB jobs 18 % larger, 2 MiB 5 %, 4 MiB 1 %).
+            extra.update(threads=threads, job_size=ZSTD_JOB_SIZE)
+        params = zstandard.ZstdCompressionParameters.from_level(level, write_checksum=True, **extra)
+        self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def compress(self, data: bytes) -> bytes:
         return self._obj.compress(data)
