@@ -250,8 +250,10 @@ class Decoder:
         expected_key_id: str | None = None,
         expected_compression: str | None = None,
         hash_raw: bool = True,
+        threaded: bool = False,
     ):
         self._keyring = keyring
+        self._threaded = threaded
         self._expected = expected_sha256_stored
         self._hash_raw = hash_raw
         self._expected_raw = expected_sha256_raw if hash_raw else None
@@ -260,17 +262,20 @@ class Decoder:
         self.stats = ArtifactStats()
 
     @classmethod
-    def for_record(cls, record, *, keyring: Keyring | None, hash_raw: bool = True) -> "Decoder":
+    def for_record(cls, record, *, keyring: Keyring | None, hash_raw: bool = True, threaded: bool = False
+                   ) -> "Decoder":
         """A decoder holding the artifact to what `record` says of it (a BackupArtifact or a manifest entry).
 
         `hash_raw=False` skips the SHA-256 of the decompressed bytes (one hash pass over the raw size, the
         largest single cost of a restore after decompression) where the stored bytes are authenticated
         anyway: every frame by AES-GCM, the whole by the stored SHA-256 (and zstd's own content checksum).
+        `threaded=True` reads and authenticates frames in a thread of its own, a few frames ahead of the
+        decompression (apps/pipeline/readahead.py); frames are still authenticated before they are decompressed.
         """
         return cls(
             keyring=keyring, expected_sha256_stored=record.sha256_stored, expected_sha256_raw=record.sha256_raw,
             expected_cipher=record.cipher, expected_key_id=record.key_id or "",
-            expected_compression=record.compression, hash_raw=hash_raw,
+            expected_compression=record.compression, hash_raw=hash_raw, threaded=threaded,
         )
 
     def _check_header(self) -> None:
@@ -309,6 +314,10 @@ class Decoder:
         elif st.cipher != "none":
             raise ArtifactError(f"Unknown cipher {st.cipher!r}.")
         payloads = self._payloads(reader, hashlib.sha256(header_bytes).digest(), aead, prefix)
+        if self._threaded:
+            from apps.pipeline.readahead import read_ahead
+
+            payloads = read_ahead(payloads, depth=4, name="decode-frames")
         raw_hash = hashlib.sha256() if self._hash_raw else None
         try:
             for raw in compression.decompress_stream(st.compression, payloads):

@@ -279,7 +279,7 @@ class Extractor:
     files are created exclusively and without following links.
     """
 
-    SYNC_QUEUE = 32  # files written but not yet synced (open descriptors) before the writer waits
+    SYNC_QUEUE = 256  # files written but not yet synced (open descriptors) before the writer waits
 
     def __init__(self, root: Path, *, owner: tuple[int, int] | None = None, sync: bool = False):
         """`owner` (uid, gid): given to every file as it is created. `sync`: each file finished by
