@@ -28,8 +28,7 @@ def test_an_error_in_the_producer_is_raised_in_the_consumer_after_what_came_befo
 
     got = []
     with pytest.raises(ValueError, match="storage went away"):
-        for chunk in read_ahead(source()):
-            got.append(chunk)
+        got.extend(read_ahead(source()))
     assert got == [b"one", b"two"]
 
 
@@ -58,7 +57,7 @@ def _encoded(total=3_000_000):
 
 
 def test_the_threaded_decoder_round_trips_without_the_raw_hash():
-    raw, enc, stored = _encoded()
+    _raw, enc, stored = _encoded()
     dec = Decoder.for_record(_Record(enc), keyring=KEYRING, hash_raw=False, threaded=True)
     out = b"".join(dec.decode([stored[i:i + 7777] for i in range(0, len(stored), 7777)]))
     assert hashlib.sha256(out).hexdigest() == enc.stats.sha256_raw
@@ -78,7 +77,7 @@ def test_the_threaded_decoder_yields_nothing_past_a_frame_that_fails_authenticat
 
 
 def test_the_threaded_decoder_still_checks_the_stored_hash_against_the_catalog():
-    raw, enc, stored = _encoded(500_000)
+    _raw, enc, stored = _encoded(500_000)
     record = _Record(enc)
     record.sha256_stored = "0" * 64  # the catalog says other bytes were stored
     with pytest.raises(ArtifactError, match="SHA-256 mismatch"):

@@ -61,7 +61,7 @@ def test_written_members_read_back_with_tarfile_and_a_shrunk_file_is_zero_padded
         assert tar.extractfile("shrunk").read() == b"abc\0\0\0"
 
 
-@pytest.mark.parametrize("member, reason", [
+REFUSED = [
     (_file("/etc/evil", b"x"), "absolute"),
     (_file("../evil", b"x"), "escaping"),
     (_file("base/../../evil", b"x"), "escaping"),
@@ -70,24 +70,7 @@ def test_written_members_read_back_with_tarfile_and_a_shrunk_file_is_zero_padded
     (_special("hard", tarfile.LNKTYPE, "/etc/passwd"), "link"),
     (_special("dev", tarfile.CHRTYPE), "device"),
     (_special("fifo", tarfile.FIFOTYPE), "device"),
-])
-def test_the_extractor_refuses_members_that_could_escape_or_are_not_plain(tmp_path, member, reason):
-    root = tmp_path / "root"
-    root.mkdir()
-    data = _tar([_file("PG_VERSION", b"15\n"), member])
-    extractor = tarstream.Extractor(root)
-    with pytest.raises(tarstream.TarError, match=reason):
-        for tar, info in tarstream.iter_members([data]):
-            extractor.write(tar, info)
-    assert (root / "PG_VERSION").read_bytes() == b"15\n"  # written before the refusal; the caller removes all
-    assert not (tmp_path / "evil").exists() and sorted(p.name for p in root.iterdir()) == ["PG_VERSION"]
-
-
-def test_a_truncated_stream_is_an_error(tmp_path):
-    data = _tar([_file("a", b"x" * 5000)])
-    with pytest.raises(tarstream.TarError):
-        for tar, info in tarstream.iter_members([data[:1500]]):
-            tarstream.Extractor(tmp_path).write(tar, info)
+]
 
 
 def _stream_extract(root, data: bytes, chunk: int = 1 << 20, select=None) -> tarstream.Extractor:
@@ -134,16 +117,7 @@ def test_the_stream_extractor_writes_only_selected_files_but_checks_every_path(t
         _stream_extract(root, _tar([_file("../evil", b"x")]), select=lambda rel, m: False)
 
 
-@pytest.mark.parametrize("member, reason", [
-    (_file("/etc/evil", b"x"), "absolute"),
-    (_file("../evil", b"x"), "escaping"),
-    (_file("base/../../evil", b"x"), "escaping"),
-    (_special("pg_tblspc/16400", tarfile.SYMTYPE, "/elsewhere"), "link"),
-    (_special("base/link", tarfile.SYMTYPE, "../../../etc"), "link"),
-    (_special("hard", tarfile.LNKTYPE, "/etc/passwd"), "link"),
-    (_special("dev", tarfile.CHRTYPE), "device"),
-    (_special("fifo", tarfile.FIFOTYPE), "device"),
-])
+@pytest.mark.parametrize("member, reason", REFUSED)
 def test_the_stream_extractor_refuses_members_that_could_escape_or_are_not_plain(tmp_path, member, reason):
     root = tmp_path / "root"
     root.mkdir()

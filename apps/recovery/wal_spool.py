@@ -14,8 +14,8 @@ from pathlib import Path
 from django.db import connection
 
 from apps.backups import wal_archive, wal_names, wal_selectors
-from apps.backups.wal_config import FILLING
 from apps.backups.models import Backup, WalSegment
+from apps.backups.wal_config import FILLING
 from apps.databases import lsn as lsns
 from apps.databases.models import DatabaseTarget
 from apps.recovery.targets import RecoveryTarget

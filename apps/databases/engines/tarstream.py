@@ -6,7 +6,6 @@ for), the writer yields a member's header, data and padding, and the extractor w
 arrives, refusing anything that could land outside the target directory.
 """
 import collections
-import io
 import os
 import stat
 import tarfile
@@ -223,33 +222,6 @@ def end_of_archive() -> bytes:
 # --- reading and extracting ------------------------------------------------------------------------------
 
 
-class ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (for tarfile's stream mode)."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._it = iter(chunks)
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._buf:
-            try:
-                self._buf = memoryview(next(self._it))
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buf))
-        target[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def drain(self) -> None:
-        """Read to the end (so checks that run at the end of the source still run)."""
-        for _ in self._it:
-            pass
-
-
 def safe_relpath(name: str) -> PurePosixPath:
     """The member's path if it stays inside the target directory; TarError otherwise."""
     path = PurePosixPath(normalise(name))
@@ -257,19 +229,6 @@ def safe_relpath(name: str) -> PurePosixPath:
             or "\0" in name:
         raise TarError(f"Refusing tar member {name!r}: absolute or escaping path.")
     return path
-
-
-def iter_members(chunks: Iterable[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """Members of a tar stream in order; read a member's data through tar.extractfile before the next."""
-    reader = ChunkReader(chunks)
-    try:
-        with tarfile.open(fileobj=io.BufferedReader(reader, CHUNK), mode="r|", encoding=ENCODING,
-                          errors=ERRORS) as tar:
-            for info in tar:
-                yield tar, info
-    except tarfile.TarError as exc:
-        raise TarError(f"The backup's tar stream is malformed: {exc}") from None
-    reader.drain()
 
 
 class Extractor:
@@ -348,31 +307,6 @@ class Extractor:
             self._pending.clear()
             self._syncer.shutdown(wait=True)  # every descriptor closed, whatever failed
             self._syncer = None
-
-    def write(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> PurePosixPath:
-        rel = safe_relpath(info.name)
-        if info.isdir():
-            self.make_dir(rel, info.mode)
-            return rel
-        if not info.isreg():
-            what = "link" if info.issym() or info.islnk() else "device or special file"
-            raise TarError(f"Refusing tar member {info.name!r}: a {what} (tablespaces and links are not "
-                           "restored by this tool).")
-        if rel.parent.parts:
-            self.make_dir(rel.parent)
-        target = self.root.joinpath(*rel.parts)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, (info.mode & 0o777) | 0o600)
-        with os.fdopen(fd, "wb") as out:
-            src = tar.extractfile(info)
-            try:
-                while block := src.read(CHUNK):
-                    out.write(block)
-                    self.bytes += len(block)
-            except tarfile.TarError as exc:
-                raise TarError(f"The backup's tar stream ends inside {info.name}: {exc}") from None
-        os.utime(target, (info.mtime, info.mtime))
-        self.files += 1
-        return rel
 
 
 class StreamExtractor(TarScanner):
