@@ -18,7 +18,6 @@ from apps.databases.connection import PgConn
 from apps.databases.lsn import parse as parse_lsn, segment_name, to_text as format_lsn  # noqa: F401
 from apps.databases.engines.tarstream import TarScanner
 from apps.databases.pgtools import pg_bin
-from apps.pipeline.readahead import read_ahead
 
 CHUNK = 1 << 20
 ARTIFACT = "base.tar"
@@ -63,32 +62,6 @@ def is_backup_specific(path: str) -> bool:
 # --- the base backup ----------------------------------------------------------------------------------
 
 
-def _reads(stream) -> Iterator[bytes]:
-    """CHUNK-sized reads of an unbuffered pipe (short reads topped up: fewer, fuller chunks downstream)."""
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    while True:
-        n = 0
-        while n < CHUNK:
-            got = stream.readinto(view[n:])
-            if not got:
-                break
-            n += got
-        if not n:
-            return
-        yield bytes(view[:n])
-
-
-def _widen_pipe(fd: int, size: int = CHUNK) -> None:
-    """Give the pipe a 1 MiB buffer (Linux: F_SETPIPE_SZ) so the writer runs further ahead; best effort."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
-    except OSError:
-        pass
-
-
 @dataclass
 class BaseBackupInfo:
     lsn_start: str = ""
@@ -119,13 +92,9 @@ class BaseBackup:
                 "-v", "--manifest-checksums=NONE", f"--label=backupsite {self.backup_id}"]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    env=self.conn.env(self.app_name), bufsize=0)
-            _widen_pipe(proc.stdout.fileno())
-            # Read in a thread, up to 16 MiB ahead: pg_basebackup never waits while this thread hashes,
-            # compresses and encrypts (with a 64 KiB pipe and one thread, the two took turns).
-            ahead = read_ahead(_reads(proc.stdout), depth=16, name="pg_basebackup-reader")
+                                    env=self.conn.env(self.app_name))
             try:
-                for chunk in ahead:
+                while chunk := proc.stdout.read(CHUNK):
                     scanner.feed(chunk)
                     yield chunk
                 rc = proc.wait()
@@ -133,7 +102,6 @@ class BaseBackup:
                 if proc.poll() is None:  # the consumer gave up: stop pg_basebackup
                     proc.kill()
                     proc.wait()
-                ahead.close()
                 proc.stdout.close()
             err.seek(0)
             messages = err.read().decode(errors="replace")
