@@ -61,7 +61,7 @@ def test_written_members_read_back_with_tarfile_and_a_shrunk_file_is_zero_padded
         assert tar.extractfile("shrunk").read() == b"abc\0\0\0"
 
 
-@pytest.mark.parametrize("member, reason", [
+REFUSED = [
     (_file("/etc/evil", b"x"), "absolute"),
     (_file("../evil", b"x"), "escaping"),
     (_file("base/../../evil", b"x"), "escaping"),
@@ -70,21 +70,72 @@ def test_written_members_read_back_with_tarfile_and_a_shrunk_file_is_zero_padded
     (_special("hard", tarfile.LNKTYPE, "/etc/passwd"), "link"),
     (_special("dev", tarfile.CHRTYPE), "device"),
     (_special("fifo", tarfile.FIFOTYPE), "device"),
-])
-def test_the_extractor_refuses_members_that_could_escape_or_are_not_plain(tmp_path, member, reason):
+]
+
+
+def _stream_extract(root, data: bytes, chunk: int = 1 << 20, select=None) -> tarstream.Extractor:
+    extractor = tarstream.Extractor(root)
+    tar = tarstream.StreamExtractor(extractor, select=select)
+    try:
+        for piece in _in_chunks(data, chunk):
+            tar.feed(piece)
+        tar.close()
+    finally:
+        tar.abort()
+    return extractor
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 512, 4096, 1 << 20])
+def test_the_stream_extractor_writes_what_tarfile_would_whatever_the_chunking(tmp_path, chunk):
+    d = tarfile.TarInfo("base/16384")
+    d.type, d.mode = tarfile.DIRTYPE, 0o750
+    long_name = "base/16384/" + "y" * 150  # pax header
+    members = [(d, None), _file("PG_VERSION", b"15\n", mtime=1_700_000_005), _file(long_name, bytes(range(256)) * 40),
+               _file("base/16384/empty", b""), _file("global/pg_control", b"c" * 8192)]
+    data = _tar(members, fmt=tarfile.PAX_FORMAT)
     root = tmp_path / "root"
     root.mkdir()
-    data = _tar([_file("PG_VERSION", b"15\n"), member])
-    extractor = tarstream.Extractor(root)
+    extractor = _stream_extract(root, data, chunk)
+    assert (extractor.files, extractor.bytes) == (4, 3 + 10240 + 8192)
+    assert (root / "PG_VERSION").read_bytes() == b"15\n"
+    assert (root / "PG_VERSION").stat().st_mtime == 1_700_000_005
+    assert (root / long_name).read_bytes() == bytes(range(256)) * 40
+    assert (root / "base/16384/empty").read_bytes() == b""
+    assert (root / "global/pg_control").read_bytes() == b"c" * 8192
+    assert (root / "base/16384").stat().st_mode & 0o777 == 0o750
+
+
+def test_the_stream_extractor_writes_only_selected_files_but_checks_every_path(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    data = _tar([_file("a", b"AAA"), _file("b", b"BBBB"), _file("c", b"C")])
+    seen = []
+    _stream_extract(root, data, 7, select=lambda rel, m: seen.append(rel) or rel != "b")
+    assert seen == ["a", "b", "c"] and sorted(p.name for p in root.iterdir()) == ["a", "c"]
+    assert (root / "c").read_bytes() == b"C"
+    with pytest.raises(tarstream.TarError, match="escaping"):  # refused even when it would not be written
+        _stream_extract(root, _tar([_file("../evil", b"x")]), select=lambda rel, m: False)
+
+
+@pytest.mark.parametrize("member, reason", REFUSED)
+def test_the_stream_extractor_refuses_members_that_could_escape_or_are_not_plain(tmp_path, member, reason):
+    root = tmp_path / "root"
+    root.mkdir()
     with pytest.raises(tarstream.TarError, match=reason):
-        for tar, info in tarstream.iter_members([data]):
-            extractor.write(tar, info)
-    assert (root / "PG_VERSION").read_bytes() == b"15\n"  # written before the refusal; the caller removes all
+        _stream_extract(root, _tar([_file("PG_VERSION", b"15\n"), member]), 300)
+    assert (root / "PG_VERSION").read_bytes() == b"15\n"
     assert not (tmp_path / "evil").exists() and sorted(p.name for p in root.iterdir()) == ["PG_VERSION"]
 
 
-def test_a_truncated_stream_is_an_error(tmp_path):
-    data = _tar([_file("a", b"x" * 5000)])
-    with pytest.raises(tarstream.TarError):
-        for tar, info in tarstream.iter_members([data[:1500]]):
-            tarstream.Extractor(tmp_path).write(tar, info)
+@pytest.mark.parametrize("cut", [100, 512, 1500, 5632])
+def test_the_stream_extractor_refuses_a_stream_cut_inside_a_member(tmp_path, cut):
+    data = _tar([_file("a", b"x" * 5000), _file("b", b"y" * 100)])
+    with pytest.raises(tarstream.TarError, match="ends inside"):
+        _stream_extract(tmp_path, data[:cut], 64)
+
+
+def test_a_corrupt_header_is_refused_by_the_stream_extractor(tmp_path):
+    data = bytearray(_tar([_file("a", b"x" * 10)]))
+    data[0:5] = b"zzzzz"  # the header checksum no longer matches
+    with pytest.raises(tarstream.TarError, match="Malformed"):
+        _stream_extract(tmp_path, bytes(data))

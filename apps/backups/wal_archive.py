@@ -97,8 +97,13 @@ def push(*, target: DatabaseTarget, path: Path | str) -> PushResult:
     return PushResult(segment=segment, stored=True, seconds=time.monotonic() - started, warning=warning)
 
 
-def fetch(*, target: DatabaseTarget, name: str, dest: Path | str) -> WalSegment:
-    """Write archived file `name` (PostgreSQL's %f) to `dest` (%p), authenticated first; WalNotArchived if absent."""
+def fetch(*, target: DatabaseTarget, name: str, dest: Path | str, scratch: bool = False) -> WalSegment:
+    """Write archived file `name` (PostgreSQL's %f) to `dest` (%p), authenticated first; WalNotArchived if absent.
+
+    `scratch`: `dest` is in a recovery's private spool, read once and thrown away: not fsynced, and the raw
+    SHA-256 not recomputed (every frame is still authenticated, and the stored SHA-256 checked, before the
+    file appears under its name).
+    """
     from apps.backups.restores import stored_stream  # the decoder (cryptography) loads only when used
 
     wal_names.parse(name)
@@ -110,15 +115,17 @@ def fetch(*, target: DatabaseTarget, name: str, dest: Path | str) -> WalSegment:
     tmp = dest.with_name(f".{dest.name}.fetch-{uuid.uuid4().hex}")
     try:
         with open(tmp, "xb") as fh:
-            for chunk in stored_stream(location=segment.storage_location, record=segment):
+            for chunk in stored_stream(location=segment.storage_location, record=segment, hash_raw=not scratch):
                 fh.write(chunk)
             fh.flush()
-            os.fsync(fh.fileno())
+            if not scratch:
+                os.fsync(fh.fileno())
         os.replace(tmp, dest)  # only after the decoder ended cleanly: every frame and both checksums passed
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(dest.parent)
+    if not scratch:
+        fsync_dir(dest.parent)
     return segment
 
 

@@ -72,6 +72,7 @@ def archive_command(target_name: str, inv: Invocation, *, spool: str | None = No
             f'then rm -f {marker}; else {push}; fi')
 
 
+FILLING = ".filling"  # in a recovery's spool while it is being filled (apps/recovery/wal_spool.py)
 PREFETCH = 16  # segments fetched ahead into the spool by each wal_fetch that has to start
 
 
@@ -86,7 +87,12 @@ def restore_command(target_name: str, inv: Invocation, *, spool: str | None = No
         return inv.command("wal_fetch", target_name, "%f", "%p")
     fetch = inv.command("wal_fetch", target_name, "%f", "%p", "--spool", spool, "--prefetch", str(prefetch))
     ahead = shlex.quote(spool).replace("%", "%%") + "/%f"
-    return f'if [ -f {ahead} ]; then mv -f {ahead} "%p"; elif [ -f {ahead}.missing ]; then exit 1; else {fetch}; fi'
+    # While the recovery still fills the spool (FILLING marker), wait for the file to appear (at most 30 s)
+    # rather than start a wal_fetch process: the server may start before every segment is fetched.
+    filling = shlex.quote(spool).replace("%", "%%") + "/" + FILLING
+    wait = (f'n=0; while [ -f {filling} ] && [ ! -f {ahead} ] && [ ! -f {ahead}.missing ] && [ $n -lt 600 ]; '
+            'do sleep 0.05; n=$((n+1)); done; ')
+    return wait + f'if [ -f {ahead} ]; then mv -f {ahead} "%p"; elif [ -f {ahead}.missing ]; then exit 1; else {fetch}; fi'
 
 
 def conf_value(value: str) -> str:

@@ -85,26 +85,33 @@ def run_pitr(*, run: RecoveryRun, ctx: JobContext | None = None, into: PgConn | 
         t0 = time.monotonic()
         spool = _wal_spool(pgdata)
         restore_command = _restore_command(run.database_target, spool=spool)
-        with ThreadPoolExecutor(max_workers=1) as background:
-            spooling = background.submit(_fill_spool, run, spool)
+        from apps.backups.wal_config import FILLING
+
+        (spool / FILLING).touch()  # restore_command waits for files while the spool is being filled
+        background = ThreadPoolExecutor(max_workers=1)
+        spooling = background.submit(_fill_spool, run, spool)
+        try:
             _restore_base(run.base_backup, pgdata, ctx)
+            restore_seconds = time.monotonic() - t0
+            port = run.port or clusters.free_port()
+            recovery_settings.write(pgdata, recovery_settings.recovery_settings(
+                restore_command=restore_command, target=run.goal, port=port))
+            fields = {"restore_seconds": restore_seconds, "port": port}
+            if run.start:
+                # Started at once: the WAL still being fetched is waited for by restore_command, file by file.
+                say(f"starting the recovered cluster on port {port}; replaying WAL to {run.target_description}")
+                cluster = clusters.LocalCluster(base=pgdata.parent, port=port, data_dir=pgdata,
+                                                log_file=pgdata.parent / f"{pgdata.name}.log")
+                t1 = time.monotonic()
+                fields["reached"] = start_and_wait_promoted(cluster)
+                fields["replay_seconds"] = time.monotonic() - t1
+                say(f"recovered: {fields['reached']}")
+        finally:
+            background.shutdown(wait=True)
             try:
                 say(f"{spooling.result()} WAL files fetched ahead")
-            except Exception as exc:  # the server then fetches each file itself: slower, as safe
-                say(f"fetching WAL ahead stopped ({exc}); the server fetches the rest file by file")
-        restore_seconds = time.monotonic() - t0
-        port = run.port or clusters.free_port()
-        recovery_settings.write(pgdata, recovery_settings.recovery_settings(
-            restore_command=restore_command, target=run.goal, port=port))
-        fields = {"restore_seconds": restore_seconds, "port": port}
-        if run.start:
-            say(f"starting the recovered cluster on port {port}; replaying WAL to {run.target_description}")
-            cluster = clusters.LocalCluster(base=pgdata.parent, port=port, data_dir=pgdata,
-                                            log_file=pgdata.parent / f"{pgdata.name}.log")
-            t1 = time.monotonic()
-            fields["reached"] = start_and_wait_promoted(cluster)
-            fields["replay_seconds"] = time.monotonic() - t1
-            say(f"recovered: {fields['reached']}")
+            except Exception as exc:  # the server then fetched each file itself: slower, as safe
+                say(f"fetching WAL ahead stopped ({exc}); the server fetched the rest file by file")
         if run.table:
             fields["table_destination"] = _copy_back(run, port=port, into=into, rename=rename, say=say)
             cluster.stop(mode="fast")  # a scratch cluster: only the table was wanted
@@ -157,7 +164,7 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
             raise UserError(f"The recovered cluster stopped during recovery. Server log: {_tail(text)}")
         if elapsed > timeout:
             raise UserError(f"Recovery did not finish within {timeout:.0f} s. Server log: {_tail(text)}")
-        time.sleep(0.2)
+        time.sleep(0.05)  # time to ready is what a recovery is measured by
 
 
 def _log_since(path: Path, offset: int) -> str:

@@ -15,6 +15,7 @@ from django.db import connection
 
 from apps.backups import wal_archive, wal_names, wal_selectors
 from apps.backups.models import Backup, WalSegment
+from apps.backups.wal_config import FILLING
 from apps.databases import lsn as lsns
 from apps.databases.models import DatabaseTarget
 from apps.recovery.targets import RecoveryTarget
@@ -49,19 +50,22 @@ def needed(target: DatabaseTarget, base: Backup, goal: RecoveryTarget, *, restor
     missing = [f"{t:08X}.history" for t in range(tli, tli + 4) if f"{t:08X}.history" not in history]
     if last == end - 1:
         missing.append(wal_names.segment_name(tli, end, size))  # where the archive (or the stretch) ends
-    return segments + history, missing
+    return history + segments, missing  # in the order the server asks for them
 
 
 def fill(*, target: DatabaseTarget, names: list[str], missing: list[str], spool: Path, workers: int = 2) -> int:
     """Fetch `names` into `spool` (two at a time) and write the `.missing` markers; the number fetched."""
     def one(name: str) -> None:
         try:
-            wal_archive.fetch(target=target, name=name, dest=spool / name)
+            wal_archive.fetch(target=target, name=name, dest=spool / name, scratch=True)
         finally:
             connection.close()  # each worker thread has its own database connection
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, names))
-    for name in missing:
+    for name in missing:  # first: the server asks for some of these (the next timelines' history) at once
         (spool / f"{name}.missing").touch()
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, names))
+    finally:
+        (spool / FILLING).unlink(missing_ok=True)  # restore_command stops waiting for files not fetched
     return len(names)

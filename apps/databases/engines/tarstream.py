@@ -5,7 +5,7 @@ archive: the scanner looks at 512-byte headers only (and keeps the data of the f
 for), the writer yields a member's header, data and padding, and the extractor writes each member as it
 arrives, refusing anything that could land outside the target directory.
 """
-import io
+import collections
 import os
 import stat
 import tarfile
@@ -65,6 +65,7 @@ class TarScanner:
         self._collect_as: tuple[str, str] | None = None  # ("capture", path) | ("longname", "") | ("pax", "")
         self._long_name: str | None = None
         self._pax: dict[str, str] = {}
+        self._sink = False  # the current member's data goes to _on_data (subclasses that extract)
         self.ended = False
 
     def feed(self, chunk: bytes) -> None:
@@ -74,6 +75,8 @@ class TarScanner:
                 take = min(self._data_left, end - pos)
                 if self._collect is not None:
                     self._collect += view[pos:pos + take]
+                elif self._sink:
+                    self._on_data(view[pos:pos + take])
                 self._data_left -= take
                 pos += take
                 if not self._data_left:
@@ -120,11 +123,25 @@ class TarScanner:
         if kind != "file":
             size = 0 if kind != "other" else size
         self._pad_left = (-size) % BLOCK
-        self.members.append(Member(path=path, type=kind, size=size, mtime=mtime, mode=info.mode, linkname=linkname))
+        member = Member(path=path, type=kind, size=size, mtime=mtime, mode=info.mode, linkname=linkname)
+        self.members.append(member)
         if kind == "file" and path in self._capture and size <= self.MAX_CAPTURE:
             self._start_collect(("capture", path), size)
         else:
             self._collect, self._collect_as, self._data_left = None, None, size
+            self._sink = self._on_member(member)
+            if self._sink and not size:
+                self._member_data_done()
+
+    def _on_member(self, member: Member) -> bool:
+        """A member's header has passed; True to have its data handed to _on_data (then _on_member_end)."""
+        return False
+
+    def _on_data(self, data: memoryview) -> None:
+        pass
+
+    def _on_member_end(self) -> None:
+        pass
 
     def _start_collect(self, what: tuple[str, str], size: int) -> None:
         self._collect, self._collect_as, self._data_left = bytearray(), what, size
@@ -132,6 +149,10 @@ class TarScanner:
             self._member_data_done()
 
     def _member_data_done(self) -> None:
+        if self._sink:
+            self._sink = False
+            self._on_member_end()
+            return
         data, what = self._collect, self._collect_as
         self._collect = self._collect_as = None
         if data is None or what is None:
@@ -201,33 +222,6 @@ def end_of_archive() -> bytes:
 # --- reading and extracting ------------------------------------------------------------------------------
 
 
-class ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (for tarfile's stream mode)."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._it = iter(chunks)
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._buf:
-            try:
-                self._buf = memoryview(next(self._it))
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buf))
-        target[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def drain(self) -> None:
-        """Read to the end (so checks that run at the end of the source still run)."""
-        for _ in self._it:
-            pass
-
-
 def safe_relpath(name: str) -> PurePosixPath:
     """The member's path if it stays inside the target directory; TarError otherwise."""
     path = PurePosixPath(normalise(name))
@@ -237,19 +231,6 @@ def safe_relpath(name: str) -> PurePosixPath:
     return path
 
 
-def iter_members(chunks: Iterable[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """Members of a tar stream in order; read a member's data through tar.extractfile before the next."""
-    reader = ChunkReader(chunks)
-    try:
-        with tarfile.open(fileobj=io.BufferedReader(reader, CHUNK), mode="r|", encoding=ENCODING,
-                          errors=ERRORS) as tar:
-            for info in tar:
-                yield tar, info
-    except tarfile.TarError as exc:
-        raise TarError(f"The backup's tar stream is malformed: {exc}") from None
-    reader.drain()
-
-
 class Extractor:
     """Writes tar members under `root`, which must exist; refuses links, devices and escaping paths.
 
@@ -257,40 +238,144 @@ class Extractor:
     files are created exclusively and without following links.
     """
 
-    def __init__(self, root: Path):
+    SYNC_QUEUE = 256  # files written but not yet synced (open descriptors) before the writer waits
+
+    def __init__(self, root: Path, *, owner: tuple[int, int] | None = None, sync: bool = False):
+        """`owner` (uid, gid): given to every file as it is created. `sync`: each file finished by
+        StreamExtractor is fsynced (then closed) in a background thread while the next ones are written;
+        `sync_all` waits for them and syncs every directory. Durable without a system-wide sync()."""
         self.root = root
         self.files = 0
         self.bytes = 0
+        self._made: set[PurePosixPath] = set()  # directories made by us (never a link: none is ever written)
+        self._owner = owner
+        self._syncer = None
+        self._pending: collections.deque = collections.deque()
+        if sync:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-fsync")
 
     def make_dir(self, rel: PurePosixPath, mode: int = 0o700) -> None:
         target = self.root.joinpath(*rel.parts)
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(target, (mode & 0o777) | 0o700)
+        self._made.add(rel)
 
-    def write(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> PurePosixPath:
-        rel = safe_relpath(info.name)
-        if info.isdir():
-            self.make_dir(rel, info.mode)
-            return rel
-        if not info.isreg():
-            what = "link" if info.issym() or info.islnk() else "device or special file"
-            raise TarError(f"Refusing tar member {info.name!r}: a {what} (tablespaces and links are not "
-                           "restored by this tool).")
-        if rel.parent.parts:
-            self.make_dir(rel.parent)
-        target = self.root.joinpath(*rel.parts)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, (info.mode & 0o777) | 0o600)
-        with os.fdopen(fd, "wb") as out:
-            src = tar.extractfile(info)
+    def open_file(self, rel: PurePosixPath, mode: int) -> int:
+        """A new file at `rel` (its directory made if need be), opened for writing without following links."""
+        parent = rel.parent
+        if parent.parts and parent not in self._made:
+            self.make_dir(parent)
+        fd = os.open(os.path.join(self.root, *rel.parts), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                     (mode & 0o777) | 0o600)
+        if self._owner is not None:
             try:
-                while block := src.read(CHUNK):
-                    out.write(block)
-                    self.bytes += len(block)
-            except tarfile.TarError as exc:
-                raise TarError(f"The backup's tar stream ends inside {info.name}: {exc}") from None
-        os.utime(target, (info.mtime, info.mtime))
-        self.files += 1
-        return rel
+                os.fchown(fd, *self._owner)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def done(self, fd: int) -> None:
+        """A file is complete: close it, or (sync) have it fsynced and closed in the background."""
+        if self._syncer is None:
+            os.close(fd)
+            return
+        self._pending.append(self._syncer.submit(_fsync_close, fd))
+        while len(self._pending) > self.SYNC_QUEUE:
+            self._pending.popleft().result()  # an fsync error is raised here
+
+    def sync_all(self) -> None:
+        """Wait for every file's fsync, then fsync every directory under the root (and the root)."""
+        self.close()
+        for dirpath, _dirs, _files in os.walk(self.root):
+            dfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def close(self) -> None:
+        """Wait for the background fsyncs (raising the first error) and stop the thread."""
+        if self._syncer is None:
+            return
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pending.clear()
+            self._syncer.shutdown(wait=True)  # every descriptor closed, whatever failed
+            self._syncer = None
+
+
+class StreamExtractor(TarScanner):
+    """Extracts a tar stream fed chunk by chunk (`feed`, then `close`) under `extractor.root`, without tarfile.
+
+    Member data is written straight from the chunks it arrives in (no copy per member, no per-read Python
+    layer). `select(relpath, member)` (optional) says which regular files to write; the others are skipped
+    by count. Every member's path is checked (absolute, escaping: refused) whether selected or not, and a
+    link, device or other special member is refused, as by Extractor.write. Directories are always made.
+    """
+
+    def __init__(self, extractor: "Extractor", select=None):
+        super().__init__()
+        self.extractor, self.select = extractor, select
+        self._fd: int | None = None
+        self._current: Member | None = None
+
+    def _on_member(self, member: Member) -> bool:
+        rel = safe_relpath(member.path)
+        if member.type == "dir":
+            self.extractor.make_dir(rel, member.mode)
+            return False
+        if member.type != "file":
+            what = "link" if member.type in ("symlink", "hardlink") else "device or special file"
+            raise TarError(f"Refusing tar member {member.path!r}: a {what} (tablespaces and links are not "
+                           "restored by this tool).")
+        if self.select is not None and not self.select(str(rel), member):
+            return False
+        self._fd = self.extractor.open_file(rel, member.mode)
+        self._current = member
+        return True
+
+    def _on_data(self, data: memoryview) -> None:
+        fd = self._fd
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+
+    def _on_member_end(self) -> None:
+        fd, member = self._fd, self._current
+        self._fd = self._current = None
+        try:
+            os.utime(fd, (member.mtime, member.mtime))
+        except BaseException:
+            os.close(fd)
+            raise
+        self.extractor.done(fd)
+        self.extractor.files += 1
+        self.extractor.bytes += member.size
+
+    def close(self) -> None:
+        """The stream has ended: refuse one that stops inside a member or before the end-of-archive marker."""
+        inside = self._current.path if self._current is not None else None
+        self.abort()
+        if not self.ended:
+            raise TarError("The backup's tar stream ends inside " + (inside or "the archive, before its end marker")
+                           + ".")
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._current = None
+
+
+def _fsync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def is_regular_file(path: Path) -> bool:
