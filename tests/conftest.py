@@ -116,3 +116,94 @@ def target(db, source_db):
                        user=source_db.user, sslmode="disable")
     return save_target(target=t, actor=SYSTEM, password="not-needed-trust-auth")
 
+
+
+# --- Production profile: PostgreSQL metadata pass, Redis --------------------------------------------------------
+
+# Modules that `make test` runs a second time with the metadata database on PostgreSQL (`--pg-metadata -m pgmeta`):
+# models, jobs and their leases, request-side overlap checks, API lists. Tests elsewhere opt in with
+# `pytestmark = pytest.mark.pgmeta`.
+PGMETA_MODULES = {"test_api_backups", "test_backup_steps", "test_backup_deletion", "test_monitoring_api", "test_smoke"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--pg-metadata", action="store_true",
+                     help="Metadata (Django) database on the session PostgreSQL cluster instead of SQLite")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in PGMETA_MODULES:
+            item.add_marker(pytest.mark.pgmeta)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request, django_db_modify_db_settings_parallel_suffix):
+    """With --pg-metadata: the test database is created on the session cluster (pg_cluster), as in production."""
+    if not request.config.getoption("--pg-metadata"):
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    cluster = request.getfixturevalue("pg_cluster")
+    conn = cluster.conn()
+    default = settings.DATABASES["default"]
+    default.clear()
+    default.update({"ENGINE": "django.db.backends.postgresql", "NAME": "meta", "USER": conn.user,
+                    "HOST": conn.host, "PORT": conn.port, "PASSWORD": "", "CONN_MAX_AGE": 0,
+                    "CONN_HEALTH_CHECKS": True})
+    connections["default"].close()
+    del connections.settings  # cached: re-read from settings.DATABASES
+    del connections["default"]
+
+
+@pytest.fixture
+def pg_metadata(db):
+    """Skip unless the metadata database is PostgreSQL (make test's second pass)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs the metadata database on PostgreSQL (pytest --pg-metadata)")
+
+
+@pytest.fixture
+def redis_server():
+    """A private redis-server (no persistence) on a free port: its URL, e.g. for REDIS_URL. Stopped afterwards."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    import redis
+
+    from apps.databases.clusters import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (scripts/setup.sh installs it)")
+    workdir = tempfile.mkdtemp(prefix="redis-")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", workdir, "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
