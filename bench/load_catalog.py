@@ -153,6 +153,7 @@ def main() -> None:
         log(f"filled in {time.monotonic() - started:.1f} s: {made}")
         with __import__("psycopg").connect(**c.kwargs(), autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
+            db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
         port = free_port()
         genv = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
@@ -196,7 +197,8 @@ def main() -> None:
         f"- Command: `.venv/bin/python bench/load_catalog.py --targets {args.targets} --backups {args.backups} "
         f"--alerts {args.alerts} --requests {args.requests} --clients {args.clients}`",
         f"- Catalog: {made['targets']} targets, {made['backups']} backups (each with a job, an artifact, a replica), "
-        f"{made['alerts']} alerts, {made['jobs']} jobs; PostgreSQL 15 metadata on this machine",
+        f"{made['alerts']} alerts, {made['jobs']} jobs; PostgreSQL 15 metadata on this machine, "
+        f"database size {db_bytes / (1 << 20):.0f} MiB",
         f"- Server: gunicorn, {workers} sync workers, DEBUG off; static files by whitenoise "
         f"({'served' if static_ok else 'NOT served'})",
         f"- Machine: {os.cpu_count()} CPUs shared with other work; load average "
