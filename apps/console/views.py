@@ -32,12 +32,13 @@ def dashboard(request):
     if (denied := _require_viewer(request)) is not None:
         return denied
     recent_jobs = list(job_selectors.jobs()[:15])
+    stats = backup_selectors.statistics()  # once: it aggregates over every backup
     context = {
         "targets": DatabaseTarget.objects.select_related("storage_location").order_by("name"),
-        "last_by_target": {row["target"]: row for row in backup_selectors.statistics()["targets"]},
+        "last_by_target": {row["target"]: row for row in stats["targets"]},
         "backups": backup_selectors.backups()[:20],
         "jobs": recent_jobs,
-        "stats": backup_selectors.statistics(),
+        "stats": stats,
         "formats": LOGICAL_FORMATS,
         "can_operate": has_role(request.user, OPERATOR),
         "refresh": any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING) for j in recent_jobs),
