@@ -170,40 +170,19 @@ def pg_metadata(db):
 def redis_server():
     """A private redis-server (no persistence) on a free port: its URL, e.g. for REDIS_URL. Stopped afterwards."""
     import shutil
-    import subprocess
     import tempfile
-    import time
-
-    import redis
 
     from apps.databases.clusters import free_port
+    from tests.emulators import server
 
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed (scripts/setup.sh installs it)")
     workdir = tempfile.mkdtemp(prefix="redis-")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", workdir, "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
     try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        yield url
+        with server([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", workdir, "--loglevel", "warning"], port, "redis-server"):
+            yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
