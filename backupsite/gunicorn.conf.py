@@ -13,9 +13,9 @@ import os
 
 wsgi_app = "backupsite.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", 1))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", 60))
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count() + 1)
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
 # The app is loaded once, then forked: faster start, shared memory pages. Database connections are opened per
 # worker after the fork (Django opens them on first use).

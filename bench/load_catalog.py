@@ -27,9 +27,9 @@ import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, log, open_cluster, write_section  # noqa: E402
+from common import ROOT, log, open_cluster, write_section
 
-from apps.databases.clusters import create_database, free_port  # noqa: E402
+from apps.databases.clusters import create_database, free_port
 
 MARK_START = "<!-- bench/load_catalog.py results: start -->"
 MARK_END = "<!-- bench/load_catalog.py results: end -->"

@@ -8,7 +8,13 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from apps.backups.models import Backup, BackupArtifact, BackupStatus, Replica, ReplicaStatus
+from apps.backups.models import (
+    Backup,
+    BackupArtifact,
+    BackupStatus,
+    Replica,
+    ReplicaStatus,
+)
 from apps.databases.models import DatabaseTarget
 from apps.jobs.models import Job, JobStatus
 from apps.monitoring.models import Alert, AlertStatus, Severity

@@ -18,7 +18,11 @@ import psycopg
 import pytest
 
 from tests.helpers import create_database, drop_database, throwaway_cluster
-from tests.test_job_liveness import Site, assert_next_backup_settles_the_dead_one, table_locked
+from tests.test_job_liveness import (
+    Site,
+    assert_next_backup_settles_the_dead_one,
+    table_locked,
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +100,7 @@ def test_metadata_database_restarted_mid_job_then_the_next_backup_works(lock_db,
             time.sleep(1)
             meta.start()
             time.sleep(1.5)  # a few heartbeats against the restarted server
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
         row = site.backup_row(backup_id)
         print("metadata restart mid-job:", row)
         assert row["status"] in ("succeeded", "failed"), (row, err[-2000:])
@@ -123,7 +127,7 @@ def test_storage_location_removed_mid_upload_fails_cleanly(pg_cluster, lock_db, 
                 time.sleep(0.1)
             assert [f for f in files_under(root) if ".partial-" in f], files_under(root)
             shutil.rmtree(root)
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
         assert proc.returncode != 0
         row = site.backup_row(backup_id)
         assert row["status"] == "failed" and row["job_status"] == "failed", row
@@ -143,7 +147,7 @@ def small_disk():
     """A 384 KiB tmpfs: a real filesystem that fills up (needs root; mount(8), no shell)."""
     mountpoint = Path(tempfile.mkdtemp(prefix="full-disk-"))
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k,mode=0755", "tmpfs", str(mountpoint)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         mountpoint.rmdir()
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root")

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.catalog_fill import fill
-from tests.helpers import V1, make_user
+from tests.helpers import V1
 
 pytestmark = pytest.mark.pgmeta
 

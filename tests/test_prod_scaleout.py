@@ -7,6 +7,7 @@ requester tries again later: the controlled path; a refusal at run time would be
 test); no two backups of one target overlap in time (their started_at..finished_at, stamped while holding the
 target's lease); every django-q Schedule due once fires exactly once although both clusters run the scheduler.
 """
+import itertools
 import json
 import os
 import signal
@@ -163,7 +164,7 @@ def test_two_clusters_on_redis_run_50_backups_without_overlap_and_schedules_once
     # No overlap per target: each backup started after the previous one of its target finished.
     for name in five_databases:
         spans = [(r[4], r[5]) for r in rows if r[1] == name]
-        for (_s1, end1), (start2, _e2) in zip(spans, spans[1:]):
+        for (_s1, end1), (start2, _e2) in itertools.pairwise(spans):
             assert isinstance(end1, datetime) and end1 <= start2, (name, spans)
     # The work was shared: workers of both clusters ran backups (a job's worker is host:pid:start:pidns).
     pids = {r[6].split(":")[1] for r in rows}
