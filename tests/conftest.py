@@ -186,3 +186,26 @@ def redis_server():
             yield f"redis://127.0.0.1:{port}/0"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """mount(size) -> a directory on a fresh tmpfs of that size (needs root), unmounted afterwards: a disk that
+    really fills. (tests/test_held_up_storage.py still has its own copy, which this one can replace.)"""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: int):
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+                              check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -142,52 +141,25 @@ def test_storage_location_removed_mid_upload_fails_cleanly(pg_cluster, lock_db, 
         drop_database(pg_cluster, "faults_gone")
 
 
-@pytest.fixture
-def small_disk():
-    """A 384 KiB tmpfs: a real filesystem that fills up (needs root; mount(8), no shell)."""
-    mountpoint = Path(tempfile.mkdtemp(prefix="full-disk-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k,mode=0755", "tmpfs", str(mountpoint)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        mountpoint.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
-        mountpoint.rmdir()
-
-
-@pytest.fixture
-def bulky_source(fresh_db):
-    """~3 MB of hard-to-compress rows: more than the small disk holds once compressed and encrypted."""
-    conn = fresh_db(prefix="bulky")
-    with psycopg.connect(**conn.kwargs(), autocommit=True) as c:
-        c.execute("CREATE TABLE blob AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS a, "
-                  "md5(random()::text) || md5(random()::text) AS b FROM generate_series(1, 25000) g")
-    return conn
-
-
 @pytest.mark.pgmeta
-def test_disk_full_in_the_local_location_fails_with_a_clear_error_and_an_alert(db, settings, small_disk,
-                                                                                bulky_source):
+def test_disk_full_in_the_local_location_fails_with_a_clear_error_and_an_alert(db, target, small_fs):
+    """As tests/test_held_up_storage.py, plus: the alert is raised, and it holds
+    with the metadata on PostgreSQL too (make test's second pass)."""
     from apps.backups.jobs import DatabaseBackupJob
     from apps.backups.models import Backup, BackupArtifact
     from apps.core.services import SYSTEM
-    from apps.databases.models import DatabaseTarget
-    from apps.databases.services import save_target
     from apps.monitoring.models import Alert, AlertStatus
+    from apps.storage.models import StorageLocation
 
-    settings.BACKUP_LOCAL_ROOT = small_disk
-    target = save_target(target=DatabaseTarget(
-        name="bulky", host=bulky_source.host, port=bulky_source.port, dbname=bulky_source.dbname,
-        user=bulky_source.user, sslmode="disable"), actor=SYSTEM, password="not-needed-trust-auth")
+    root = small_fs(64 * 1024)  # the sample database's dump is hundreds of KB, even compressed
+    target.storage_location = StorageLocation.objects.create(name="small", kind="local", path=str(root))
+    target.save()
     job = DatabaseBackupJob.run_now(target=target, actor=SYSTEM)
     backup = Backup.objects.get(pk=job.args["backup_id"])
     assert job.status == "failed" and backup.status == "failed"
     assert "No space left on device" in job.error and "No space left on device" in backup.error, job.error
     assert not BackupArtifact.objects.filter(backup=backup).exists()
     assert backup.manifest_key == ""
-    assert files_under(small_disk) == []  # the partial file was removed: the space is free again
+    assert files_under(root) == []  # the partial file was removed: the space is free again
     alert = Alert.objects.get(type="backup_failed", database_target=target)
     assert alert.status == AlertStatus.OPEN and backup.pk in (alert.occurrence + str(alert.details)), alert.details
