@@ -158,15 +158,6 @@ def django_db_modify_db_settings(request, django_db_modify_db_settings_parallel_
 
 
 @pytest.fixture
-def pg_metadata(db):
-    """Skip unless the metadata database is PostgreSQL (make test's second pass)."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("needs the metadata database on PostgreSQL (pytest --pg-metadata)")
-
-
-@pytest.fixture
 def redis_server():
     """A private redis-server (no persistence) on a free port: its URL, e.g. for REDIS_URL. Stopped afterwards."""
     import shutil
