@@ -27,7 +27,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
 errorlog = "-"
-# gunicorn 24+ opens a control socket in ~/.gunicorn by default, one path for every server of the user: off
+# gunicorn 25.1+ opens a control socket in ~/.gunicorn by default, one path for every server of the user: off
 # (two servers on one host would share it); signals (HUP, TERM) control the server.
 control_socket_disable = True
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
