@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 help:
 	@echo "make run    install what is missing, then serve the demo console on http://127.0.0.1:8000/admin/"
-	@echo "make test   install what is missing, then run the test suite"
+	@echo "make test   install what is missing, then run the test suite (SQLite, then a PostgreSQL-metadata pass)"
 	@echo "make setup  install only (Debian packages, .venv, Python dependencies); idempotent"
 	@echo "make lint   Django system checks and a migrations check"
 	@echo "make bench  logical backup benchmark (bench/logical_backup.py)"
@@ -20,8 +20,11 @@ setup:
 run: setup
 	@scripts/run.sh
 
+# Twice: the whole suite on SQLite metadata (the embedded default), then the `pgmeta` subset (models, jobs, leases,
+# API lists, tests/test_prod_*.py) with the metadata database on a PostgreSQL cluster the fixtures start.
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --pg-metadata -m pgmeta $(PYTEST_ARGS)
 
 lint: setup
 	DEBUG=1 DATABASE_URL=sqlite:///:memory: $(PY) manage.py check

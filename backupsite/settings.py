@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (manage.py collectstatic) from gunicorn itself: no separate static file server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -108,13 +110,21 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'backupsite.sqlite3'}")}
+# Metadata database: SQLite by default (one machine); production points DATABASE_URL (or DATABASE_URL_FILE, as
+# it holds a password) at PostgreSQL, postgres://user:pass@host:5432/name (psycopg 3).
+DATABASES = {"default": env.db_url_config(secret("DATABASE_URL")
+                                          or f"sqlite:///{VAR_DIR / 'backupsite.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The job worker and the web server write concurrently; wait instead of failing.
     # WAL lets the console read while a job writes its progress.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+else:
+    # Persistent connections (seconds; 0 closes each after its request), checked before reuse so a restarted
+    # metadata server costs one failed check, not a failed request.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -130,6 +140,12 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# collectstatic also writes .gz copies, which whitenoise sends to clients that accept them. Not the manifest
+# (hashed names) storage: a template rendering {% static %} would then fail wherever collectstatic has not run.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 LOGIN_URL = "/admin/login/"
 
@@ -218,7 +234,9 @@ REPLICATION_BACKOFF_MAX_SECONDS = env.float("REPLICATION_BACKOFF_MAX_SECONDS", d
 # Attempts the cloud SDKs make themselves per request (inside each of ours).
 STORAGE_SDK_ATTEMPTS = env.int("STORAGE_SDK_ATTEMPTS", default=3)
 
-# --- Jobs (django-q2, ORM broker: no extra service needed) -------------------
+# --- Jobs (django-q2) ---------------------------------------------------------
+# Broker: the metadata database (ORM broker, no extra service) unless REDIS_URL (or REDIS_URL_FILE) names a
+# Redis server, redis://[:password@]host:6379/0; every web server and worker must use the same one.
 
 JOB_TIMEOUT_SECONDS = env.int("JOB_TIMEOUT_SECONDS", default=6 * 3600)
 # A running job stamps its row this often, whatever its work is doing...
@@ -238,6 +256,10 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "label": "Task queue",
 }
+REDIS_URL = secret("REDIS_URL")
+if REDIS_URL:
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER["redis"] = REDIS_URL
 
 # --- Monitoring and alerting (apps/monitoring) -------------------------------
 

@@ -30,6 +30,26 @@ export SECRET_KEY_FILE="$ROOT/var/secret_key"
 export BACKUP_ENCRYPTION_KEYS_FILE="$ROOT/var/encryption.keys"
 unset SECRET_KEY BACKUP_ENCRYPTION_KEYS
 
+# RUN_PROFILE=production: the production shape on this machine, a private redis-server (var/redis, port
+# RUN_REDIS_PORT, default 6380) as django-q2's broker and gunicorn (backupsite/gunicorn.conf.py, static files
+# collected and served by whitenoise) instead of runserver. Metadata stays in SQLite unless DATABASE_URL is set.
+PROFILE=${RUN_PROFILE:-demo}
+RPID=""
+if [ "$PROFILE" = production ]; then
+    mkdir -p var/redis
+    REDIS_PORT=${RUN_REDIS_PORT:-6380}
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$ROOT/var/redis" \
+        --loglevel warning &
+    RPID=$!
+    trap 'kill -TERM "$RPID" 2>/dev/null' EXIT  # until cleanup() below takes over
+    export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+    for _ in $(seq 1 50); do
+        "$PY" -c 'import redis, sys; redis.Redis.from_url(sys.argv[1]).ping()' "$REDIS_URL" 2>/dev/null && break
+        sleep 0.1
+    done
+    say "redis-server on $REDIS_URL (pid $RPID)"
+fi
+
 "$PY" manage.py migrate --noinput
 "$PY" manage.py setup_schedules
 "$PY" manage.py demo --url "http://$ADDR/"
@@ -51,6 +71,7 @@ cleanup() {
         done
         kill -0 "$QPID" 2>/dev/null && { say "job worker did not stop in time; killing it"; kill -KILL -- "-$QPID" 2>/dev/null; }
     fi
+    [ -n "$RPID" ] && kill -TERM "$RPID" 2>/dev/null
     wait 2>/dev/null
     say "stopped the web server and the job worker (the sandbox PostgreSQL keeps running; 'make stop' stops it)"
 }
@@ -63,8 +84,13 @@ trap 'exit 143' TERM
 setsid "$PY" manage.py qcluster &
 QPID=$!
 say "job worker (manage.py qcluster) started, pid $QPID"
-# --noreload: one process we can stop cleanly; restart `make run` after editing code.
-"$PY" manage.py runserver "$ADDR" --noreload &
+if [ "$PROFILE" = production ]; then
+    "$PY" manage.py collectstatic --noinput -v0
+    GUNICORN_BIND="$ADDR" WEB_CONCURRENCY=${WEB_CONCURRENCY:-2} .venv/bin/gunicorn -c backupsite/gunicorn.conf.py &
+else
+    # --noreload: one process we can stop cleanly; restart `make run` after editing code.
+    "$PY" manage.py runserver "$ADDR" --noreload &
+fi
 WPID=$!
 say "console on http://$ADDR/ (admin at /admin/; credentials above, also in var/demo-admin-password); Ctrl-C stops"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the project needs, and nothing else. Idempotent: a second run only checks.
-#   1. Debian packages (PostgreSQL 15 server + client tools, zstd, restic, Chromium for the browser tests), only
+#   1. Debian packages (PostgreSQL 15 server + client tools, zstd, restic, Chromium for the browser tests, Redis), only
 #      when something is missing.
 #   2. .venv with Python 3.11, created if missing.
 #   3. pip install -e '.[test]', skipped while .venv/.setup-stamp is newer than pyproject.toml.
@@ -26,6 +26,7 @@ command -v restic >/dev/null 2>&1 || missing+=(restic)       # bench/documents.s
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # tests/test_console_browser.py (Playwright)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)           # Azurite (tests/emulators.py)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)  # django-q2's Redis broker in the tests
 # The postgres user runs archive_command/restore_command (tests/wal_site.py): when this interpreter lives where it
 # cannot reach (a pyenv under /root), a venv of the system's Python 3.11 stands in.
 [ -x /usr/bin/python3.11 ] || missing+=(python3.11)
@@ -48,7 +49,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 else
-    say "Debian packages present (PostgreSQL $PG_MAJOR server and client, zstd, chromium, $PY)"
+    say "Debian packages present (PostgreSQL $PG_MAJOR server and client, zstd, chromium, redis-server, $PY)"
 fi
 
 # --- 2. virtualenv ---------------------------------------------------------------------------

@@ -116,3 +116,87 @@ def target(db, source_db):
                        user=source_db.user, sslmode="disable")
     return save_target(target=t, actor=SYSTEM, password="not-needed-trust-auth")
 
+
+
+# --- Production profile: PostgreSQL metadata pass, Redis --------------------------------------------------------
+
+# Modules that `make test` runs a second time with the metadata database on PostgreSQL (`--pg-metadata -m pgmeta`):
+# models, jobs and their leases, request-side overlap checks, API lists. Tests elsewhere opt in with
+# `pytestmark = pytest.mark.pgmeta`.
+PGMETA_MODULES = {"test_api_backups", "test_backup_steps", "test_backup_deletion", "test_monitoring_api", "test_smoke"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--pg-metadata", action="store_true",
+                     help="Metadata (Django) database on the session PostgreSQL cluster instead of SQLite")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in PGMETA_MODULES:
+            item.add_marker(pytest.mark.pgmeta)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request, django_db_modify_db_settings_parallel_suffix):
+    """With --pg-metadata: the test database is created on the session cluster (pg_cluster), as in production."""
+    if not request.config.getoption("--pg-metadata"):
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    cluster = request.getfixturevalue("pg_cluster")
+    conn = cluster.conn()
+    default = settings.DATABASES["default"]
+    default.clear()
+    default.update({"ENGINE": "django.db.backends.postgresql", "NAME": "meta", "USER": conn.user,
+                    "HOST": conn.host, "PORT": conn.port, "PASSWORD": "", "CONN_MAX_AGE": 0,
+                    "CONN_HEALTH_CHECKS": True})
+    connections["default"].close()
+    del connections.settings  # cached: re-read from settings.DATABASES
+    del connections["default"]
+
+
+@pytest.fixture
+def redis_server():
+    """A private redis-server (no persistence) on a free port: its URL, e.g. for REDIS_URL. Stopped afterwards."""
+    import shutil
+    import tempfile
+
+    from apps.databases.clusters import free_port
+    from tests.emulators import server
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (scripts/setup.sh installs it)")
+    workdir = tempfile.mkdtemp(prefix="redis-")
+    port = free_port()
+    try:
+        with server([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", workdir, "--loglevel", "warning"], port, "redis-server"):
+            yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """mount(size) -> a directory on a fresh tmpfs of that size (needs root), unmounted afterwards: a disk that
+    really fills. (tests/test_held_up_storage.py still has its own copy, which this one can replace.)"""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: int):
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+                              check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

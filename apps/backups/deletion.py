@@ -109,7 +109,7 @@ def delete_backup(*, backup: Backup, actor: Actor, refresh_usage: bool = True) -
                            f"{backup.database_target.name if backup.database_target_id else 'no target'})")
     try:
         with transaction.atomic():
-            locked = (Backup.objects.select_for_update().select_related("database_target", "storage_location")
+            locked = (Backup.objects.select_for_update(of=("self",)).select_related("database_target", "storage_location")
                       .get(pk=backup.pk))
             if (reason := refusal(locked)) is not None:
                 raise ConflictError(reason)

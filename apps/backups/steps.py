@@ -28,7 +28,7 @@ from django.utils import timezone
 from apps.backups import layout, locks
 from apps.backups.models import Backup, BackupArtifact, BackupStatus, Replica, ReplicaStatus
 from apps.jobs import services as jobs
-from apps.jobs.progress import JobContext
+from apps.jobs.progress import JobContext, drop_broken_connection
 from apps.pipeline import compression, manifest
 from apps.pipeline.artifact import ArtifactStats, Encoder
 from apps.pipeline.keys import configured_keyring
@@ -159,6 +159,7 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
     except BaseException as exc:
         if writer is not None:
             writer.discard()
+        drop_broken_connection()  # the metadata server restarted: record the failure on a new connection
         fail_backup(backup.pk, str(exc) or type(exc).__name__)
         raise
     backup.refresh_from_db()

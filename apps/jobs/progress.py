@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from apps.jobs.models import Job, JobStatus
@@ -28,6 +28,29 @@ def note(ctx: "JobContext | None", message: str, *, logger: logging.Logger | Non
         logger.info(message)
     if ctx is not None:
         ctx.log(message)
+
+
+def drop_broken_connection() -> bool:
+    """Close this thread's metadata database connection if the server dropped it (a restart, a failover), so the
+    next query opens a new one; never inside a transaction. True if it was closed.
+
+    Outside web requests nobody else does this (Django checks connections at request boundaries only): a job
+    would otherwise fail on every later query of its run, including the ones recording how it ended.
+    """
+    if connection.connection is None or connection.in_atomic_block or connection.is_usable():
+        return False
+    connection.close()
+    return True
+
+
+def _update_job(job_id: str, **fields) -> None:
+    """Write fields of the job row; after a dropped connection, once more on a new one."""
+    try:
+        Job.objects.filter(pk=job_id).update(**fields)
+    except DatabaseError:
+        if not drop_broken_connection():
+            raise
+        Job.objects.filter(pk=job_id).update(**fields)
 
 
 class Heartbeat(threading.Thread):
@@ -46,8 +69,9 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         try:
             Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
-        except Exception as exc:  # a busy metadata database: the next beat tries again
+        except Exception as exc:  # a busy or restarting metadata database: the next beat tries again
             log.warning("Job %s: heartbeat not written: %s", self.job_id, exc)
+            drop_broken_connection()
         for callback in list(self.callbacks):
             try:
                 callback()
@@ -86,7 +110,7 @@ class JobContext:
     def log(self, message: str) -> None:
         line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
         self.job.log += line
-        Job.objects.filter(pk=self.job.pk).update(log=self.job.log, heartbeat_at=timezone.now())
+        _update_job(self.job.pk, log=self.job.log, heartbeat_at=timezone.now())
 
     def progress(self, done: int, total: int | None = None, *, force: bool = False) -> None:
         self.job.progress_done = done
@@ -95,9 +119,8 @@ class JobContext:
         now = time.monotonic()
         if force or now - self._last_write >= WRITE_EVERY_SECONDS:
             self._last_write = now
-            Job.objects.filter(pk=self.job.pk).update(
-                progress_done=self.job.progress_done, progress_total=self.job.progress_total, heartbeat_at=timezone.now()
-            )
+            _update_job(self.job.pk, progress_done=self.job.progress_done, progress_total=self.job.progress_total,
+                        heartbeat_at=timezone.now())
 
     def count(self, chunks: Iterable[bytes], start: int = 0) -> Iterator[bytes]:
         """Pass chunks through, reporting the running byte count."""

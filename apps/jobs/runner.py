@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from apps.core.errors import JobFailed, UserError
 from apps.core.services import Actor
-from apps.jobs import liveness, services
+from apps.jobs import liveness, progress, services
 from apps.jobs.signals import job_finished
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.progress import JobContext
@@ -160,6 +160,7 @@ def execute(job: Job, **runtime: Any) -> Job:
             log.warning("Job %s (%s) failed: %s", job.pk, job.type, exc)
         else:
             log.error("Job %s (%s) failed: %s", job.pk, job.type, exc, exc_info=True)
+        progress.drop_broken_connection()  # a metadata server restart must not keep the job "running"
         ctx.log(f"failed: {exc}")
         services.finish(job=ctx.job, status=JobStatus.FAILED, error=str(exc) or type(exc).__name__,
                         result=exc.result if isinstance(exc, JobFailed) else {})
