@@ -51,8 +51,10 @@ def test_list_endpoints_take_the_same_queries_for_3_rows_as_for_60(viewer_client
     assert grown["targets"] >= 63 and grown["backups"] >= 123 and grown["alerts"] >= 63
     many = measure()
     assert many == few, {url: (few[url], many[url]) for url in ENDPOINTS if few[url] != many[url]}
-    # And small in absolute terms: a page is a handful of queries (auth, count, page, prefetches).
-    assert max(many.values()) <= 25, many
+    # And small in absolute terms: a list is a handful of queries (auth, count, page, prefetches); the dashboard
+    # composes about twenty sections (backups, documents, storage, alerts, DR), each a constant aggregate.
+    assert max(n for url, n in many.items() if url != "/") <= 10, many
+    assert many["/"] <= 50, many
 
 
 def test_job_list_endpoint_exists_under_the_v1_prefix(viewer_client):
