@@ -35,36 +35,52 @@ class DocumentSourceSerializer(serializers.ModelSerializer):
         slug_field="name", queryset=StorageLocation.objects.all(), required=False, allow_null=True,
         help_text="Name of the storage location for its versions; the primary location when null.",
     )
+    object_location = serializers.SlugRelatedField(
+        slug_field="name", queryset=StorageLocation.objects.all(), required=False, allow_null=True,
+        help_text="Back up the objects under `prefix` of this storage location (S3, Azure, GCS) instead of root_path.",
+    )
+    replica_locations = serializers.SlugRelatedField(
+        slug_field="name", queryset=StorageLocation.objects.all(), many=True, required=False,
+        help_text="Names of further locations each committed version is copied to.",
+    )
     include = serializers.ListField(child=serializers.CharField(max_length=255), required=False, max_length=100)
     exclude = serializers.ListField(child=serializers.CharField(max_length=255), required=False, max_length=100)
 
     class Meta:
         model = DocumentSource
-        fields = ["id", "name", "description", "root_path", "include", "exclude", "follow_symlinks",
-                  "storage_location", "enabled", "created_at", "updated_at"]
+        fields = ["id", "name", "description", "root_path", "object_location", "prefix", "include", "exclude",
+                  "follow_symlinks", "storage_location", "replica_locations", "enabled", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
 
     def validate_root_path(self, value):
-        return checked(services.check_root_path, value)
+        return checked(services.check_root_path, value) if value else ""
+
+    def validate_prefix(self, value):
+        return checked(services.check_prefix, value)
 
 
 @crud_schema(DocumentSourceSerializer, "document source", delete_note=" without versions")
 class DocumentSourceViewSet(ActorMixin, viewsets.ModelViewSet):
     """Directory trees to back up. Reads: viewer; writes: admin. Every write is audited."""
 
-    queryset = DocumentSource.objects.select_related("storage_location").order_by("name")
+    queryset = (DocumentSource.objects.select_related("storage_location", "object_location")
+                .prefetch_related("replica_locations").order_by("name"))
     serializer_class = DocumentSourceSerializer
     filterset_fields = ["enabled", "name"]
 
     def perform_create(self, serializer):
-        serializer.instance = services.save_source(source=DocumentSource(**serializer.validated_data),
-                                                   actor=self.actor)
+        data = dict(serializer.validated_data)
+        replicas = data.pop("replica_locations", None)
+        serializer.instance = services.save_source(source=DocumentSource(**data), actor=self.actor,
+                                                   replica_locations=replicas)
 
     def perform_update(self, serializer):
         source = serializer.instance
-        for field, value in serializer.validated_data.items():
+        data = dict(serializer.validated_data)
+        replicas = data.pop("replica_locations", None)
+        for field, value in data.items():
             setattr(source, field, value)
-        serializer.instance = services.save_source(source=source, actor=self.actor)
+        serializer.instance = services.save_source(source=source, actor=self.actor, replica_locations=replicas)
 
     def perform_destroy(self, instance):
         services.delete_source(source=instance, actor=self.actor)
