@@ -107,11 +107,11 @@ class VersionWriter:
             items = walk_objects(objects, self.source.prefix, include=self.source.include,
                                  exclude=self.source.exclude)
             base = self.source.prefix.strip("/")
-            read = lambda item: self._read_object(objects, f"{base}/{item.path}" if base else item.path, item)  # noqa: E731
+            read = lambda item: self._read_object(objects, f"{base}/{item.path}" if base else item.path, item)
         else:
             items = walk(root, include=self.source.include, exclude=self.source.exclude,
                          follow_symlinks=self.source.follow_symlinks)
-            read = lambda item: self._read(os.path.join(root, item.path), item)  # noqa: E731
+            read = lambda item: self._read(os.path.join(root, item.path), item)
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="docs-backup") as pool:
             for item in items:
                 lease.check()
@@ -229,7 +229,7 @@ class VersionWriter:
                 for p in self.packer.stored
             ])
             by_key = {p.key: p for p in packs}
-            _insert_chunks([(location.pk, sha, by_key[p.key].pk, off, length)
+            insert_chunks([(location.pk, sha, by_key[p.key].pk, off, length)
                             for p in self.packer.stored for sha, off, length in p.chunks])
             added = sum(p.stats.size_stored for p in self.packer.stored) + manifest_stats.size_stored
             updated = DocumentVersion.objects.filter(pk=v.pk, status=VersionStatus.RUNNING).update(
@@ -273,7 +273,7 @@ class _StreamFile:
         return out
 
 
-def _insert_chunks(rows: list[tuple]) -> None:
+def insert_chunks(rows: list[tuple]) -> None:
     """Index rows in one executemany: a first backup adds tens of thousands, and model instances for each
     cost more than the insert. A chunk already indexed points to the new pack: the old one was damaged
     (not offered for reuse), or a concurrent backup of another source packed it too (both are committed)."""
