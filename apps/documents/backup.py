@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.backups import locks
-from apps.documents import chunking, layout, manifest
+from apps.documents import chunking, gcpause, layout, manifest
 from apps.documents.models import (
     DocumentChunk,
     DocumentPack,
@@ -328,11 +328,12 @@ def run_backup(*, version: DocumentVersion, ctx: JobContext | None) -> DocumentV
                 DocumentVersion.objects.filter(pk=version.pk).update(parent=parent)
                 version.parent = parent
             writer = VersionWriter(version=version, ctx=ctx)
-            produced = writer.produce(lease=lease, parent=parent)
-            lease.check()
-            finished = timezone.now()
-            stats = writer.write_manifest(produced=produced, parent=parent, finished_at=finished)
-            writer.record(lease=lease, produced=produced, manifest_stats=stats, finished_at=finished)
+            with gcpause.paused():
+                produced = writer.produce(lease=lease, parent=parent)
+                lease.check()
+                finished = timezone.now()
+                stats = writer.write_manifest(produced=produced, parent=parent, finished_at=finished)
+                writer.record(lease=lease, produced=produced, manifest_stats=stats, finished_at=finished)
     except BaseException as exc:
         if writer is not None:
             writer.discard()

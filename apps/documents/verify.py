@@ -6,6 +6,7 @@ before it are still checked and only the files with a chunk at or after the dama
 import hashlib
 from collections import defaultdict
 
+from apps.documents import gcpause
 from apps.documents.chunks import ChunkStore
 from apps.documents.models import DocumentPack, DocumentVersion
 from apps.jobs.progress import JobContext, note
@@ -15,6 +16,11 @@ from apps.storage import backends
 
 
 def verify_version(*, version: DocumentVersion, ctx: JobContext | None = None) -> dict:
+    with gcpause.paused():
+        return _verify_version(version=version, ctx=ctx)
+
+
+def _verify_version(*, version: DocumentVersion, ctx: JobContext | None) -> dict:
     from apps.documents.replication import load_manifest
 
     keyring = configured_keyring()
