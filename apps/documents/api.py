@@ -89,6 +89,15 @@ class DocumentSourceViewSet(ActorMixin, viewsets.ModelViewSet):
 # --- versions ----------------------------------------------------------------------------------------
 
 
+class DocumentReplicaSerializer(serializers.Serializer):
+    location = serializers.CharField(source="location.name")
+    status = serializers.CharField(help_text="pending, copying, present or failed.")
+    bytes = serializers.IntegerField()
+    attempts = serializers.IntegerField()
+    copied_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField()
+
+
 class DocumentVersionSerializer(serializers.ModelSerializer):
     source = serializers.CharField(source="source.name", read_only=True)
     storage_location = serializers.CharField(source="storage_location.name", read_only=True)
@@ -97,12 +106,14 @@ class DocumentVersionSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     problems = serializers.ListField(child=serializers.DictField(child=serializers.CharField()), read_only=True,
                                      help_text="Files that vanished or changed while being read.")
+    replicas = DocumentReplicaSerializer(many=True, read_only=True,
+                                         help_text="Copies in the source's replica locations.")
 
     class Meta:
         model = DocumentVersion
         fields = ["id", "source", "status", "storage_location", "parent", "job", "created_at", "started_at",
                   "finished_at", "duration_seconds", "files", "files_new", "files_changed", "files_removed",
-                  "bytes_total", "bytes_added", "bytes_stored", "problems", "manifest_key", "error"]
+                  "bytes_total", "bytes_added", "bytes_stored", "problems", "manifest_key", "replicas", "error"]
         read_only_fields = fields
 
 
