@@ -239,7 +239,7 @@ def main() -> None:
         outs = []
         for t in ts:
             res = results[t.name]
-            out = work / f"r{r}" / f"restore-{t.name.split()[0]}-{len(res['restore'])}"
+            out = work / f"r{r}" / f"restore-{len(outs)}-{len(res['restore'])}"
             res["restore"].append(t.restore(out))
             res["cpu3"].append(CPU[-1])
             outs.append(out)
