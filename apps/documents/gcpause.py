@@ -1,10 +1,10 @@
 """Cyclic garbage collection paused while a backup, restore or verify runs.
 
 These loops make tens of thousands of small containers that live until the end (manifest entries, index
-rows, futures), and each time enough of them pile up CPython traverses every object of the process (Django's
-included): a py-spy profile of a 10,000-file restore spent about a quarter of its samples in gc_collect_main
-(docs/BENCHMARKS.md). Nothing they make relies on the cycle collector (reference counting frees it), so
-collection is paused for their duration and resumes, with one collection, when the last of them ends.
+rows, futures); each time enough of them pile up, CPython may traverse every object of the process (Django's
+included). Nothing they make relies on the cycle collector (reference counting frees it), so collection is
+paused for their duration and resumes, with a young-generation collection, when the last of them ends. On the
+500 MB benchmark the gain was within noise (docs/BENCHMARKS.md); it costs nothing.
 """
 import gc
 import threading
