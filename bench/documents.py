@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -79,10 +80,20 @@ def tree_digest(root: Path) -> dict[str, str]:
             for p in root.rglob("*") if p.is_file()}
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of each command run, in order
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.monotonic()
     proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return elapsed, proc.stdout
@@ -182,10 +193,13 @@ def main() -> None:
     results: dict[str, dict[str, list]] = {}
     tree_mb = 0.0
     for r in range(args.repeat):
-        tree = work / "tree"
+        tree, pristine = work / "tree", work / "pristine"
         shutil.rmtree(tree, ignore_errors=True)
-        log(f"run {r + 1}: generating {args.files} files, {args.mb} MB")
-        make_tree(tree, args.files, args.mb)
+        if not pristine.exists():
+            log(f"generating {args.files} files, {args.mb} MB")
+            make_tree(pristine, args.files, args.mb)
+        log(f"run {r + 1}: a fresh copy of the tree; load {load()}")
+        shutil.copytree(pristine, tree)
         tree_mb = du(tree) / MB
         state1 = None
         ts = tools(work / f"r{r}")
@@ -199,31 +213,43 @@ def main() -> None:
                 if d is not None:
                     Path(d).mkdir(parents=True, exist_ok=True)
             t.init(tree)
+        if r % 2:  # alternate who goes first: the page cache and the machine's load favour no tool
+            ts.reverse()
         for t in ts:
             res = results.setdefault(t.name, {"first": [], "second": [], "restore": [], "stored1": [],
-                                              "stored2": []})
+                                              "stored2": [], "cpu1": [], "cpu2": [], "cpu3": []})
             res["first"].append(t.backup(tree))
+            res["cpu1"].append(CPU[-1])
             if isinstance(t, Ours):
                 res.setdefault("job1", []).append(t.job_seconds[-1])
             res["stored1"].append(t.stored())
-            log(f"{t.name}: first backup {res['first'][-1]:.2f} s, {res['stored1'][-1] / MB:.1f} MB stored")
+            log(f"{t.name}: first backup {res['first'][-1]:.2f} s ({CPU[-1]:.2f} CPU s), "
+                f"{res['stored1'][-1] / MB:.1f} MB stored; load {load()}")
         modify(tree, args.files)
         state1 = tree_digest(tree)
         for t in ts:
             res = results[t.name]
             res["second"].append(t.backup(tree))
+            res["cpu2"].append(CPU[-1])
             if isinstance(t, Ours):
                 res.setdefault("job2", []).append(t.job_seconds[-1])
             res["stored2"].append(t.stored() - res["stored1"][-1])
-            log(f"{t.name}: second backup {res['second'][-1]:.2f} s, {res['stored2'][-1] / MB:.2f} MB added")
+            log(f"{t.name}: second backup {res['second'][-1]:.2f} s ({CPU[-1]:.2f} CPU s), "
+                f"{res['stored2'][-1] / MB:.2f} MB added; load {load()}")
+        outs = []
         for t in ts:
             res = results[t.name]
-            out = work / f"r{r}" / f"restore-{t.name.split()[0]}-{len(res['restore'])}"
+            out = work / f"r{r}" / f"restore-{len(outs)}-{len(res['restore'])}"
             res["restore"].append(t.restore(out))
+            res["cpu3"].append(CPU[-1])
+            outs.append(out)
             got = tree_digest(out)
             if got != state1:
                 raise SystemExit(f"{t.name}: the restore differs from the tree ({len(got)} vs {len(state1)} files)")
-            log(f"{t.name}: restore {res['restore'][-1]:.2f} s (identical)")
+            log(f"{t.name}: restore {res['restore'][-1]:.2f} s ({CPU[-1]:.2f} CPU s, identical); load {load()}")
+        # Removed only once every tool has restored: ext4 avoids reusing just-deleted inodes, which made
+        # whichever tool restored right after a removal pay several seconds of system time.
+        for out in outs:
             shutil.rmtree(out)
         shutil.rmtree(work / f"r{r}", ignore_errors=True)
     med = statistics.median
@@ -234,6 +260,9 @@ def main() -> None:
     for name, res in results.items():
         print(f"| {name} | {med(res['first']):.2f} | {med(res['stored1']) / MB:.1f} | {med(res['second']):.2f} | "
               f"{med(res['stored2']) / MB:.2f} | {med(res['restore']):.2f} |")
+    print("\nCPU seconds (user + system, medians): " + "; ".join(
+        f"{name} {med(res['cpu1']):.2f} / {med(res['cpu2']):.2f} / {med(res['cpu3']):.2f}"
+        for name, res in results.items()) + " (first / second / restore).")
     for name, res in results.items():
         if "job1" in res:
             print(f"\n{name}: the backup jobs themselves (without process start-up) took "

@@ -222,3 +222,29 @@ def test_a_failed_document_backup_raises_the_backup_failed_alert(tmp_path, tree)
     engine.evaluate(types=["backup_failed"])
     alert.refresh_from_db()
     assert alert.status == "resolved"
+
+
+def test_api_and_cli_object_sources_and_replica_locations(api_as, tree, tmp_path, cloud_location):
+    bucket, spare = cloud_location("local", "bucket"), cloud_location("local", "spare")
+    admin = api_as("admin")
+    r = admin.post(f"{V1}/sources/", {"name": "objs", "object_location": "bucket", "prefix": "/inv/",
+                                      "replica_locations": ["spare"]}, format="json")
+    assert r.status_code == 201, r.content
+    assert r.json()["prefix"] == "inv" and r.json()["replica_locations"] == ["spare"] and r.json()["root_path"] == ""
+    both = admin.post(f"{V1}/sources/", {"name": "both", "root_path": str(tree), "object_location": "bucket"},
+                      format="json")
+    assert both.status_code == 400 and "not both" in json.dumps(both.json())
+    neither = admin.post(f"{V1}/sources/", {"name": "neither"}, format="json")
+    assert neither.status_code == 400
+    bad = admin.post(f"{V1}/sources/", {"name": "dots", "object_location": "bucket", "prefix": "a/../b"},
+                     format="json")
+    assert bad.status_code == 400 and "prefix" in bad.json().get("errors", bad.json()).__str__()
+
+    out = StringIO()
+    call_command("docs_source_add", "tree", "--path", str(tree), "--replica", "spare", stdout=out)
+    assert json.loads(out.getvalue().strip().splitlines()[-1])["replicas"] == ["spare"]
+    with pytest.raises(CommandError, match="No storage location"):
+        call_command("docs_source_add", "x", "--objects", "nowhere", stdout=StringIO())
+    version = backup(DocumentSource.objects.get(name="tree"))  # replicated inline (Q_SYNC in tests)
+    listed = api_as("viewer").get(f"{V1}/backups/{version.pk}").json()
+    assert [(c["location"], c["status"]) for c in listed["replicas"]] == [("spare", "present")]

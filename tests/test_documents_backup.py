@@ -212,3 +212,25 @@ def test_versions_in_a_cloud_location_restore_and_verify(kind, cloud_location, t
     out = tmp_path / "out"
     assert restore_version(version=second, to=str(out)).ok
     assert snapshot(out) == snapshot(tree)
+
+
+def test_a_file_rewritten_in_place_with_its_old_mtime_is_read_again(tmp_path):
+    """Size, mtime and inode unchanged, content changed (an editor or tool that restores the mtime): the
+    changed ctime still sends the file to be read, as restic decides."""
+    tree = tmp_path / "tree"
+    write(tree / "a.txt", b"version one")
+    write(tree / "b.txt", b"untouched")
+    source = add_source("docs", tree)
+    backup(source)
+    st = os.stat(tree / "a.txt")
+    time.sleep(0.01)
+    with open(tree / "a.txt", "r+b") as fh:  # same inode, same size
+        fh.write(b"VERSION TWO")
+    os.utime(tree / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(tree / "a.txt")
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    second = backup(source)
+    assert (second.files_changed, second.files_new) == (1, 0)
+    out = tmp_path / "out"
+    assert restore_version(version=second, to=str(out)).ok
+    assert (out / "a.txt").read_bytes() == b"VERSION TWO"

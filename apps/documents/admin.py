@@ -14,7 +14,8 @@ class DocumentSourceAdmin(admin.ModelAdmin):
     list_display = ["name", "root_path", "storage_location", "follow_symlinks", "enabled", "last_version"]
     list_filter = ["enabled", "follow_symlinks"]
     search_fields = ["name", "root_path", "description"]
-    fields = ["name", "description", "root_path", "include", "exclude", "follow_symlinks", "storage_location",
+    fields = ["name", "description", "root_path", "object_location", "prefix", "include", "exclude",
+              "follow_symlinks", "storage_location", "replica_locations",
               "enabled"]
     actions = ["backup_now"]
 

@@ -35,42 +35,67 @@ class DocumentSourceSerializer(serializers.ModelSerializer):
         slug_field="name", queryset=StorageLocation.objects.all(), required=False, allow_null=True,
         help_text="Name of the storage location for its versions; the primary location when null.",
     )
+    object_location = serializers.SlugRelatedField(
+        slug_field="name", queryset=StorageLocation.objects.all(), required=False, allow_null=True,
+        help_text="Back up the objects under `prefix` of this storage location (S3, Azure, GCS) instead of root_path.",
+    )
+    replica_locations = serializers.SlugRelatedField(
+        slug_field="name", queryset=StorageLocation.objects.all(), many=True, required=False,
+        help_text="Names of further locations each committed version is copied to.",
+    )
     include = serializers.ListField(child=serializers.CharField(max_length=255), required=False, max_length=100)
     exclude = serializers.ListField(child=serializers.CharField(max_length=255), required=False, max_length=100)
 
     class Meta:
         model = DocumentSource
-        fields = ["id", "name", "description", "root_path", "include", "exclude", "follow_symlinks",
-                  "storage_location", "enabled", "created_at", "updated_at"]
+        fields = ["id", "name", "description", "root_path", "object_location", "prefix", "include", "exclude",
+                  "follow_symlinks", "storage_location", "replica_locations", "enabled", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
 
     def validate_root_path(self, value):
-        return checked(services.check_root_path, value)
+        return checked(services.check_root_path, value) if value else ""
+
+    def validate_prefix(self, value):
+        return checked(services.check_prefix, value)
 
 
 @crud_schema(DocumentSourceSerializer, "document source", delete_note=" without versions")
 class DocumentSourceViewSet(ActorMixin, viewsets.ModelViewSet):
     """Directory trees to back up. Reads: viewer; writes: admin. Every write is audited."""
 
-    queryset = DocumentSource.objects.select_related("storage_location").order_by("name")
+    queryset = (DocumentSource.objects.select_related("storage_location", "object_location")
+                .prefetch_related("replica_locations").order_by("name"))
     serializer_class = DocumentSourceSerializer
     filterset_fields = ["enabled", "name"]
 
     def perform_create(self, serializer):
-        serializer.instance = services.save_source(source=DocumentSource(**serializer.validated_data),
-                                                   actor=self.actor)
+        data = dict(serializer.validated_data)
+        replicas = data.pop("replica_locations", None)
+        serializer.instance = services.save_source(source=DocumentSource(**data), actor=self.actor,
+                                                   replica_locations=replicas)
 
     def perform_update(self, serializer):
         source = serializer.instance
-        for field, value in serializer.validated_data.items():
+        data = dict(serializer.validated_data)
+        replicas = data.pop("replica_locations", None)
+        for field, value in data.items():
             setattr(source, field, value)
-        serializer.instance = services.save_source(source=source, actor=self.actor)
+        serializer.instance = services.save_source(source=source, actor=self.actor, replica_locations=replicas)
 
     def perform_destroy(self, instance):
         services.delete_source(source=instance, actor=self.actor)
 
 
 # --- versions ----------------------------------------------------------------------------------------
+
+
+class DocumentReplicaSerializer(serializers.Serializer):
+    location = serializers.CharField(source="location.name")
+    status = serializers.CharField(help_text="pending, copying, present or failed.")
+    bytes = serializers.IntegerField()
+    attempts = serializers.IntegerField()
+    copied_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField()
 
 
 class DocumentVersionSerializer(serializers.ModelSerializer):
@@ -81,12 +106,14 @@ class DocumentVersionSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     problems = serializers.ListField(child=serializers.DictField(child=serializers.CharField()), read_only=True,
                                      help_text="Files that vanished or changed while being read.")
+    replicas = DocumentReplicaSerializer(many=True, read_only=True,
+                                         help_text="Copies in the source's replica locations.")
 
     class Meta:
         model = DocumentVersion
         fields = ["id", "source", "status", "storage_location", "parent", "job", "created_at", "started_at",
                   "finished_at", "duration_seconds", "files", "files_new", "files_changed", "files_removed",
-                  "bytes_total", "bytes_added", "bytes_stored", "problems", "manifest_key", "error"]
+                  "bytes_total", "bytes_added", "bytes_stored", "problems", "manifest_key", "replicas", "error"]
         read_only_fields = fields
 
 

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.backups import locks
-from apps.documents import chunking, layout, manifest
+from apps.documents import chunking, gcpause, layout, manifest
 from apps.documents.models import (
     DocumentChunk,
     DocumentPack,
@@ -28,7 +28,7 @@ from apps.documents.models import (
     VersionStatus,
 )
 from apps.documents.packer import Packer
-from apps.documents.walk import Entry, Skipped, walk
+from apps.documents.walk import Entry, Skipped, object_mtime_ns, walk, walk_objects
 from apps.jobs import services as jobs
 from apps.jobs.progress import JobContext, note
 from apps.pipeline.keys import configured_keyring
@@ -51,14 +51,26 @@ class Produced:
 
 
 def _file_entry(e: Entry, *, size: int, sha256: str, chunks: list[str]) -> dict:
+    if e.obj is not None:  # an object of an object-store source
+        return {"path": e.path, "type": "file", "size": size, "mtime_ns": object_mtime_ns(e.obj), "mode": 0o644,
+                "etag": e.obj.etag, "sha256": sha256, "chunks": chunks}
     st = e.st
     return {"path": e.path, "type": "file", "size": size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
-            "inode": st.st_ino, "sha256": sha256, "chunks": chunks}
+            "inode": st.st_ino, "ctime_ns": st.st_ctime_ns, "sha256": sha256, "chunks": chunks}
 
 
-def _unchanged(old: dict | None, st: os.stat_result) -> bool:
-    return (old is not None and old.get("type") == "file" and old.get("size") == st.st_size
-            and old.get("mtime_ns") == st.st_mtime_ns and old.get("inode") == st.st_ino)
+def _unchanged(old: dict | None, e: Entry) -> bool:
+    """Whether the parent's entry can stand for this file without reading it: same size, mtime, inode and
+    ctime (a file rewritten in place keeping its mtime still gets a new ctime), as restic decides; for an
+    object, same size, modification time and ETag."""
+    if old is None or old.get("type") != "file":
+        return False
+    if e.obj is not None:
+        return (old.get("size") == e.obj.size and old.get("mtime_ns") == object_mtime_ns(e.obj)
+                and old.get("etag", "") == e.obj.etag)
+    st = e.st
+    return (old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns
+            and old.get("inode") == st.st_ino and old.get("ctime_ns", st.st_ctime_ns) == st.st_ctime_ns)
 
 
 class VersionWriter:
@@ -90,9 +102,18 @@ class VersionWriter:
         root = self.source.root_path
         slots: list = []  # entries in walk order; a read file's slot is its future until it is done
         reused = 0
+        if self.source.object_location_id:
+            objects = backends.for_location(self.source.object_location)
+            items = walk_objects(objects, self.source.prefix, include=self.source.include,
+                                 exclude=self.source.exclude)
+            base = self.source.prefix.strip("/")
+            read = lambda item: self._read_object(objects, f"{base}/{item.path}" if base else item.path, item)
+        else:
+            items = walk(root, include=self.source.include, exclude=self.source.exclude,
+                         follow_symlinks=self.source.follow_symlinks)
+            read = lambda item: self._read(os.path.join(root, item.path), item)
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="docs-backup") as pool:
-            for item in walk(root, include=self.source.include, exclude=self.source.exclude,
-                             follow_symlinks=self.source.follow_symlinks):
+            for item in items:
                 lease.check()
                 if isinstance(item, Skipped):
                     out.problems.append({"path": item.path, "problem": item.problem})
@@ -106,12 +127,12 @@ class VersionWriter:
                 else:
                     prev = old.get(item.path)
                     # Reused only while its chunks are still offered (not in a pack verify found damaged).
-                    if _unchanged(prev, item.st) and all(c in known for c in prev["chunks"]):
+                    if _unchanged(prev, item) and all(c in known for c in prev["chunks"]):
                         slots.append(_file_entry(item, size=prev["size"], sha256=prev["sha256"],
                                                  chunks=list(prev["chunks"])))
                         reused += 1
                     else:
-                        slots.append((item, prev, pool.submit(self._read, os.path.join(root, item.path), item)))
+                        slots.append((item, prev, pool.submit(read, item)))
             entries = []
             for slot in slots:
                 if isinstance(slot, dict):
@@ -164,12 +185,24 @@ class VersionWriter:
             problem = "vanished while being read: stored as read"
         return _file_entry(item, size=got.size, sha256=got.sha256, chunks=got.chunks), problem
 
+    def _read_object(self, objects, key: str, item: Entry) -> tuple[dict | None, str]:
+        """(entry, problem) of one object streamed now (never whole in memory beyond the chunker's window)."""
+        try:
+            got = chunking.chunks_of(_StreamFile(objects.get_stream(key)), self.packer.add)
+        except backends.ObjectMissing:
+            return None, "vanished before it was read"
+        except backends.StorageError as exc:
+            return None, f"read failed: {exc}"
+        problem = "" if got.size == item.obj.size else "changed while being read: stored as read"
+        return _file_entry(item, size=got.size, sha256=got.sha256, chunks=got.chunks), problem
+
     # --- manifest ----------------------------------------------------------------------------------
 
     def write_manifest(self, *, produced: Produced, parent: DocumentVersion | None, finished_at):
         v, s = self.version, self.source
         body = {
-            "version_id": v.pk, "source": {"name": s.name, "root_path": s.root_path}, "parent": parent and parent.pk,
+            "version_id": v.pk, "source": {"name": s.name, "root_path": s.root_path, **(
+                {"location": s.object_location.name, "prefix": s.prefix} if s.object_location_id else {})}, "parent": parent and parent.pk,
             "created_at": v.created_at.isoformat(), "started_at": v.started_at.isoformat(),
             "finished_at": finished_at.isoformat(), "problems": produced.problems, "entries": produced.entries,
             "packs": [{"key": p.key, **p.stats.as_manifest(), "chunks": [list(c) for c in p.chunks]}
@@ -196,7 +229,7 @@ class VersionWriter:
                 for p in self.packer.stored
             ])
             by_key = {p.key: p for p in packs}
-            _insert_chunks([(location.pk, sha, by_key[p.key].pk, off, length)
+            insert_chunks([(location.pk, sha, by_key[p.key].pk, off, length)
                             for p in self.packer.stored for sha, off, length in p.chunks])
             added = sum(p.stats.size_stored for p in self.packer.stored) + manifest_stats.size_stored
             updated = DocumentVersion.objects.filter(pk=v.pk, status=VersionStatus.RUNNING).update(
@@ -223,7 +256,24 @@ class VersionWriter:
                 log.exception("Could not remove %s after a failed document backup", key)
 
 
-def _insert_chunks(rows: list[tuple]) -> None:
+class _StreamFile:
+    """read(n) over a backend's stream of byte pieces: what the chunker reads an object through."""
+
+    def __init__(self, pieces):
+        self._it, self._buf = iter(pieces), bytearray()
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            piece = next(self._it, None)
+            if piece is None:
+                break
+            self._buf += piece
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+def insert_chunks(rows: list[tuple]) -> None:
     """Index rows in one executemany: a first backup adds tens of thousands, and model instances for each
     cost more than the insert. A chunk already indexed points to the new pack: the old one was damaged
     (not offered for reuse), or a concurrent backup of another source packed it too (both are committed)."""
@@ -278,11 +328,12 @@ def run_backup(*, version: DocumentVersion, ctx: JobContext | None) -> DocumentV
                 DocumentVersion.objects.filter(pk=version.pk).update(parent=parent)
                 version.parent = parent
             writer = VersionWriter(version=version, ctx=ctx)
-            produced = writer.produce(lease=lease, parent=parent)
-            lease.check()
-            finished = timezone.now()
-            stats = writer.write_manifest(produced=produced, parent=parent, finished_at=finished)
-            writer.record(lease=lease, produced=produced, manifest_stats=stats, finished_at=finished)
+            with gcpause.paused():
+                produced = writer.produce(lease=lease, parent=parent)
+                lease.check()
+                finished = timezone.now()
+                stats = writer.write_manifest(produced=produced, parent=parent, finished_at=finished)
+                writer.record(lease=lease, produced=produced, manifest_stats=stats, finished_at=finished)
     except BaseException as exc:
         if writer is not None:
             writer.discard()

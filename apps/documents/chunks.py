@@ -27,9 +27,14 @@ class ChunkError(Exception):
 
 
 class ChunkStore:
-    def __init__(self, *, location, keyring: Keyring | None):
+    def __init__(self, *, location, keyring: Keyring | None, fallbacks=()):
+        """`fallbacks`: further locations holding replicas of the same packs (same keys, same bytes), read
+        when a pack is missing or damaged here."""
         self.location, self.keyring = location, keyring
         self.backend = backends.for_location(location)
+        self.fallbacks = [backends.for_location(loc) for loc in fallbacks if loc.pk != location.pk]
+        self._held: dict[int, set[str]] = {}  # fallback location id -> pack keys it holds intact
+        self.recovered: list[tuple[str, str]] = []  # (pack key, location name) read from a fallback
         self.where: dict[str, tuple[int, int, int]] = {}  # sha -> (pack id, offset, length)
         self.packs: dict[int, DocumentPack] = {}
         self._cache: OrderedDict[int, Future] = OrderedDict()
@@ -61,6 +66,13 @@ class ChunkStore:
         for i in range(0, len(id_list), 500):
             for pack in DocumentPack.objects.filter(pk__in=id_list[i:i + 500]):
                 self.packs[pack.pk] = pack
+        if self.fallbacks:
+            keys = [self.packs[i].key for i in id_list if i in self.packs]
+            for fb in self.fallbacks:
+                held = self._held.setdefault(fb.location.pk, set())
+                for i in range(0, len(keys), 500):
+                    held.update(DocumentPack.objects.filter(location=fb.location, damaged=False,
+                                                            key__in=keys[i:i + 500]).values_list("key", flat=True))
 
     def pack_order(self, shas) -> list[int]:
         """The packs these chunks need, in the order they are first needed."""
@@ -103,13 +115,29 @@ class ChunkStore:
             return fut
 
     def decode_pack(self, pack: DocumentPack) -> bytes:
+        try:
+            return self._decode(pack, self.backend)
+        except ChunkError:
+            for fb in self.fallbacks:  # a replica of the same pack: same key, same catalog record
+                if pack.key in self._held.get(fb.location.pk, ()):
+                    try:
+                        data = self._decode(pack, fb)
+                    except ChunkError:
+                        continue
+                    self.recovered.append((pack.key, fb.location.name))
+                    return data
+            raise
+
+    def _decode(self, pack: DocumentPack, backend) -> bytes:
         decoder = Decoder.for_record(pack, keyring=self.keyring)
         try:
-            return b"".join(decoder.decode(self.backend.get_stream(pack.key)))
+            return b"".join(decoder.decode(backend.get_stream(pack.key)))
         except backends.ObjectMissing:
             raise ChunkError(f"pack {pack.key} is missing", missing=True) from None
         except ArtifactError as exc:
             raise ChunkError(f"pack {pack.key} is corrupt: {exc}") from None
+        except backends.StorageError as exc:
+            raise ChunkError(f"pack {pack.key} cannot be read: {exc}", missing=True) from None
 
     def get(self, sha: str) -> bytes:
         where = self.where.get(sha)

@@ -31,7 +31,39 @@ class DocumentBackupJob(JobRunner):
 
         v = run_backup(version=DocumentVersion.objects.select_related("source", "storage_location").get(
             pk=self.job.args["version_id"]), ctx=self.ctx)
-        return version_summary(v)
+        out = version_summary(v)
+        if v.source.replica_locations.exists():  # committed: now the copies, one job per replica location
+            from apps.documents.replication import enqueue_replicas
+
+            jobs = enqueue_replicas(version=v, actor=Actor(user=self.job.requested_by, via=self.job.via))
+            out["replication_jobs"] = [j.pk for j in jobs]
+        return out
+
+
+class DocumentReplicateJob(JobRunner):
+    """Copy a committed version to one replica location, verified, with retries (replication.py)."""
+
+    name = "documents.replicate"
+
+    @classmethod
+    def prepare(cls, *, actor: Actor, version: DocumentVersion, location) -> Job:
+        from apps.documents import replication
+
+        with transaction.atomic():
+            args = replication.request_replication(version=version, location=location)
+            audit(actor=actor, action="documents.replication.requested", obj=version,
+                  details={"location": location.name})
+            return cls.create_job(args=args, actor=actor)
+
+    def run(self, **_runtime) -> dict:
+        from apps.documents import replication
+        from apps.storage.models import StorageLocation
+
+        version = _readable(self.job.args["version_id"])
+        location = StorageLocation.objects.get(pk=self.job.args["location_id"])
+        replica = replication.replicate(version=version, location=location, ctx=self.ctx)
+        return {"version_id": version.pk, "location": location.name, "status": replica.status,
+                "bytes": replica.bytes, "packs_copied": replica.packs_copied, "attempts": replica.attempts}
 
 
 def version_summary(v: DocumentVersion) -> dict:

@@ -65,19 +65,23 @@ class ManifestRecord:
                    key_id=version.manifest_key_id)
 
 
-def load(version: DocumentVersion, *, keyring: Keyring | None) -> dict:
-    """The version's manifest from its storage location, authenticated against the catalog."""
+def load(version: DocumentVersion, *, keyring: Keyring | None, location=None) -> dict:
+    """The version's manifest from its storage location (or `location`, one holding a replica of it),
+    authenticated against the catalog."""
     if not version.manifest_key:
         raise UserError(f"Version {version.pk} has no manifest (it is {version.status}).")
-    backend = backends.for_location(version.storage_location)
+    location = location or version.storage_location
+    backend = backends.for_location(location)
     decoder = Decoder.for_record(ManifestRecord.of(version), keyring=keyring)
     try:
         raw = b"".join(decoder.decode(backend.get_stream(version.manifest_key)))
     except backends.ObjectMissing:
         raise UserError(f"The manifest of version {version.pk} is missing from "
-                        f"{version.storage_location.name}.") from None
+                        f"{location.name}.") from None
     except ArtifactError as exc:
-        raise UserError(f"The manifest of version {version.pk} is not intact: {exc}") from None
+        raise UserError(f"The manifest of version {version.pk} in {location.name} is not intact: {exc}") from None
+    except backends.StorageError as exc:
+        raise UserError(f"The manifest of version {version.pk} cannot be read from {location.name}: {exc}") from None
     body = json.loads(raw)
     if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("entries"), list):
         raise UserError(f"The manifest of version {version.pk} is not a {FORMAT} manifest.")

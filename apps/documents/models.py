@@ -13,7 +13,15 @@ from apps.core.models import LeaseHolder, TimeStampedModel, UlidModel
 class DocumentSource(TimeStampedModel, LeaseHolder):
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=255, blank=True)
-    root_path = models.CharField(max_length=1024, help_text="Absolute path of the directory tree to back up.")
+    root_path = models.CharField(max_length=1024, blank=True,
+                                 help_text="Absolute path of the directory tree to back up (a directory source).")
+    # An object-store source: the objects under `prefix` in this location's bucket (walk.walk_objects).
+    object_location = models.ForeignKey(
+        "storage.StorageLocation", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Back up the objects of this storage location (S3, Azure, GCS) instead of a directory.",
+    )
+    prefix = models.CharField(max_length=1024, blank=True,
+                              help_text="Key prefix inside object_location (e.g. invoices/); empty: all of it.")
     include = models.JSONField(default=list, blank=True,
                                help_text='Glob patterns of relative paths to back up, e.g. ["*.pdf"]; empty: all.')
     exclude = models.JSONField(default=list, blank=True,
@@ -24,6 +32,10 @@ class DocumentSource(TimeStampedModel, LeaseHolder):
         "storage.StorageLocation", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
         help_text="Where versions are written; the primary location when empty.",
     )
+    replica_locations = models.ManyToManyField(
+        "storage.StorageLocation", blank=True, related_name="replica_of_document_sources",
+        help_text="Further locations every committed version is copied to (replication.py).",
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -31,6 +43,13 @@ class DocumentSource(TimeStampedModel, LeaseHolder):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def origin(self) -> str:
+        """Where the documents are read from, for messages and the manifest."""
+        if self.object_location_id:
+            return f"{self.object_location.name}:{self.prefix}"
+        return self.root_path
 
 
 class VersionStatus(models.TextChoices):
@@ -114,3 +133,24 @@ class DocumentChunk(models.Model):
 
     def __str__(self) -> str:
         return self.sha256
+
+
+class DocumentReplica(models.Model):
+    """A copy of a committed version in one of its source's replica locations: the packs holding its chunks
+    (with their index rows for that location), then its manifest, last."""
+
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="replicas")
+    location = models.ForeignKey("storage.StorageLocation", on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, default="pending", db_index=True,
+                              help_text="pending, copying, present or failed.")
+    bytes = models.BigIntegerField(default=0, help_text="Stored bytes copied by this replication.")
+    packs_copied = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    copied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "location"], name="uniq_document_replica")]
+
+    def __str__(self) -> str:
+        return f"{self.version_id} in {self.location_id}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apps.core.errors import UserError
-from apps.documents import manifest
+from apps.documents import gcpause, manifest
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
 from apps.documents.models import DocumentVersion
@@ -36,9 +36,11 @@ class RestoreResult:
     skipped_existing: list[str] = field(default_factory=list)
     refused: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    recovered: list[dict] = field(default_factory=list)  # packs read from a replica: [{pack, from}]
 
     def as_dict(self) -> dict:
         return {"files": self.files, "bytes": self.bytes, "dirs": self.dirs, "links": self.links,
+                "recovered_from_replicas": self.recovered[:100],
                 "skipped_existing": self.skipped_existing[:100], "refused": self.refused[:100],
                 "failed": self.failed[:100]}
 
@@ -220,8 +222,16 @@ def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: 
 def restore_version(*, version: DocumentVersion, to: str, path: str | None = None, overwrite: bool = False,
                     ctx: JobContext | None = None) -> RestoreResult:
     """Restore `version` (or the file or subtree `path` of it) under the directory `to`."""
+    with gcpause.paused():
+        return _restore_version(version=version, to=to, path=path, overwrite=overwrite, ctx=ctx)
+
+
+def _restore_version(*, version: DocumentVersion, to: str, path: str | None, overwrite: bool,
+                     ctx: JobContext | None) -> RestoreResult:
+    from apps.documents.replication import load_manifest
+
     keyring = configured_keyring()
-    body = manifest.load(version, keyring=keyring)
+    body, locations = load_manifest(version, keyring=keyring, ctx=ctx)  # its own location, then replicas
     entries = manifest.select(body["entries"], manifest.normalize_request_path(path))
     root = Path(to)
     try:
@@ -231,5 +241,10 @@ def restore_version(*, version: DocumentVersion, to: str, path: str | None = Non
     if not root.is_dir():
         raise UserError(f"{to} is not a directory.")
     note(ctx, f"restoring {len(entries)} entries of version {version.pk} into {to}")
-    with ChunkStore(location=version.storage_location, keyring=keyring) as store:
-        return write_entries(entries=entries, root=root.resolve(), store=store, overwrite=overwrite, ctx=ctx)
+    with ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:]) as store:
+        result = write_entries(entries=entries, root=root.resolve(), store=store, overwrite=overwrite, ctx=ctx)
+    result.recovered = [{"pack": key, "from": name} for key, name in store.recovered]
+    if result.recovered:
+        note(ctx, f"{len(result.recovered)} packs missing or damaged in {version.storage_location.name} were read "
+                  "from a replica")
+    return result

@@ -15,7 +15,8 @@ from apps.pipeline.keys import configured_keyring
 
 
 def versions(*, source: str | None = None, status: str | None = None):
-    qs = DocumentVersion.objects.select_related("source", "storage_location").order_by("-created_at", "-id")
+    qs = (DocumentVersion.objects.select_related("source", "storage_location")
+          .prefetch_related("replicas__location").order_by("-created_at", "-id"))
     if source:
         qs = qs.filter(source__name=source)
     if status:

@@ -9,6 +9,7 @@ from apps.core.services import Actor, audit
 from apps.documents import backup as steps
 from apps.documents.models import DocumentSource, DocumentVersion, VersionStatus
 from apps.jobs.models import JobStatus
+from apps.storage import backends
 from apps.storage.services import location_for
 
 MAX_PATTERNS = 100
@@ -28,9 +29,36 @@ def check_root_path(path: str) -> str:
     return os.path.normpath(path)
 
 
+def check_prefix(prefix: str) -> str:
+    """An object-store source's key prefix: relative, without '.', '..' or empty parts ("" for everything)."""
+    prefix = (prefix or "").strip().strip("/")
+    if prefix and ("\x00" in prefix or any(part in ("", ".", "..") for part in prefix.split("/"))):
+        raise UserError("prefix must be a plain key prefix (no empty, '.' or '..' parts).")
+    return prefix
+
+
+def _check_origin(source: DocumentSource) -> None:
+    """A source reads either a directory (root_path) or the objects under a prefix of a location, not both."""
+    if source.object_location_id:
+        if source.root_path:
+            raise UserError("A source reads either a directory (root_path) or a storage location's objects "
+                            "(object_location, prefix), not both.")
+        try:
+            backends.get(source.object_location.kind)
+        except backends.StorageError as exc:
+            raise UserError(str(exc)) from None
+        source.prefix = check_prefix(source.prefix)
+    else:
+        if source.prefix:
+            raise UserError("prefix needs object_location (the storage location whose objects to back up).")
+        source.root_path = check_root_path(source.root_path)
+
+
 @transaction.atomic
-def save_source(*, source: DocumentSource, actor: Actor) -> DocumentSource:
-    source.root_path = check_root_path(source.root_path)
+def save_source(*, source: DocumentSource, actor: Actor, replica_locations=None) -> DocumentSource:
+    """Create or update a source; `replica_locations` (a list of StorageLocation), when given, replaces its
+    replica locations (where each committed version is copied besides its own location)."""
+    _check_origin(source)
     source.include = _check_patterns(source.include, "include")
     source.exclude = _check_patterns(source.exclude, "exclude")
     created = source._state.adding
@@ -42,9 +70,20 @@ def save_source(*, source: DocumentSource, actor: Actor) -> DocumentSource:
             raise UserError("; ".join(f"{k}: {' '.join(v)}" for k, v in messages.items())) from None
         raise
     source.save()
+    if replica_locations is not None:
+        own = source.storage_location_id
+        if any(loc.pk == own for loc in replica_locations):
+            raise UserError("A replica location must differ from the source's own storage location.")
+        for loc in replica_locations:
+            try:
+                backends.get(loc.kind)
+            except backends.StorageError as exc:
+                raise UserError(f"Replica location {loc.name}: {exc}") from None
+        source.replica_locations.set(replica_locations)
     audit(actor=actor, action="documents.source.created" if created else "documents.source.updated", obj=source,
-          details={"name": source.name, "root_path": source.root_path, "include": source.include,
-                   "exclude": source.exclude, "follow_symlinks": source.follow_symlinks})
+          details={"name": source.name, "origin": source.origin, "include": source.include,
+                   "exclude": source.exclude, "follow_symlinks": source.follow_symlinks,
+                   "replica_locations": sorted(loc.name for loc in source.replica_locations.all())})
     return source
 
 

@@ -6,7 +6,7 @@ before it are still checked and only the files with a chunk at or after the dama
 import hashlib
 from collections import defaultdict
 
-from apps.documents import manifest
+from apps.documents import gcpause
 from apps.documents.chunks import ChunkStore
 from apps.documents.models import DocumentPack, DocumentVersion
 from apps.jobs.progress import JobContext, note
@@ -16,14 +16,21 @@ from apps.storage import backends
 
 
 def verify_version(*, version: DocumentVersion, ctx: JobContext | None = None) -> dict:
+    with gcpause.paused():
+        return _verify_version(version=version, ctx=ctx)
+
+
+def _verify_version(*, version: DocumentVersion, ctx: JobContext | None) -> dict:
+    from apps.documents.replication import load_manifest
+
     keyring = configured_keyring()
-    body = manifest.load(version, keyring=keyring)  # raises if the manifest itself is missing or altered
+    body, locations = load_manifest(version, keyring=keyring, ctx=ctx)  # raises if no intact copy is left
     files = [e for e in body["entries"] if isinstance(e, dict) and e.get("type") == "file"]
     users: dict[str, list[str]] = defaultdict(list)  # chunk -> paths
     for e in files:
         for sha in e.get("chunks") or []:
             users[sha].append(e["path"])
-    store = ChunkStore(location=version.storage_location, keyring=keyring)
+    store = ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:])
     try:
         store.locate(users)
     finally:
@@ -38,20 +45,19 @@ def verify_version(*, version: DocumentVersion, ctx: JobContext | None = None) -
             by_pack[where[0]].append((sha, where[1], where[2]))
     checked_bytes = 0
     damaged_packs: list[str] = []
+    recovered: list[dict] = []
     for pack_id, wanted in by_pack.items():
         pack = store.packs[pack_id]
-        data = bytearray()
-        problem = ""
-        try:
-            for piece in Decoder.for_record(pack, keyring=keyring).decode(store.backend.get_stream(pack.key)):
-                data += piece
-        except backends.ObjectMissing:
-            problem = "missing"
-        except ArtifactError as exc:
-            problem = "corrupt"
-            note(ctx, f"pack {pack.key}: {exc}")
+        data, problem = _read_pack(pack, store.backend, keyring, ctx)
         if problem:
             damaged_packs.append(pack.key)
+            for fb in store.fallbacks:  # a healthy replica of it: the version stays whole
+                if pack.key in store._held.get(fb.location.pk, ()):
+                    fb_data, fb_problem = _read_pack(pack, fb, keyring, ctx)
+                    if not fb_problem:
+                        data, problem = fb_data, ""
+                        recovered.append({"pack": pack.key, "from": fb.location.name})
+                        break
         for sha, off, length in wanted:
             if problem == "missing":
                 bad[sha] = "missing"
@@ -66,5 +72,26 @@ def verify_version(*, version: DocumentVersion, ctx: JobContext | None = None) -
     corrupt = sorted({p for sha, kind in bad.items() if kind == "corrupt" for p in users[sha]} - set(missing))
     note(ctx, f"verified version {version.pk}: {len(files)} files, {len(users)} chunks in {len(by_pack)} packs; "
               f"{len(missing)} files missing, {len(corrupt)} corrupt")
-    return {"version": version.pk, "ok": not bad and not damaged_packs, "damaged_packs": damaged_packs, "files": len(files), "chunks": len(users),
-            "packs": len(by_pack), "bytes_checked": checked_bytes, "missing": missing, "corrupt": corrupt}
+    if recovered:
+        note(ctx, f"{len(recovered)} damaged packs of {version.storage_location.name} are intact in a replica")
+    ok = not bad and len(recovered) == len(damaged_packs)
+    return {"version": version.pk, "ok": ok, "damaged_packs": damaged_packs, "recovered_from_replicas": recovered,
+            "files": len(files), "chunks": len(users), "packs": len(by_pack), "bytes_checked": checked_bytes,
+            "missing": missing, "corrupt": corrupt}
+
+
+def _read_pack(pack: DocumentPack, backend, keyring, ctx) -> tuple[bytearray, str]:
+    """(raw bytes decoded so far, "" | "missing" | "corrupt"): frames before a damaged one are kept."""
+    data = bytearray()
+    try:
+        for piece in Decoder.for_record(pack, keyring=keyring).decode(backend.get_stream(pack.key)):
+            data += piece
+    except backends.ObjectMissing:
+        return data, "missing"
+    except ArtifactError as exc:
+        note(ctx, f"pack {pack.key} in {backend.location.name}: {exc}")
+        return data, "corrupt"
+    except backends.StorageError as exc:
+        note(ctx, f"pack {pack.key} in {backend.location.name}: {exc}")
+        return data, "missing"
+    return data, ""

@@ -18,6 +18,7 @@ class Entry:
     type: str  # file | dir | symlink
     st: os.stat_result | None = None
     target: str = ""  # of a symlink
+    obj: object = None  # of an object-store source: its ObjectInfo (key, size, modified, etag)
 
 
 @dataclass
@@ -88,3 +89,39 @@ def walk(root: str, *, include: list[str], exclude: list[str], follow_symlinks: 
             stack.append((abs_sub, rel_sub))
         for abs_sub, rel_sub, st in subdirs:
             yield Entry(rel_sub, "dir", st)
+
+
+def _mtime_ns(modified) -> int:
+    return int(modified.timestamp() * 1_000_000) * 1000 if modified is not None else 0
+
+
+def object_mtime_ns(info) -> int:
+    """An object's modification time in nanoseconds (0 when the store did not say)."""
+    return _mtime_ns(info.modified)
+
+
+def walk_objects(backend, prefix: str, *, include: list[str], exclude: list[str]) -> Iterator[Entry | Skipped]:
+    """The objects under `prefix` of a storage backend as file entries, paths relative to the prefix, in key
+    order; the globs apply to those paths as to a directory's (an excluded "directory" skips every key under
+    it). Keys that are not plain relative paths (empty parts, '.', '..') are Skipped, never restored."""
+    from apps.documents.manifest import UnsafePath, check_path
+
+    prefix = prefix.strip("/")
+    base = f"{prefix}/" if prefix else ""
+    for info in sorted(backend.list(base), key=lambda i: i.key):
+        if not info.key.startswith(base):
+            continue
+        rel = info.key[len(base):]
+        if not rel or rel.endswith("/"):
+            continue  # "folder" markers some tools write
+        try:
+            check_path(rel)
+        except UnsafePath:
+            yield Skipped(rel, "object key is not a plain relative path: not backed up")
+            continue
+        parts = rel.split("/")
+        if exclude and any(_matches(exclude, "/".join(parts[:i + 1]), parts[i]) for i in range(len(parts))):
+            continue
+        if include and not _matches(include, rel, parts[-1]):
+            continue
+        yield Entry(rel, "file", None, obj=info)

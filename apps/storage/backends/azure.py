@@ -118,7 +118,7 @@ class AzureBackend(CloudBackend):
         with self._errors("list"):
             for props in self.container.list_blobs(name_starts_with=self._list_prefix(prefix) or None):
                 yield ObjectInfo(key=self._key(props.name), size=props.size, modified=props.last_modified,
-                                 tier=str(props.blob_tier or ""))
+                                 tier=str(props.blob_tier or ""), etag=str(props.etag or "").strip('"'))
 
     def set_tier(self, key: str, tier: str) -> None:
         with self._errors("change the access tier of", key):

@@ -28,6 +28,7 @@ class ObjectInfo:
     size: int
     modified: datetime | None = None
     tier: str = ""
+    etag: str = ""  # as listed (cloud kinds): changes whenever the content does
 
 
 def clean_key(key: str) -> str:

@@ -142,7 +142,7 @@ class GcsBackend(CloudBackend):
         with self._errors("list"):
             for blob in self.bucket.client.list_blobs(self.bucket, prefix=self._list_prefix(prefix) or None):
                 yield ObjectInfo(key=self._key(blob.name), size=blob.size, modified=blob.updated,
-                                 tier=blob.storage_class or "STANDARD")
+                                 tier=blob.storage_class or "STANDARD", etag=blob.etag or blob.md5_hash or "")
 
     def set_tier(self, key: str, tier: str) -> None:
         tier = tier.upper()

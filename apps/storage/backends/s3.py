@@ -189,7 +189,7 @@ class S3Backend(CloudBackend):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix(prefix)):
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(key=self._key(obj["Key"]), size=obj["Size"], modified=obj.get("LastModified"),
-                                     tier=obj.get("StorageClass") or "STANDARD")
+                                     tier=obj.get("StorageClass") or "STANDARD", etag=obj.get("ETag", "").strip('"'))
 
     def set_tier(self, key: str, tier: str) -> None:
         tier = tier.upper()
