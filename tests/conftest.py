@@ -182,7 +182,7 @@ def redis_server():
 @pytest.fixture
 def small_fs(tmp_path):
     """mount(size) -> a directory on a fresh tmpfs of that size (needs root), unmounted afterwards: a disk that
-    really fills. (tests/test_held_up_storage.py still has its own copy, which this one can replace.)"""
+    really fills."""
     import subprocess
 
     mounted = []

@@ -5,7 +5,6 @@ import math
 import os
 import re
 import struct
-import subprocess
 
 import psutil
 import pytest
@@ -27,24 +26,7 @@ PAGE = 4096
 # --- storage full ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """mount(size) -> a directory on a fresh tmpfs of that size; unmounted afterwards."""
-    mounted = []
-
-    def mount(size: int):
-        where = tmp_path / f"tmpfs{len(mounted)}"
-        where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
-                              check=False, capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", "-l", str(where)], check=False)
+# small_fs: tests/conftest.py (a tmpfs of a given size, unmounted afterwards).
 
 
 def _free(path) -> int:
