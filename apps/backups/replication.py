@@ -130,7 +130,7 @@ def _attempt(*, backup: Backup, replica: Replica, location: StorageLocation, ctx
         if not (info and info.size == artifact.size_stored and dest.sha256(artifact.key)[0] == artifact.sha256_stored):
             note(ctx, logger=log, message=f"copying {artifact.key} from {source.location.name} to {location.name}")
             try:
-                dest.put_stream(artifact.key, _checked(source.get_stream(artifact.key), artifact.sha256_stored,
+                dest.put_stream(artifact.key, checked_stream(source.get_stream(artifact.key), artifact.sha256_stored,
                                                        f"{artifact.key} in {source.location.name}"))
             except SourceCorrupt as exc:
                 sources.mark_corrupt(backup, source.location, str(exc))
@@ -158,7 +158,7 @@ def _attempt(*, backup: Backup, replica: Replica, location: StorageLocation, ctx
     return total
 
 
-def _checked(chunks: Iterator[bytes], expected: str, what: str) -> Iterator[bytes]:
+def checked_stream(chunks: Iterator[bytes], expected: str, what: str) -> Iterator[bytes]:
     """Pass the source's bytes on; at the end, fail (so the destination never commits them) unless their
     SHA-256 is the catalog's."""
     digest = hashlib.sha256()

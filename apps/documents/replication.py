@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.backups.replication import ReplicaMismatch, SourceCorrupt, _checked
+from apps.backups.replication import ReplicaMismatch, SourceCorrupt, checked_stream
 from apps.core.errors import UserError
 from apps.documents import manifest
 from apps.documents.backup import insert_chunks
@@ -153,7 +153,7 @@ def _copy(version: DocumentVersion, key: str, sha256_stored: str, size_stored: i
     errors = []
     for source in _sources(version, key, location):
         try:
-            dest.put_stream(key, _checked(source.get_stream(key), sha256_stored, f"{key} in {source.location.name}"))
+            dest.put_stream(key, checked_stream(source.get_stream(key), sha256_stored, f"{key} in {source.location.name}"))
         except SourceCorrupt as exc:
             errors.append(str(exc))
             continue
