@@ -1,7 +1,8 @@
 """Browser journeys through the console (Playwright with the Debian chromium), each with the console alone:
 log in, start a backup and watch the job page's progress bar reach done, acknowledge and resolve an alert with a
 note, a viewer refused a restore, a complete database failure (the latest backup restored into a new database),
-and a regional failover (the DR plan's failover confirmed by typing the plan's name).
+and a regional failover (the DR plan's failover confirmed by typing the plan's name); a restore that waits for a
+second admin's approval and runs when another admin grants it.
 Screenshots go to tests/artifacts/ (git-ignored). PITR journeys: tests/test_console_pitr_journeys.py."""
 import shutil
 from pathlib import Path
@@ -164,6 +165,10 @@ def test_complete_database_failure_restore_the_latest_backup_into_a_new_database
     shot(page, "restore-new-database")
     for table in ("public.leases", "billing.payments"):
         assert table_contents(dest, table) == table_contents(source_db, table)
+    from apps.core.models import AuditEvent
+
+    done = set(AuditEvent.objects.filter(actor_name="alice", via="console").values_list("action", flat=True))
+    assert {"backup.requested", "backup.restore.requested"} <= done, done  # the journey is in the audit log
 
 
 def test_regional_failover_from_the_dr_plan_page(live_server, page, pair):
@@ -192,3 +197,52 @@ def test_regional_failover_from_the_dr_plan_page(live_server, page, pair):
     page.goto(f"{live_server.url}/dr/plans/{plan.pk}/")
     assert "succeeded" in page.inner_text("#failovers")
     assert _ids(standby) == {1, 2, 3, 4, 5}  # nothing committed before is lost
+    from apps.core.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="dr.failover.requested", actor_name="alice", via="console").exists()
+
+
+def test_an_approval_requested_by_one_admin_is_granted_by_another(admin_page, live_server, browser, target, fresh_db,
+                                                                 source_db, settings):
+    """Two-person policy on: alice's restore over an existing database waits; she cannot approve it herself; bob
+    approves it on the approvals page and the restore runs. Both are in the audit log, as the console."""
+    from django.contrib.auth.models import User
+
+    from apps.core.models import AuditEvent
+    from apps.jobs.models import Job
+    from tests.helpers import table_contents
+
+    settings.APPROVAL_REQUIRED_ACTIONS = ["all"]
+    page = admin_page
+    page.goto(f"{live_server.url}/")
+    page.click("#targets button.backup-now")  # backing up is not destructive: it runs at once
+    page.wait_for_selector("#job-status.status-succeeded")
+    page.goto(f"{live_server.url}/")
+    page.click("#target-sample a")
+    page.locator("#chains tr.chain-row a").first.click()
+    page.wait_for_url("**/backups/*/")
+    dest = fresh_db()  # exists: restoring over it is destructive
+    page.fill("#id_dbname", dest.dbname)
+    page.uncheck("#id_create")
+    page.click("#restore")
+    assert "Approval requested" in page.inner_text("ul.messages")
+    assert not Job.objects.filter(type="restore.database").exists()
+    shot(page, "approval-requested")
+    page.goto(f"{live_server.url}/approvals/")
+    row = page.locator("#pending tr[id^=approval-]")
+    assert row.count() == 1 and row.locator("button", has_text="Approve").count() == 0  # not her own
+
+    User.objects.create_superuser("bob", "bob@example.com", "bob-pw-123")
+    other = browser.new_context()
+    try:
+        bob = other.new_page()
+        log_in(bob, live_server.url, "bob", "bob-pw-123", next_url="/approvals/")
+        bob.fill("#pending input[name=note]", "checked with alice")
+        bob.click("#pending button:has-text('Approve')")
+        bob.wait_for_selector("#job-status.status-succeeded", timeout=120_000)
+        shot(bob, "approval-granted")
+    finally:
+        other.close()
+    assert table_contents(dest, "public.leases") == table_contents(source_db, "public.leases")
+    events = {(e.action, e.actor_name, e.via) for e in AuditEvent.objects.filter(action__startswith="approval.")}
+    assert {("approval.requested", "alice", "console"), ("approval.approved", "bob", "console")} <= events
