@@ -4,9 +4,32 @@ An identity is "host:pid:start:pidns". `start` is the process start time in cloc
 ticks since boot (/proc/PID/stat field 22), so a pid reused after a crash does not
 pass for the original holder; `pidns` names the PID namespace, so two containers
 that share a host name (host networking) never judge each other's pids.
+
+`current_job()` names the job this thread runs (set by the runner around `run()`), so what a job leaves behind
+when it is killed (a local location's `.partial-<job id>-…` upload file) can be found and removed once it is
+settled as dead.
 """
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_current_job: ContextVar[str] = ContextVar("current_job", default="")
+
+
+def current_job() -> str:
+    """The id of the job running in this thread (or context); "" outside a job."""
+    return _current_job.get()
+
+
+@contextmanager
+def running_job(job_id: str) -> Iterator[None]:
+    token = _current_job.set(job_id)
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
 
 
 def _start_ticks(pid: int) -> str:

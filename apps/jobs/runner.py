@@ -153,7 +153,7 @@ def execute(job: Job, **runtime: Any) -> Job:
     from apps.approvals.gate import trusted  # a running job was let through (or approved) when requested
 
     try:
-        with ctx.beating(), trusted():
+        with ctx.beating(), trusted(), liveness.running_job(job.pk):
             result = JobRunner.for_type(job.type)(job, ctx).run(**runtime) or {}
     except Exception as exc:
         if isinstance(exc, UserError):

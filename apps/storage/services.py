@@ -1,3 +1,5 @@
+import logging
+
 from django.conf import settings
 from django.db import transaction
 
@@ -6,6 +8,7 @@ from apps.core.services import Actor, audit
 from apps.storage import backends
 from apps.storage.models import StorageKind, StorageLocation
 
+log = logging.getLogger(__name__)
 DEFAULT_LOCATION_NAME = "local"
 
 
@@ -81,3 +84,24 @@ def test_location(*, location: StorageLocation, actor: Actor) -> dict:
     audit(actor=actor, action="storage.location.tested", obj=location,
           details={"ok": report["ok"], "immutability_enforced": report["immutability"]["enforced"]})
     return report
+
+
+def remove_partials_of_dead_job(*, job, **_signal) -> list[str]:
+    """jobs.signals.job_abandoned: a job killed mid-upload cannot remove its `.partial-<job id>-…` file from a
+    local location; it goes now (files of other jobs, running or not, are left alone). Returns what went."""
+    removed = []
+    seen = set()
+    for location in StorageLocation.objects.filter(kind=StorageKind.LOCAL):
+        backend = backends.for_location(location)
+        if backend.root in seen:
+            continue
+        seen.add(backend.root)
+        try:
+            gone = backend.remove_partials(job.pk)
+        except OSError as exc:  # settling the dead job goes on: the file is never read as an artifact anyway
+            log.error("Could not remove the unfinished uploads of dead job %s from %s: %s", job.pk, location.name, exc)
+            continue
+        for key in gone:
+            log.warning("Removed %s from location %s: the unfinished upload of dead job %s", key, location.name, job.pk)
+            removed.append(f"{location.name}:{key}")
+    return removed

@@ -61,6 +61,14 @@ class StorageBackend(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
+    def remove_partials(self, job_id: str) -> "list[str]":  # (`list` is a method here)
+        """Remove what an upload of job `job_id`, killed midway, left in the location; the keys removed.
+
+        Only a local location has anything to remove: a cloud upload is invisible until completed, and an
+        unfinished multipart upload is aborted by the uploader or expired by the bucket's lifecycle rule.
+        """
+        return []
+
     def set_tier(self, key: str, tier: str) -> None:
         raise StorageError(f"{self.kind} storage has no tiers.")
 

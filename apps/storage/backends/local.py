@@ -1,3 +1,7 @@
+"""A directory on this host (or a mount). Uploads go to `<key>.partial-<job id>-<random>` and are renamed when
+complete; a failure removes the partial file. A process killed mid-upload cannot: its job id in the name lets the
+dead-job handling remove exactly that job's leftovers (`remove_partials`), never another upload's.
+"""
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -7,10 +11,17 @@ from pathlib import Path
 from django.conf import settings
 
 from apps.core.durable import fsync_dir
+from apps.jobs import liveness
 from apps.storage.backends import register
 from apps.storage.backends.base import CHUNK_SIZE, ObjectInfo, ObjectMissing, StorageBackend, clean_key
 
 PARTIAL_MARK = ".partial-"
+NO_JOB = "nojob"
+
+
+def partial_tag(job_id: str) -> str:
+    """The part of a partial file's name that says which job writes it: `.partial-<job id>-`."""
+    return f"{PARTIAL_MARK}{job_id or NO_JOB}-"
 
 
 @register
@@ -31,7 +42,7 @@ class LocalBackend(StorageBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f"{final.name}{PARTIAL_MARK}{uuid.uuid4().hex}")
+        tmp = final.with_name(f"{final.name}{partial_tag(liveness.current_job())}{uuid.uuid4().hex}")
         size = 0
         try:
             with open(tmp, "xb") as fh:
@@ -91,3 +102,16 @@ class LocalBackend(StorageBackend):
                     size=st.st_size,
                     modified=datetime.fromtimestamp(st.st_mtime, UTC),
                 )
+
+    def remove_partials(self, job_id: str) -> "list[str]":  # (`list` is a method here)
+        """Delete the unfinished upload files of job `job_id` (settled as dead: nothing writes them any more)."""
+        if not job_id or not self.root.is_dir():
+            return []
+        tag, removed = partial_tag(job_id), []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if tag in name:
+                    path = Path(dirpath) / name
+                    path.unlink(missing_ok=True)
+                    removed.append(path.relative_to(self.root).as_posix())
+        return removed
