@@ -171,10 +171,15 @@ def checked_stream(chunks: Iterator[bytes], expected: str, what: str) -> Iterato
 
 def lag_seconds(replica: Replica) -> float | None:
     """How far the replica is behind its backup: until the copy completed, or until now while it has not."""
-    finished = replica.backup.finished_at
-    if finished is None or replica.location_id == replica.backup.storage_location_id:
+    return lag_of(finished=replica.backup.finished_at, copied_at=replica.copied_at,
+                  primary=replica.location_id == replica.backup.storage_location_id)
+
+
+def lag_of(*, finished, copied_at, primary: bool) -> float | None:
+    """lag_seconds from the plain values (for reads of many replicas without model instances)."""
+    if finished is None or primary:
         return None
-    end = replica.copied_at or timezone.now()
+    end = copied_at or timezone.now()
     return max(0.0, round((end - finished).total_seconds(), 3))
 
 

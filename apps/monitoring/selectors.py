@@ -35,7 +35,7 @@ def _rate(ok: int, total: int) -> float | None:
 def target_rows(*, now) -> list[dict]:
     from apps.backups import wal_selectors
     from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
-    from apps.backups.replication import lag_seconds
+    from apps.backups.replication import lag_of
     from apps.databases.models import DatabaseTarget
     from apps.verification.models import VerificationRun
 
@@ -69,11 +69,16 @@ def target_rows(*, now) -> list[dict]:
                                   database_target__isnull=False)
             .order_by("finished_at").values_list("database_target", "finished_at", "kind", "size_stored", "size_raw")):
         sizes_by_target.setdefault(target_id, []).append((at, kind, stored, raw))
+    # Plain values, not model instances: with thousands of backups a month, instances cost a second a page.
     replicas_by_target: dict[int, list] = {}
-    for replica in (Replica.objects.filter(backup__status=BackupStatus.SUCCEEDED,
-                                           backup__finished_at__gte=now - timedelta(days=30))
-                    .exclude(status=ReplicaStatus.DELETED).select_related("backup").order_by("-backup__created_at")):
-        replicas_by_target.setdefault(replica.backup.database_target_id, []).append(replica)
+    for target_id, location_id, primary_id, finished, copied_at, status in (
+            Replica.objects.filter(backup__status=BackupStatus.SUCCEEDED,
+                                   backup__finished_at__gte=now - timedelta(days=30))
+            .exclude(status=ReplicaStatus.DELETED).order_by("-backup__created_at")
+            .values_list("backup__database_target", "location", "backup__storage_location", "backup__finished_at",
+                         "copied_at", "status")):
+        replicas_by_target.setdefault(target_id, []).append(
+            (lag_of(finished=finished, copied_at=copied_at, primary=location_id == primary_id), status))
     rows = []
     for target in targets:
         last, last_ok = backups.get(target.last_id), backups.get(target.last_ok_id)
@@ -83,7 +88,7 @@ def target_rows(*, now) -> list[dict]:
         sizes = sizes_by_target.get(target.pk, [])[-500:]
         verification = verifications.get(target.verification_id)
         replicas = replicas_by_target.get(target.pk, [])[:20]
-        lags = [lag for lag in (lag_seconds(r) for r in replicas) if lag is not None]
+        lags = [lag for lag, _ in replicas if lag is not None]
         wal = wal_selectors.archive_status(target, now=now) if target.wal_archiving else None
         within_rpo = age is not None and age <= rpo_seconds
         verified_ok = verification is None or verification.result == "passed"
@@ -105,7 +110,7 @@ def target_rows(*, now) -> list[dict]:
             "sizes": [{"at": at, "kind": kind, "size_stored": stored, "size_raw": raw}
                       for at, kind, stored, raw in sizes],
             "replication_lag_seconds": max(lags) if lags else None,
-            "replicas_pending": sum(1 for r in replicas if r.status != ReplicaStatus.PRESENT),
+            "replicas_pending": sum(1 for _, status in replicas if status != ReplicaStatus.PRESENT),
             "wal_archive_lag_seconds": wal["archive_lag_seconds"] if wal else None,
             "wal_gaps": wal["gaps"] if wal else None,
             "last_verification": {"backup_id": verification.backup_id, "level": verification.level,
