@@ -357,4 +357,5 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 SIMPLE_JWT.update({
     "CHECK_REVOKE_TOKEN": True,
     "TOKEN_REFRESH_SERIALIZER": "apps.core.auth.RevocableTokenRefreshSerializer",
+    "TOKEN_OBTAIN_SERIALIZER": "apps.core.auth.LoggedInTokenObtainSerializer",
 })

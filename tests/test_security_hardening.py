@@ -104,3 +104,20 @@ def test_a_successful_admin_login_resets_the_count(settings):
                  for _ in range(2)]
         assert codes == [200, 200]
         assert client.post("/admin/login/", {"username": "forgetful", "password": PASSWORD}).status_code == 302
+
+
+def test_a_token_obtained_clears_the_failures_counted_before_it(settings):
+    """Failures below the limit, then a good password: the count starts again, as after an admin login."""
+    settings.AXES_FAILURE_LIMIT = 3
+    make_user("forgetful", "viewer")
+    client = APIClient()
+
+    def token(password):
+        return client.post("/v1/auth/token/", {"username": "forgetful", "password": password}, format="json")
+
+    assert [token("nope").status_code for _ in range(2)] == [401, 401]
+    assert token(PASSWORD).status_code == 200
+    assert User.objects.get(username="forgetful").last_login is not None
+    # Two more failures do not reach the limit of three: the earlier two were cleared.
+    assert [token("nope").status_code for _ in range(2)] == [401, 401]
+    assert token(PASSWORD).status_code == 200

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.throttling import SimpleRateThrottle
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
@@ -44,6 +44,21 @@ class LoginUsernameRateThrottle(LoginRateThrottle):
         # Hashed: a username may hold spaces or control characters, which memcached refuses in a key.
         ident = hashlib.sha256(username.casefold()[:150].encode("utf-8", "surrogatepass")).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class LoggedInTokenObtainSerializer(TokenObtainPairSerializer):
+    """A token obtained is a login: `user_logged_in` clears the lockout's failure count for this user and
+    address (AXES_RESET_ON_SUCCESS) and sets last_login, as the admin's login form does. Without it, failures
+    before a successful token request kept counting towards the lockout."""
+
+    def validate(self, attrs):
+        from django.contrib.auth.signals import user_logged_in
+
+        data = super().validate(attrs)
+        request = self.context.get("request")
+        if request is not None:
+            user_logged_in.send(sender=type(self.user), request=request, user=self.user)
+        return data
 
 
 class RevocableTokenRefreshSerializer(TokenRefreshSerializer):
