@@ -259,3 +259,20 @@ def test_lifting_a_legal_hold_in_the_django_admin_waits(policy_on, admin_client,
     assert Backup.objects.get(pk=backup.pk).legal_hold is True
     request = ApprovalRequest.objects.get()
     assert request.action == "backup.legal_hold.release" and request.requested_via == "admin"
+
+
+def test_the_schedule_expires_stale_requests_without_anyone_looking(policy_on, api_as, backup):
+    """Every 5 minutes the scheduler expires pending requests past their time, and the audit log says so."""
+    from apps.approvals.tasks import expire_requests
+    from apps.core.models import AuditEvent
+    from apps.jobs.schedules import SCHEDULES
+
+    assert ("Expire approval requests", "apps.approvals.tasks.expire_requests", 5) in SCHEDULES
+    request_id = api_as("admin", "alice").delete(f"{V1}/database/backups/{backup.pk}").json()["approval_request"]
+    fresh_id = api_as("admin", "carol").delete(f"{V1}/database/backups/{backup.pk}").json()["approval_request"]
+    ApprovalRequest.objects.filter(pk=request_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert expire_requests() == 1
+    assert ApprovalRequest.objects.get(pk=request_id).status == "expired"
+    assert ApprovalRequest.objects.get(pk=fresh_id).status == "pending"
+    assert AuditEvent.objects.filter(action="approval.expired", object_id=str(request_id)).count() == 1
+    assert expire_requests() == 0

@@ -18,6 +18,7 @@ SCHEDULES = [
     ("Deliver notifications", "apps.monitoring.tasks.deliver_outbox", 1),
     ("DR drill", "apps.recovery.tasks.dr_drills", "0 4 * * 0"),
     ("DR health checks", "apps.recovery.tasks.dr_health_checks", 1),
+    ("Expire approval requests", "apps.approvals.tasks.expire_requests", 5),
 ]
 
 
