@@ -17,16 +17,12 @@ from apps.monitoring.models import Alert
 from apps.recovery.models import DRPlan, RecoveryRun
 from apps.storage.services import ensure_default_location
 from tests.helpers import make_user
+from tests.test_role_matrix import ACTIONS, CONSOLE
 
 pytestmark = pytest.mark.django_db
 
-EXPECTED_ROLES = {
-    "console:backup-now": "operator", "console:verify": "operator", "console:backup": "admin",
-    "console:source-backup": "operator", "console:version-verify": "operator", "console:version-restore": "admin",
-    "console:pitr": "admin", "console:retention": "admin", "console:alert-action": "operator",
-    "console:dr-drill": "operator", "console:dr-failover": "admin", "console:dr-platform": "admin",
-    "console:approval-decide": "admin",
-}
+# The role of each console action, from the one table of tests/test_role_matrix.py.
+EXPECTED_ROLES = {f"console:{name}": ACTIONS[action] for name, action in CONSOLE.items()}
 
 
 def as_role(role, name=None) -> Client:
