@@ -119,3 +119,21 @@ def test_replica_locations_are_checked(tmp_path, cloud_location):
     source = add_source("docs", tree, storage_location=own)
     with pytest.raises(UserError, match="differ"):
         save_source(source=source, actor=SYSTEM, replica_locations=[own])
+
+
+def test_a_replica_whose_job_cannot_be_enqueued_is_recorded_failed(tmp_path, backup_root, cloud_location,
+                                                                   fast_retries):
+    """The other replica is still copied and the version stays succeeded (the shared enqueue_each)."""
+    from apps.storage.models import StorageLocation
+
+    tree = tmp_path / "tree"
+    make_tree(tree, files=5)
+    good, broken = cloud_location("local", "good-disk"), cloud_location("local", "broken-disk")
+    source = add_source("docs", tree)
+    save_source(source=source, actor=SYSTEM, replica_locations=[good, broken])
+    StorageLocation.objects.filter(pk=broken.pk).update(kind="no-such-kind")  # e.g. a backend since removed
+    version = backup(source)
+    assert version.status == "succeeded"
+    rows = {r.location.name: r for r in DocumentReplica.objects.filter(version=version).select_related("location")}
+    assert rows["good-disk"].status == "present"
+    assert rows["broken-disk"].status == "failed" and rows["broken-disk"].last_error.startswith("not enqueued")

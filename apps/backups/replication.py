@@ -64,17 +64,26 @@ def request_replication(*, backup: Backup, location: StorageLocation, actor: Act
 
 
 def enqueue_replicas(*, backup: Backup, actor: Actor) -> list:
-    """After a backup commits: one ReplicateBackupJob per replica location. A failure to enqueue one is logged
-    and recorded on its Replica row; the backup stays succeeded."""
+    """After a backup commits: one ReplicateBackupJob per replica location (see enqueue_each)."""
     from apps.backups.jobs import ReplicateBackupJob
 
+    return enqueue_each(locations=replica_locations(backup), rows=Replica.objects, owner={"backup": backup},
+                        enqueue=lambda location: ReplicateBackupJob.enqueue(actor=actor, backup=backup,
+                                                                             location=location))
+
+
+def enqueue_each(*, locations, enqueue, rows, owner: dict) -> list:
+    """Enqueue one copy job per location. A location whose job cannot be enqueued is logged and recorded
+    failed on its replica row (`rows`, keyed by `owner` and the location); what was copied from stays
+    succeeded. Shared by backups and document versions (apps/documents/replication.py)."""
     jobs = []
-    for location in replica_locations(backup):
+    for location in locations:
         try:
-            jobs.append(ReplicateBackupJob.enqueue(actor=actor, backup=backup, location=location))
+            jobs.append(enqueue(location))
         except Exception as exc:
-            log.exception("Could not enqueue the replication of %s to %s", backup.pk, location.name)
-            Replica.objects.update_or_create(backup=backup, location=location, defaults={
+            log.exception("Could not enqueue the replication of %s to %s",
+                          next(iter(owner.values())).pk, location.name)
+            rows.update_or_create(**owner, location=location, defaults={
                 "status": ReplicaStatus.FAILED, "last_error": f"not enqueued: {exc}"})
     return jobs
 

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.backups.replication import ReplicaMismatch, SourceCorrupt, checked_stream
+from apps.backups.replication import ReplicaMismatch, SourceCorrupt, checked_stream, enqueue_each
 from apps.core.errors import UserError
 from apps.documents import manifest
 from apps.documents.backup import insert_chunks
@@ -84,19 +84,13 @@ def request_replication(*, version: DocumentVersion, location: StorageLocation) 
 
 
 def enqueue_replicas(*, version: DocumentVersion, actor) -> list:
-    """After a version commits: one DocumentReplicateJob per replica location; one that cannot be enqueued
-    is recorded failed on its row (the version stays succeeded)."""
+    """After a version commits: one DocumentReplicateJob per replica location (the backups' enqueue_each)."""
     from apps.documents.jobs import DocumentReplicateJob
 
-    jobs = []
-    for location in replica_locations(version):
-        try:
-            jobs.append(DocumentReplicateJob.enqueue(actor=actor, version=version, location=location))
-        except Exception as exc:
-            log.exception("Could not enqueue the replication of %s to %s", version.pk, location.name)
-            DocumentReplica.objects.update_or_create(version=version, location=location, defaults={
-                "status": FAILED, "last_error": f"not enqueued: {exc}"})
-    return jobs
+    return enqueue_each(locations=replica_locations(version), rows=DocumentReplica.objects,
+                        owner={"version": version},
+                        enqueue=lambda location: DocumentReplicateJob.enqueue(actor=actor, version=version,
+                                                                              location=location))
 
 
 def replicate(*, version: DocumentVersion, location: StorageLocation, ctx: JobContext | None = None,
