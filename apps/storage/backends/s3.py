@@ -1,6 +1,7 @@
 """Amazon S3 (and S3-compatible stores: MinIO, moto) through boto3.
 
-Uploads are multipart (PART_SIZE parts, a few in flight), completed only after the last part: until then
+Uploads are multipart (PART_SIZE parts, a few in flight, each with its CRC32 declared and listed at Complete as
+boto3's upload_file does), completed only after the last part: until then
 nothing is visible under the key, and a failure aborts the upload. A write-once location (Object Lock)
 sends the lock mode and retain-until date with every upload and refuses to overwrite (If-None-Match).
 Credentials: `credentials_ref` pointing at an AWS credentials file (INI, [default] or the first profile) or
