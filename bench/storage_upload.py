@@ -8,6 +8,10 @@ the upload) is reported too: the difference is what the upload itself holds. The
 
     .venv/bin/python bench/storage_upload.py                 # 1024 MiB and 256 MiB, 2 runs each
     .venv/bin/python bench/storage_upload.py --sizes 64 --repeat 1 --no-write
+    .venv/bin/python bench/storage_upload.py --sizes 1024 --repeat 3 --no-write --base /tmp/base-s3   # A/B
+
+The moto server's own CPU seconds per upload are reported too (its /proc stat): on a shared machine they
+show the work an upload costs the store, which wall time alone hides.
 """
 import argparse
 import json
@@ -27,6 +31,7 @@ DOC = ROOT / "docs/BENCHMARKS.md"
 START, END = "<!-- bench/storage_upload.py results: start -->", "<!-- bench/storage_upload.py results: end -->"
 BUCKET = "bench"
 CREDS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+PART_LABEL = "8 MiB parts, 4 in flight, CRC32 declared"
 
 
 def rss_kib(field: str) -> int:
@@ -42,15 +47,21 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
-def child(method: str, endpoint: str, path: str, key: str) -> None:
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of another process (the moto server), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child(method: str, endpoint: str, path: str, key: str, code: str = str(ROOT)) -> None:
     import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **CREDS)
-    if method == "ours":
+    if method in ("ours", "base"):  # base: the same code path from another checkout (--base)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backupsite.settings")
         os.environ.setdefault("DEBUG", "1")
         os.environ.setdefault("SECRET_KEY", "bench")
-        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, code)
         import django
 
         django.setup()
@@ -82,10 +93,13 @@ def child(method: str, endpoint: str, path: str, key: str) -> None:
                       "size": head["ContentLength"], "etag": head["ETag"]}))
 
 
-def run_child(method: str, endpoint: str, path: str, key: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", method, endpoint, path, key], capture_output=True,
-                          text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run_child(method: str, endpoint: str, path: str, key: str, code: str, server_pid: int) -> dict:
+    before = server_cpu(server_pid)
+    proc = subprocess.run([sys.executable, __file__, "--child", method, endpoint, path, key, code],
+                          capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["server_cpu"] = server_cpu(server_pid) - before  # the upload and the client's HEAD after it
+    return result
 
 
 def make_file(directory: Path, mib: int) -> str:
@@ -101,7 +115,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1024,256", help="MiB, comma-separated")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
+    parser.add_argument("--base", help="another checkout (e.g. a worktree of main): its put_stream is run too, "
+                        "alternating, as method 'base' (implies --no-write)")
     args = parser.parse_args()
+    if args.base:
+        args.no_write = True
+    methods = ["ours", "sdk"] + (["base"] if args.base else [])
     sys.path.insert(0, str(ROOT))
     from tests.emulators import moto_server  # the same server the tests start
 
@@ -116,26 +135,30 @@ def main() -> None:
             client.create_bucket(Bucket=BUCKET)
             for mib in [int(s) for s in args.sizes.split(",")]:
                 path = make_file(work, mib)
-                results = {"ours": [], "sdk": []}
+                results = {m: [] for m in methods}
                 for i in range(args.repeat):
-                    for method in (("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")):
+                    for method in (methods if i % 2 == 0 else methods[::-1]):
                         key = f"{method}-{mib}-{i}"
-                        r = run_child(method, endpoint, path, key)
+                        code = args.base if method == "base" else str(ROOT)
+                        r = run_child(method, endpoint, path, key, code, server.pid)
                         assert r["size"] == mib << 20, r
                         etags.setdefault(mib, set()).add(r["etag"])  # same parts, same bytes: one ETag
                         client.delete_object(Bucket=BUCKET, Key=key)  # keep the server's memory down
                         results[method].append(r)
-                        details.append(f"{mib} MiB {method}#{i + 1} {r['seconds']:.2f} s (CPU {r['cpu']:.2f} s) / load {os.getloadavg()[0]:.1f}")
+                        details.append(f"{mib} MiB {method}#{i + 1} {r['seconds']:.2f} s (CPU {r['cpu']:.2f} s, "
+                                       f"moto {r['server_cpu']:.2f} s) / load {os.getloadavg()[0]:.1f}")
                         print(details[-1], flush=True)
                 os.unlink(path)
                 assert len(etags[mib]) == 1, etags[mib]
                 med = {m: sorted(v, key=lambda r: r["seconds"])[len(v) // 2] for m, v in results.items()}
-                for method, label in (("sdk", "boto3 `upload_file` (default TransferConfig: 8 MiB parts, 10 threads)"),
-                                      ("ours", "`S3Backend.put_stream` (8 MiB parts, 4 in flight)")):
-                    r = med[method]
+                labels = {"sdk": "boto3 `upload_file` (default TransferConfig: 8 MiB parts, 10 threads)",
+                          "ours": f"`S3Backend.put_stream` ({PART_LABEL})", "base": f"`put_stream` of {args.base}"}
+                for method in ("sdk", "ours", "base")[:len(methods)]:
+                    r, label = med[method], labels[method]
+                    cpu = sorted(x["server_cpu"] for x in results[method])[len(results[method]) // 2]
                     rows.append(f"| {mib} MiB | {label} | {r['seconds']:.2f} | {r['seconds'] / med['sdk']['seconds']:.2f} "
-                                f"| {mib / r['seconds']:.0f} | {r['rss_before_kib'] / 1024:.0f} | {r['hwm_kib'] / 1024:.0f} "
-                                f"| {(r['hwm_kib'] - r['rss_before_kib']) / 1024:.0f} |")
+                                f"| {mib / r['seconds']:.0f} | {cpu:.2f} | {r['rss_before_kib'] / 1024:.0f} "
+                                f"| {r['hwm_kib'] / 1024:.0f} | {(r['hwm_kib'] - r['rss_before_kib']) / 1024:.0f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
@@ -153,10 +176,11 @@ def main() -> None:
         "(other work shares the machine)",
         f"- boto3 {b3.__version__}, moto {moto.__version__} (server mode, loopback); code at commit {commit.strip()}",
         f"- Median of {args.repeat} runs per method and size, order alternated; random (incompressible) bytes; "
+        "moto CPU: the server's CPU seconds during the run (median); "
         "RSS in MiB: after imports, peak (VmHWM), and peak minus after-imports (what the upload holds).",
         "",
-        "| size | method | wall s | × upload_file | MiB/s | RSS before | peak RSS | upload's own |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| size | method | wall s | × upload_file | MiB/s | moto CPU s | RSS before | peak RSS | upload's own |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "- Runs: " + "; ".join(details) + ".",
@@ -176,6 +200,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:6])
+        child(*sys.argv[2:7])
     else:
         main()

@@ -68,6 +68,18 @@ def test_multipart_upload_round_trips_and_a_failed_stream_leaves_nothing(cloud_l
         assert not store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")
 
 
+def test_s3_multipart_declares_crc32_and_lists_part_checksums(cloud_location, small_parts):
+    """Like boto3's upload_file: CRC32 declared at CreateMultipartUpload, each part's CRC32 listed at Complete,
+    so the store keeps a composite checksum of the parts it checked (not a full-object CRC64NVME of its own,
+    which moto computes over a second copy of the whole object)."""
+    store = backends.for_location(cloud_location("s3"))
+    data = payload(11_000_000)  # 3 parts of 5 MiB
+    store.put_stream("crc.bin", chunked(data))
+    got = store.client.get_object_attributes(Bucket=store.bucket, Key="crc.bin", ObjectAttributes=["Checksum"])
+    assert got["Checksum"].get("ChecksumType") == "COMPOSITE", got
+    assert got["Checksum"].get("ChecksumCRC32"), got
+
+
 def test_part_uploads_keep_bounded_memory():
     """Reading the source pauses while PARALLEL_PARTS parts are in flight."""
     import threading
