@@ -23,9 +23,11 @@ from apps.storage.models import StorageLocation
 STATUSES = [BackupStatus.SUCCEEDED] * 8 + [BackupStatus.FAILED, BackupStatus.EXPIRED]
 
 
-def fill(*, targets: int, backups: int, alerts: int = 0, prefix: str = "load", batch: int = 2000) -> dict:
-    """Add `targets` targets and `backups` backups spread over them (each with a job, an artifact and a replica),
-    and `alerts` alerts. Returns counts of what exists afterwards."""
+def fill(*, targets: int, backups: int, alerts: int = 0, prefix: str = "load", batch: int = 2000,
+         minutes_apart: int = 1) -> dict:
+    """Add `targets` targets and `backups` backups spread over them (each with a job, an artifact and a replica;
+    one finished every `minutes_apart` minutes, newest now), and `alerts` alerts. Returns counts of what exists
+    afterwards."""
     now = timezone.now()
     with transaction.atomic():
         primary, _ = StorageLocation.objects.get_or_create(
@@ -44,7 +46,7 @@ def fill(*, targets: int, backups: int, alerts: int = 0, prefix: str = "load", b
         for n in range(backups):
             target = made[n % len(made)]
             status = STATUSES[n % len(STATUSES)]
-            finished = now - timedelta(minutes=n)
+            finished = now - timedelta(minutes=n * minutes_apart)
             job = Job(type="backup.database", status=JobStatus.FAILED if status == BackupStatus.FAILED
                       else JobStatus.SUCCEEDED, started_at=finished - timedelta(seconds=30), finished_at=finished,
                       heartbeat_at=finished, worker="load:1:1:1", result={"size_bytes": 1000 + n})

@@ -3,9 +3,12 @@
 Each endpoint is measured with a small catalog, then again after adding many more rows (a full page of each list);
 the counts must be equal. Runs in both passes of `make test` (SQLite, then PostgreSQL metadata: pgmeta).
 """
+from datetime import UTC, timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from tests.catalog_fill import fill
 from tests.helpers import V1
@@ -63,3 +66,131 @@ def test_job_list_endpoint_exists_under_the_v1_prefix(viewer_client):
     fill(targets=1, backups=2, prefix="one")
     r = api.get("/v1/jobs")
     assert r.status_code == 200 and r.json()["count"] >= 2
+
+
+def rows_read(queries: list[dict]) -> int:
+    """How many rows the captured SELECTs returned, by counting each again (the SQL as executed)."""
+    total = 0
+    with connection.cursor() as cursor:
+        for q in queries:
+            if q["sql"].lstrip().upper().startswith("SELECT"):
+                cursor.execute(f"SELECT COUNT(*) FROM ({q['sql']}) AS counted")
+                total += cursor.fetchone()[0]
+    return total
+
+
+def test_dashboard_queries_and_rows_read_do_not_grow_with_backups(viewer_client):
+    """With 1,200 backups over 25 days the dashboard takes the queries it takes with 3, and reads what it draws
+    (a point per target and day, the newest rows of the short lists), never every backup of the month: the
+    per-row charts read about 3 x 960 rows (sizes, durations, replicas) here."""
+    _api, console = viewer_client
+    fill(targets=3, backups=3, prefix="few")
+
+    def measure():
+        with CaptureQueriesContext(connection) as ctx:
+            response = console.get("/")
+        assert response.status_code == 200
+        queries = list(ctx.captured_queries)
+        return len(queries), rows_read(queries)
+
+    measure()  # warm: content types, permission caches
+    few_queries, few_rows = measure()
+    fill(targets=3, backups=1200, prefix="many", minutes_apart=30)
+    many_queries, many_rows = measure()
+    assert many_queries == few_queries, (few_queries, many_queries)
+    # 3 more targets: their rows, about 26 daily points each (sizes and durations in one row), the recent lists.
+    assert many_rows - few_rows <= 200, (few_rows, many_rows)
+
+
+def per_row_reference(now) -> dict:
+    """What the dashboard computed row by row before its series and replication lag were aggregated by the
+    database: every succeeded backup of 30 days (grouped here by target and UTC day: largest stored size,
+    longest run) and the lag of each of a target's 20 newest replicas."""
+    from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
+
+    since = now - timedelta(days=30)
+    days: dict = {}
+    for b in Backup.objects.filter(status=BackupStatus.SUCCEEDED, finished_at__gte=since,
+                                   database_target__isnull=False).select_related("database_target"):
+        point = days.setdefault(b.database_target.name, {}).setdefault(
+            b.finished_at.astimezone(UTC).date(), {"size": None, "seconds": None})
+        if b.size_stored is not None:
+            point["size"] = max(point["size"] or 0, b.size_stored)
+        if b.started_at is not None:
+            seconds = round((b.finished_at - b.started_at).total_seconds(), 2)
+            point["seconds"] = max(point["seconds"] if point["seconds"] is not None else seconds, seconds)
+    replicas: dict = {}
+    for r in (Replica.objects.filter(backup__status=BackupStatus.SUCCEEDED, backup__finished_at__gte=since)
+              .exclude(status=ReplicaStatus.DELETED).select_related("backup__database_target")
+              .order_by("-backup__created_at", "-pk")):
+        replicas.setdefault(r.backup.database_target.name, []).append(r)
+    out = {}
+    for name in set(days) | set(replicas):
+        newest = replicas.get(name, [])[:20]
+        # apps.backups.replication.lag_of, with the dashboard's `now` for the copies not done yet.
+        lags = [max(0.0, round(((r.copied_at or now) - r.backup.finished_at).total_seconds(), 3))
+                for r in newest if r.location_id != r.backup.storage_location_id]
+        points = sorted(days.get(name, {}).items())
+        out[name] = {
+            "sizes": [(day, p["size"]) for day, p in points if p["size"] is not None],
+            "durations": [(day, p["seconds"]) for day, p in points if p["seconds"] is not None],
+            "replication_lag_seconds": max(lags) if lags else None,
+            "replicas_pending": sum(1 for r in newest if r.status != ReplicaStatus.PRESENT),
+        }
+    return out
+
+
+def test_aggregated_series_and_replication_lag_equal_the_per_row_results(db):
+    """On a small catalog with every case (several backups a day, no start time, no size, failed, expired and
+    old backups, more than 20 replicas, replicas pending, deleted or in the backup's own location), the series
+    and lags the database aggregates are what the per-row code gave."""
+    from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
+    from apps.console import selectors
+    from apps.databases.models import DatabaseTarget
+    from apps.storage.models import StorageLocation
+
+    now = timezone.now().replace(microsecond=0)
+    primary = StorageLocation.objects.create(name="eq-primary", kind="local", path="/nonexistent/p")
+    far = StorageLocation.objects.create(name="eq-far", kind="local", path="/nonexistent/f")
+    near = StorageLocation.objects.create(name="eq-near", kind="local", path="/nonexistent/n")
+    busy, quiet, _idle = (DatabaseTarget.objects.create(name=n, host="h", port=1, dbname="d", user="u")
+                         for n in ("eq-busy", "eq-quiet", "eq-idle"))
+    statuses = [BackupStatus.SUCCEEDED] * 5 + [BackupStatus.FAILED, BackupStatus.EXPIRED]
+    for n in range(40):  # every 7 hours: several a day, over about 12 days
+        finished = now - timedelta(hours=7 * n, minutes=n)
+        b = Backup.objects.create(
+            database_target=busy, status=statuses[n % len(statuses)], storage_location=primary,
+            started_at=None if n % 9 == 4 else finished - timedelta(seconds=10 + 3.5 * (n % 6)),
+            finished_at=finished, size_stored=None if n % 11 == 3 else 1000 + 37 * ((n * 13) % 17))
+        Backup.objects.filter(pk=b.pk).update(created_at=finished - timedelta(minutes=1))
+        Replica.objects.create(backup=b, location=primary, status=ReplicaStatus.PRESENT, copied_at=finished)
+        Replica.objects.create(backup=b, location=far, status=[ReplicaStatus.PRESENT, ReplicaStatus.PENDING,
+                                                               ReplicaStatus.DELETED, ReplicaStatus.FAILED][n % 4],
+                               copied_at=finished + timedelta(seconds=90 + n) if n % 4 == 0 else None)
+        if n % 3 == 0:
+            Replica.objects.create(backup=b, location=near, status=ReplicaStatus.COPYING)
+    for days_ago, status in ((2, BackupStatus.SUCCEEDED), (40, BackupStatus.SUCCEEDED), (1, BackupStatus.FAILED)):
+        at = now - timedelta(days=days_ago)
+        b = Backup.objects.create(database_target=quiet, status=status, storage_location=primary,
+                                  started_at=at - timedelta(minutes=3), finished_at=at, size_stored=5)
+        Replica.objects.create(backup=b, location=near, status=ReplicaStatus.PRESENT,
+                               copied_at=at + timedelta(minutes=2))
+
+    expected = per_row_reference(now)
+    data = selectors.dashboard(now=now)
+    rows = {row["target"]: row for row in data["targets"]}
+    assert set(rows) == {"eq-busy", "eq-quiet", "eq-idle"}
+    for name, row in rows.items():
+        want = expected.get(name, {"sizes": [], "durations": [], "replication_lag_seconds": None,
+                                   "replicas_pending": 0})
+        assert [(p["at"], p["size_stored"]) for p in row["sizes"]] == want["sizes"], name
+        assert [(p["at"], p["seconds"]) for p in row["durations"]] == want["durations"], name
+        assert row["replication_lag_seconds"] == want["replication_lag_seconds"], name
+        assert row["replicas_pending"] == want["replicas_pending"], name
+    # Not vacuous: several backups fell on one day, the cap of 20 replicas and the lags were exercised.
+    busy_days = expected["eq-busy"]["sizes"]
+    assert 8 <= len(busy_days) < 30 and expected["eq-busy"]["replicas_pending"] > 0
+    assert expected["eq-busy"]["replication_lag_seconds"] > 0 and expected["eq-quiet"]["replication_lag_seconds"] == 120
+    charts = selectors.dashboard_charts(data)
+    drawn = {s["name"]: s for s in charts["series"]}
+    assert drawn["eq-busy"]["sizes"][0] == {"x": busy_days[0][0].isoformat(), "y": busy_days[0][1]}

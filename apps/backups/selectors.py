@@ -44,34 +44,32 @@ def backup_summary(backup: Backup) -> dict:
     }
 
 
-def statistics(*, days: int = 30) -> dict:
+def statistics(*, days: int = 30, per_target: bool = True) -> dict:
+    """Counts, sizes and success rate of the database backups; `per_target`: also each target's (the console's
+    dashboard cards do without, it shows the targets from apps.monitoring)."""
     since = timezone.now() - timedelta(days=days)
     qs = Backup.objects.filter(database_target__isnull=False)
-    recent = qs.filter(created_at__gte=since)
-    finished = recent.filter(status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])
-    agg = finished.aggregate(ok=Count("pk", filter=Q(status=BackupStatus.SUCCEEDED)), total=Count("pk"))
-    totals = qs.filter(status=BackupStatus.SUCCEEDED).aggregate(
-        count=Count("pk"), stored=Sum("size_stored"), raw=Sum("size_raw"), last=Max("finished_at")
-    )
-    by_status = dict(qs.values_list("status").annotate(n=Count("pk")).order_by())
-    per_target = []
-    for row in (
-        qs.filter(status=BackupStatus.SUCCEEDED)
-        .values("database_target__name")
-        .annotate(last=Max("finished_at"), count=Count("pk"), stored=Sum("size_stored"))
-        .order_by("database_target__name")
-    ):
-        per_target.append({"target": row["database_target__name"], "last_success_at": row["last"],
-                           "backups": row["count"], "stored_bytes": row["stored"] or 0})
+    ok, recent = Q(status=BackupStatus.SUCCEEDED), Q(created_at__gte=since)
+    # One scan of the backups for every figure (each a filtered aggregate), not one query per figure.
+    agg = qs.aggregate(
+        total=Count("pk"), **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in BackupStatus.values},
+        recent_ok=Count("pk", filter=recent & ok),
+        recent_finished=Count("pk", filter=recent & Q(status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])),
+        stored=Sum("size_stored", filter=ok), raw=Sum("size_raw", filter=ok), last=Max("finished_at", filter=ok))
+    rows = (qs.filter(status=BackupStatus.SUCCEEDED).values("database_target__name")
+            .annotate(last=Max("finished_at"), count=Count("pk"), stored=Sum("size_stored"))
+            .order_by("database_target__name")) if per_target else []
+    targets = [{"target": row["database_target__name"], "last_success_at": row["last"], "backups": row["count"],
+                "stored_bytes": row["stored"] or 0} for row in rows]
     return {
         "window_days": days,
-        "total_backups": qs.count(),
-        "by_status": {s: by_status.get(s, 0) for s in BackupStatus.values},
-        "successful_backups": totals["count"],
-        "stored_bytes": totals["stored"] or 0,
-        "raw_bytes": totals["raw"] or 0,
-        "compression_ratio": round(totals["raw"] / totals["stored"], 3) if totals["stored"] else None,
-        "last_success_at": totals["last"],
-        "success_rate": round(agg["ok"] / agg["total"], 4) if agg["total"] else None,
-        "targets": per_target,
+        "total_backups": agg["total"],
+        "by_status": {s: agg[f"status_{s}"] for s in BackupStatus.values},
+        "successful_backups": agg[f"status_{BackupStatus.SUCCEEDED}"],
+        "stored_bytes": agg["stored"] or 0,
+        "raw_bytes": agg["raw"] or 0,
+        "compression_ratio": round(agg["raw"] / agg["stored"], 3) if agg["stored"] else None,
+        "last_success_at": agg["last"],
+        "success_rate": round(agg["recent_ok"] / agg["recent_finished"], 4) if agg["recent_finished"] else None,
+        "targets": targets,
     }

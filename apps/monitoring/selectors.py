@@ -1,10 +1,31 @@
 """Reads of the monitoring app: alert lists and the dashboard, computed from the catalog."""
 from datetime import timedelta
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Count,
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.monitoring.models import ACTIVE, Alert, Delivery, DeliveryStatus, HealthCheck, Severity
+from apps.monitoring.models import (
+    ACTIVE,
+    Alert,
+    Delivery,
+    DeliveryStatus,
+    HealthCheck,
+    Severity,
+)
 from apps.monitoring.rules import registry
 from apps.monitoring.thresholds import Thresholds
 
@@ -32,85 +53,103 @@ def _rate(ok: int, total: int) -> float | None:
     return round(ok / total, 4) if total else None
 
 
-def target_rows(*, now) -> list[dict]:
+def _replication(*, now, since, newest: int = 20) -> dict:
+    """Per target, over the replicas of its `newest` latest succeeded backups of the window (deleted ones left
+    out): the worst replication lag (copied_at, or now while still copying, minus the backup's end; replicas in
+    the backup's own location have none) and how many are not present yet. Two correlated aggregates, computed
+    by the database: no replica row comes to Python."""
+    from apps.backups.models import BackupStatus, Replica, ReplicaStatus
+
+    recent = (Replica.objects.filter(backup__database_target=OuterRef(OuterRef("pk")),
+                                     backup__status=BackupStatus.SUCCEEDED, backup__finished_at__gte=since)
+              .exclude(status=ReplicaStatus.DELETED).order_by("-backup__created_at", "-pk").values("pk")[:newest])
+    of_target = Replica.objects.filter(pk__in=Subquery(recent)).values("backup__database_target")
+    lag = ExpressionWrapper(Coalesce("copied_at", Value(now, output_field=DateTimeField()))
+                            - F("backup__finished_at"), output_field=DurationField())
+    return {
+        "lag": Subquery(of_target.exclude(location=F("backup__storage_location")).annotate(m=Max(lag)).values("m")),
+        "pending": Subquery(of_target.exclude(status=ReplicaStatus.PRESENT).annotate(n=Count("pk")).values("n")),
+    }
+
+
+def target_rows(*, now, size_points: bool = True) -> list[dict]:
+    """One row per target: newest and last successful backup, age against the RPO, success rates, replication
+    and WAL lag, verification, alerts and DR readiness, in a fixed number of queries whatever the number of
+    targets and backups. `size_points`: the size of every succeeded backup of 30 days (the API's `sizes`); the
+    console draws its own daily series instead (apps.console.selectors.daily_series) and passes False."""
     from apps.backups import wal_selectors
-    from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
-    from apps.backups.replication import lag_of
+    from apps.backups.models import Backup, BackupStatus
     from apps.databases.models import DatabaseTarget
     from apps.verification.models import VerificationRun
 
     rpo = registry.get("backup_age")(Thresholds())
     finished = [BackupStatus.SUCCEEDED, BackupStatus.FAILED]
-    windows = {}
-    for days in (7, 30):
-        since = now - timedelta(days=days)
-        windows[days] = {row["database_target"]: row for row in Backup.objects.filter(
-            status__in=finished, created_at__gte=since, database_target__isnull=False).values("database_target")
-            .annotate(ok=Count("pk", filter=Q(status=BackupStatus.SUCCEEDED)), total=Count("pk")).order_by()}
+    since = {days: now - timedelta(days=days) for days in (7, 30)}
+    # Success rates of 7 and 30 days and the last success, aggregated per target in one query.
+    counts = {row["database_target"]: row for row in Backup.objects.filter(
+        database_target__isnull=False).filter(Q(status=BackupStatus.SUCCEEDED) | Q(
+            status__in=finished, created_at__gte=since[30])).values("database_target").annotate(
+        **{f"{k}{days}": Count("pk", filter=Q(created_at__gte=since[days], **f)) for days in (7, 30)
+           for k, f in (("ok", {"status": BackupStatus.SUCCEEDED}), ("total", {"status__in": finished}))},
+        last_ok_at=Max("finished_at", filter=Q(status=BackupStatus.SUCCEEDED))).order_by()}
     open_alerts = dict(Alert.objects.filter(status__in=ACTIVE, database_target__isnull=False)
                        .values_list("database_target").annotate(n=Count("pk")).order_by())
     critical = set(Alert.objects.filter(status__in=ACTIVE, severity=Severity.CRITICAL, database_target__isnull=False)
                    .values_list("database_target", flat=True))
     reachable = {c.subject: c for c in HealthCheck.objects.filter(probe="target_reachable")}
-    # One query per kind of fact, whatever the number of targets (the newest rows by subquery).
-    newest = Backup.objects.filter(database_target=OuterRef("pk"))
+    # One query per kind of fact, whatever the number of targets (the newest rows by subquery). The newest
+    # finished backup is the newer of the newest succeeded and the newest failed one: each an index lookup on
+    # (target, status, -created_at), where `status IN (...)` would scan.
+    newest = Backup.objects.filter(database_target=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")
     last_verification = VerificationRun.objects.filter(backup__database_target=OuterRef("pk")).order_by(
         "-created_at", "-pk")
     targets = list(DatabaseTarget.objects.order_by("name").annotate(
-        last_id=Subquery(newest.filter(status__in=finished).order_by("-created_at", "-pk").values("pk")[:1]),
-        last_ok_id=Subquery(newest.filter(status=BackupStatus.SUCCEEDED).order_by("-finished_at", "-pk")
-                            .values("pk")[:1]),
-        verification_id=Subquery(last_verification.values("pk")[:1])))
-    backups = Backup.objects.in_bulk([i for t in targets for i in (t.last_id, t.last_ok_id) if i])
+        **{f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished},
+        verification_id=Subquery(last_verification.values("pk")[:1]),
+        **{f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()}))
+    backups = Backup.objects.only("pk", "created_at", "status", "kind", "format", "finished_at").in_bulk(
+        [getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
     verifications = VerificationRun.objects.in_bulk([t.verification_id for t in targets if t.verification_id])
     sizes_by_target: dict[int, list] = {}
-    for target_id, at, kind, stored, raw in (
-            Backup.objects.filter(status=BackupStatus.SUCCEEDED, finished_at__gte=now - timedelta(days=30),
-                                  database_target__isnull=False)
-            .order_by("finished_at").values_list("database_target", "finished_at", "kind", "size_stored", "size_raw")):
-        sizes_by_target.setdefault(target_id, []).append((at, kind, stored, raw))
-    # Plain values, not model instances: with thousands of backups a month, instances cost a second a page.
-    replicas_by_target: dict[int, list] = {}
-    for target_id, location_id, primary_id, finished, copied_at, status in (
-            Replica.objects.filter(backup__status=BackupStatus.SUCCEEDED,
-                                   backup__finished_at__gte=now - timedelta(days=30))
-            .exclude(status=ReplicaStatus.DELETED).order_by("-backup__created_at")
-            .values_list("backup__database_target", "location", "backup__storage_location", "backup__finished_at",
-                         "copied_at", "status")):
-        replicas_by_target.setdefault(target_id, []).append(
-            (lag_of(finished=finished, copied_at=copied_at, primary=location_id == primary_id), status))
+    if size_points:
+        for target_id, at, kind, stored, raw in (
+                Backup.objects.filter(status=BackupStatus.SUCCEEDED, finished_at__gte=since[30],
+                                      database_target__isnull=False)
+                .order_by("finished_at").values_list("database_target", "finished_at", "kind", "size_stored",
+                                                     "size_raw")):
+            sizes_by_target.setdefault(target_id, []).append((at, kind, stored, raw))
     rows = []
     for target in targets:
-        last, last_ok = backups.get(target.last_id), backups.get(target.last_ok_id)
+        candidates = [backups[i] for i in (getattr(target, f"last_{s}_id") for s in finished) if i in backups]
+        last = max(candidates, key=lambda b: (b.created_at, b.pk), default=None)
+        last_ok_at = counts.get(target.pk, {}).get("last_ok_at")
         params = rpo.params(target=target) or rpo.defaults
         rpo_seconds = params["rpo_hours"] * 3600
-        age = (now - last_ok.finished_at).total_seconds() if last_ok and last_ok.finished_at else None
+        age = (now - last_ok_at).total_seconds() if last_ok_at else None
         sizes = sizes_by_target.get(target.pk, [])[-500:]
         verification = verifications.get(target.verification_id)
-        replicas = replicas_by_target.get(target.pk, [])[:20]
-        lags = [lag for lag, _ in replicas if lag is not None]
+        lag = target.replication_lag
         wal = wal_selectors.archive_status(target, now=now) if target.wal_archiving else None
         within_rpo = age is not None and age <= rpo_seconds
         verified_ok = verification is None or verification.result == "passed"
         probe = reachable.get(target.name)
+        rate = counts.get(target.pk, {})
         rows.append({
             "target": target.name,
             "enabled": target.enabled,
             "last_backup": {"id": last.pk, "status": last.status, "kind": last.kind, "format": last.format,
                             "finished_at": last.finished_at} if last else None,
             "status": last.status if last else None,
-            "last_success_at": last_ok.finished_at if last_ok else None,
+            "last_success_at": last_ok_at,
             "age_seconds": round(age, 1) if age is not None else None,
             "rpo_seconds": rpo_seconds,
             "within_rpo": within_rpo,
-            "success_rate_7d": _rate(windows[7].get(target.pk, {}).get("ok", 0),
-                                     windows[7].get(target.pk, {}).get("total", 0)),
-            "success_rate_30d": _rate(windows[30].get(target.pk, {}).get("ok", 0),
-                                      windows[30].get(target.pk, {}).get("total", 0)),
+            "success_rate_7d": _rate(rate.get("ok7", 0), rate.get("total7", 0)),
+            "success_rate_30d": _rate(rate.get("ok30", 0), rate.get("total30", 0)),
             "sizes": [{"at": at, "kind": kind, "size_stored": stored, "size_raw": raw}
                       for at, kind, stored, raw in sizes],
-            "replication_lag_seconds": max(lags) if lags else None,
-            "replicas_pending": sum(1 for _, status in replicas if status != ReplicaStatus.PRESENT),
+            "replication_lag_seconds": max(0.0, round(lag.total_seconds(), 3)) if lag is not None else None,
+            "replicas_pending": target.replication_pending or 0,
             "wal_archive_lag_seconds": wal["archive_lag_seconds"] if wal else None,
             "wal_gaps": wal["gaps"] if wal else None,
             "last_verification": {"backup_id": verification.backup_id, "level": verification.level,
@@ -150,9 +189,9 @@ def storage_rows() -> list[dict]:
     return rows
 
 
-def dashboard(*, now=None) -> dict:
+def dashboard(*, now=None, size_points: bool = True) -> dict:
     now = now or timezone.now()
-    targets = target_rows(now=now)
+    targets = target_rows(now=now, size_points=size_points)
     return {
         "generated_at": now,
         "targets": targets,
