@@ -2,7 +2,8 @@
 
 Manifest entries are untrusted: a path must be relative and plain (manifest.check_path), every directory on
 the way must be a real directory inside the target (never a link, whoever made it), files are written to a
-temporary name with O_EXCL|O_NOFOLLOW and renamed only once their SHA-256 matches the manifest, and an
+temporary name with O_EXCL|O_NOFOLLOW and renamed only once their SHA-256 (computed over the bytes written,
+whatever the chunks and packs said) matches the manifest, and an
 existing file is replaced only with `overwrite`. Links are made last, so no file is ever written through
 one; a link itself may point anywhere, as it did in the source.
 """
@@ -119,12 +120,13 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
     store.locate(c for e in files for c in e["chunks"])
     store.plan(store.pack_order(c for e in files for c in e["chunks"]))
     token = uuid.uuid4().hex[:8]
+    umask = _umask()
 
     def write(job: tuple[int, tuple]) -> int | None:
         """Bytes written, or None (kept, refused or failed: recorded in `result`; list.append is atomic)."""
         i, (e, parent, parent_rel) = job
         try:
-            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made,
+            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made, umask=umask,
                                tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
         except UnsafePath as exc:
             result.refused.append({"path": e["path"], "problem": str(exc)})
@@ -170,35 +172,63 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
     return result
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it: another thread could create a file
+    meanwhile with the wrong one)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: ChunkStore, overwrite: bool,
-                result: RestoreResult) -> int | None:
+                result: RestoreResult, umask: int) -> int | None:
+    """The file's bytes written to a temporary name, its SHA-256 and size checked against the manifest, its
+    mode and time set, then renamed to its name: a killed restore never leaves a partial file under a real
+    name. Syscalls kept few: the file is created with its final mode when the umask leaves that mode whole
+    (no fchmod), written with one write per chunk, its time set with futimens."""
     rel = e["path"]
     final = os.path.join(parent, rel.rpartition("/")[2])
     # In a directory this restore made nothing else can be; elsewhere look first, so a kept file is not read.
     if not fresh_dir and not overwrite and os.path.lexists(final):
         result.skipped_existing.append(rel)
         return None
+    mode = e["mode"] & 0o7777 if isinstance(e.get("mode"), int) else None
+    # Created with its final mode (the creator may write whatever the mode) unless the umask or special bits
+    # (setuid, setgid, sticky: not through open's mode) need an fchmod after.
+    direct = mode is not None and mode <= 0o777 and not mode & umask
     tmp = os.path.join(parent, tmp_name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, _CREATE, mode if direct else 0o600)
     try:
-        digest = hashlib.sha256()
-        chunks = e["chunks"]
-        single = len(chunks) == 1
-        size = 0
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            for sha in chunks:
-                data = store.get(sha)  # checked against its own SHA-256
-                if not single:
-                    digest.update(data)
-                fh.write(data)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            for sha in e["chunks"]:
+                data = store.view(sha)  # unchecked: the whole file is, below, before it gets its name
+                digest.update(data)
+                _write_all(fd, data)
                 size += len(data)
-            got = chunks[0] if single else digest.hexdigest()
-            if got != e.get("sha256") or size != e.get("size"):
+            if size != e.get("size") or digest.hexdigest() != e.get("sha256"):
                 raise ChunkError(f"restored bytes do not match the manifest's SHA-256 / size for {rel}")
-            if isinstance(e.get("mode"), int):
-                os.fchmod(fh.fileno(), e["mode"] & 0o7777)
+            if mode is not None and not direct:
+                os.fchmod(fd, mode)
             if isinstance(e.get("mtime_ns"), int):
-                os.utime(fh.fileno(), ns=(e["mtime_ns"], e["mtime_ns"]))
+                os.utime(fd, ns=(e["mtime_ns"], e["mtime_ns"]))
+        finally:
+            os.close(fd)
         if overwrite:
             if os.path.isdir(final) and not os.path.islink(final):
                 raise UnsafePath(f"Refusing {rel!r}: a directory of that name exists in the target.")
@@ -241,7 +271,8 @@ def _restore_version(*, version: DocumentVersion, to: str, path: str | None, ove
     if not root.is_dir():
         raise UserError(f"{to} is not a directory.")
     note(ctx, f"restoring {len(entries)} entries of version {version.pk} into {to}")
-    with ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:]) as store:
+    with ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:],
+                    whole_files_checked=True) as store:
         result = write_entries(entries=entries, root=root.resolve(), store=store, overwrite=overwrite, ctx=ctx)
     result.recovered = [{"pack": key, "from": name} for key, name in store.recovered]
     if result.recovered:
