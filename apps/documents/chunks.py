@@ -54,6 +54,16 @@ class ChunkStore:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def reopen_in_child(self) -> None:
+        """In a forked child (forked.py): a pool, lock, cache and storage connections of its own, nothing
+        shared with the parent's (the index, `where` and `packs`, is kept: the child never queries)."""
+        self._lock = threading.Lock()
+        self._cache = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docs-read")
+        self.backend = backends.for_location(self.location)
+        self.fallbacks = [backends.for_location(fb.location) for fb in self.fallbacks]
+        self.recovered = []
+
     def __enter__(self):
         return self
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apps.core.errors import UserError
-from apps.documents import gcpause, manifest
+from apps.documents import forked, gcpause, manifest
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
 from apps.documents.models import DocumentVersion
@@ -25,7 +25,11 @@ from apps.jobs.progress import JobContext, note
 from apps.pipeline.keys import configured_keyring
 
 TMP_MARK = ".restore-"
-WRITERS = 4
+WRITERS = 4  # writer threads of a restore in one process
+# A large restore from a local location: files split over this many processes (at most one per CPU), each
+# writing with one thread (its packs decoded ahead by the store's thread): fewer GIL hand-offs than threads.
+PROCESSES, WRITERS_PER_PROCESS = 2, 1
+PARALLEL_MIN_FILES, PARALLEL_MIN_BYTES = 2000, 256 << 20  # smaller restores stay in one process
 
 
 @dataclass
@@ -122,26 +126,15 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
     token = uuid.uuid4().hex[:8]
     umask = _umask()
 
-    def write(job: tuple[int, tuple]) -> int | None:
-        """Bytes written, or None (kept, refused or failed: recorded in `result`; list.append is atomic)."""
-        i, (e, parent, parent_rel) = job
-        try:
-            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made, umask=umask,
-                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
-        except UnsafePath as exc:
-            result.refused.append({"path": e["path"], "problem": str(exc)})
-        except (ChunkError, OSError) as exc:
-            result.failed.append({"path": e["path"], "problem": str(exc)})
-        return None
-
-    # Creating files is mostly file-system work outside the GIL: a few writers keep the disk busy.
-    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="docs-restore") as pool:
-        for n, size in enumerate(pool.map(write, enumerate(placed)), 1):
-            if size is not None:
-                result.files += 1
-                result.bytes += size
-            if ctx is not None and n % 1000 == 0:
-                ctx.progress(result.bytes)
+    jobs = list(enumerate(placed))
+    report = (lambda done: ctx.progress(done)) if ctx is not None else None
+    processes = _processes(store, len(jobs), sum(_size(e) for e, _, _ in placed))
+    if processes > 1:
+        _write_in_processes(jobs, processes, tree=tree, store=store, overwrite=overwrite, token=token,
+                            umask=umask, result=result, report=report)
+    else:
+        _write_files(jobs, tree=tree, store=store, overwrite=overwrite, token=token, umask=umask, result=result,
+                     report=(lambda n: report(result.bytes)) if report else None)
     for e in links:
         try:
             parent, _ = tree.parent_of(e["path"])
@@ -170,6 +163,99 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
               f"{result.links} links; {len(result.refused)} refused, {len(result.failed)} failed, "
               f"{len(result.skipped_existing)} existing files kept")
     return result
+
+
+def _write_files(jobs: list[tuple[int, tuple]], *, tree: _Tree, store: ChunkStore, overwrite: bool, token: str,
+                 umask: int, result: RestoreResult, report=None, threads: int = WRITERS) -> None:
+    """Write these files (index, (entry, parent directory, its relative path)) with `threads` writer threads,
+    counting into `result`; report(bytes) every 1000 files."""
+
+    def write(job: tuple[int, tuple]) -> int | None:
+        """Bytes written, or None (kept, refused or failed: recorded in `result`; list.append is atomic)."""
+        i, (e, parent, parent_rel) = job
+        try:
+            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made, umask=umask,
+                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
+        except UnsafePath as exc:
+            result.refused.append({"path": e["path"], "problem": str(exc)})
+        except (ChunkError, OSError) as exc:
+            result.failed.append({"path": e["path"], "problem": str(exc)})
+        return None
+
+    # Creating files is mostly file-system work outside the GIL: a few writers keep the disk busy.
+    reported = 0
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docs-restore") as pool:
+        sizes = map(write, jobs) if threads == 1 else pool.map(write, jobs)
+        for n, size in enumerate(sizes, 1):
+            if size is not None:
+                result.files += 1
+                result.bytes += size
+            if report is not None and n % 1000 == 0:
+                report(result.bytes - reported)
+                reported = result.bytes
+    if report is not None:
+        report(result.bytes - reported)
+
+
+def _size(e: dict) -> int:
+    size = e.get("size")
+    return size if isinstance(size, int) and size > 0 else 0
+
+
+def _processes(store: ChunkStore, files: int, size: int) -> int:
+    """How many processes write the files: one per CPU for a restore large enough to gain from it, from
+    local locations only (a child opens its own storage connections; cloud SDKs are left out of forks)."""
+    if not forked.available() or files < PARALLEL_MIN_FILES and size < PARALLEL_MIN_BYTES:
+        return 1
+    if any(b.location.kind != "local" for b in [store.backend, *store.fallbacks]):
+        return 1
+    return max(1, min(PROCESSES, os.cpu_count() or 1, files))
+
+
+def _split(jobs: list, parts: int) -> list[list]:
+    """Consecutive runs of about equal bytes (files are in manifest order, so each run needs its own packs)."""
+    sizes = [_size(e) + 4096 for _, (e, _, _) in jobs]  # 4096: the cost of a file itself
+    total, out, cur, acc = sum(sizes), [], [], 0
+    for job, size in zip(jobs, sizes):
+        cur.append(job)
+        acc += size
+        if acc >= total * (len(out) + 1) / parts and len(out) < parts - 1:
+            out.append(cur)
+            cur = []
+    out.append(cur)
+    return [p for p in out if p]
+
+
+def _write_in_processes(jobs, processes: int, *, tree: _Tree, store: ChunkStore, overwrite: bool, token: str,
+                        umask: int, result: RestoreResult, report) -> None:
+    """The files split over forked children (forked.py): each decodes the packs its files need and writes
+    them, exactly as one process would (same temporary names, checks and renames). A child that dies without
+    its result has all its files counted failed, whatever it wrote (the restore is then not ok)."""
+    parts = _split(jobs, processes)
+
+    def work(part, progress) -> dict:
+        store.reopen_in_child()
+        store.plan(store.pack_order(c for _, (e, _, _) in part for c in e["chunks"]))
+        mine = RestoreResult()
+        try:
+            _write_files(part, tree=tree, store=store, overwrite=overwrite, token=token, umask=umask, result=mine,
+                         report=progress, threads=WRITERS_PER_PROCESS)
+        finally:
+            store.close()
+        return {"files": mine.files, "bytes": mine.bytes, "skipped_existing": mine.skipped_existing,
+                "refused": mine.refused, "failed": mine.failed, "recovered": store.recovered}
+
+    for part, got in zip(parts, forked.run(parts, work, on_progress=report)):
+        if got is None:
+            result.failed.extend({"path": e["path"], "problem": "the restore process writing it died"}
+                                 for _, (e, _, _) in part)
+            continue
+        result.files += got["files"]
+        result.bytes += got["bytes"]
+        result.skipped_existing += got["skipped_existing"]
+        result.refused += got["refused"]
+        result.failed += got["failed"]
+        store.recovered += [tuple(r) for r in got["recovered"]]
 
 
 def _umask() -> int:
