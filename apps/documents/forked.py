@@ -50,16 +50,10 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
                     for _, other in children:
                         os.close(other)
                     _die_with_parent(me)
-                    out = os.fdopen(w, "w", buffering=1)
-                    result = work(part, lambda n: out.write(f"P{int(n)}\n"))
-                    out.write("R" + json.dumps(result) + "\n")
-                    out.flush()
+                    _child(part, work, os.fdopen(w, "w", buffering=1))
                     code = 0
-                except BaseException:
-                    try:
-                        traceback.print_exc()
-                    except BaseException:
-                        pass
+                except BaseException:  # noqa: BLE001 (a child reports by its exit code, whatever happened)
+                    traceback.print_exc()
                 finally:
                     os._exit(code)
             os.close(w)
@@ -82,6 +76,15 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _child(part, work, out) -> None:
+    def report(n: int) -> None:
+        out.write(f"P{int(n)}\n")
+
+    result = work(part, report)
+    out.write("R" + json.dumps(result) + "\n")
+    out.flush()
 
 
 def _collect(children: list[tuple[int, int]], on_progress) -> list[dict | None]:
