@@ -81,6 +81,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 CPU: list[float] = []  # CPU seconds (user + system) of each command run, in order
+SPLIT: list[str] = []  # the same as "U user + S sys", for the log
 
 
 def load() -> str:
@@ -94,6 +95,7 @@ def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tup
     elapsed = time.monotonic() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    SPLIT.append(f"{after.ru_utime - before.ru_utime:.2f} user + {after.ru_stime - before.ru_stime:.2f} sys")
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return elapsed, proc.stdout
@@ -235,7 +237,7 @@ def main() -> None:
                 res.setdefault("job2", []).append(t.job_seconds[-1])
             res["stored2"].append(t.stored() - res["stored1"][-1])
             log(f"{t.name}: second backup {res['second'][-1]:.2f} s ({CPU[-1]:.2f} CPU s), "
-                f"{res['stored2'][-1] / MB:.2f} MB added; load {load()}")
+                f"{res['stored2'][-1] / MB:.2f} MB added; {SPLIT[-1]}; load {load()}")
         outs = []
         for t in ts:
             res = results[t.name]
@@ -246,7 +248,8 @@ def main() -> None:
             got = tree_digest(out)
             if got != state1:
                 raise SystemExit(f"{t.name}: the restore differs from the tree ({len(got)} vs {len(state1)} files)")
-            log(f"{t.name}: restore {res['restore'][-1]:.2f} s ({CPU[-1]:.2f} CPU s, identical); load {load()}")
+            log(f"{t.name}: restore {res['restore'][-1]:.2f} s ({CPU[-1]:.2f} CPU s: {SPLIT[-1]}, identical); "
+                f"load {load()}")
         # Removed only once every tool has restored: ext4 avoids reusing just-deleted inodes, which made
         # whichever tool restored right after a removal pay several seconds of system time.
         for out in outs:

@@ -59,6 +59,9 @@ def _file_entry(e: Entry, *, size: int, sha256: str, chunks: list[str]) -> dict:
             "inode": st.st_ino, "ctime_ns": st.st_ctime_ns, "sha256": sha256, "chunks": chunks}
 
 
+_FILE_KEYS = 9  # keys of a file entry of a local source (_file_entry)
+
+
 def _unchanged(old: dict | None, e: Entry) -> bool:
     """Whether the parent's entry can stand for this file without reading it: same size, mtime, inode and
     ctime (a file rewritten in place keeping its mtime still gets a new ctime), as restic decides; for an
@@ -128,8 +131,12 @@ class VersionWriter:
                     prev = old.get(item.path)
                     # Reused only while its chunks are still offered (not in a pack verify found damaged).
                     if _unchanged(prev, item) and all(c in known for c in prev["chunks"]):
-                        slots.append(_file_entry(item, size=prev["size"], sha256=prev["sha256"],
-                                                 chunks=list(prev["chunks"])))
+                        # The parent's entry as it is when it says all this entry would (ctime unchanged:
+                        # neither mode nor content changed); rebuilt for objects and older manifests.
+                        same = (item.obj is None and "ctime_ns" in prev and len(prev) == _FILE_KEYS
+                                and prev.get("mode") == item.st.st_mode & 0o7777)
+                        slots.append(prev if same else _file_entry(item, size=prev["size"], sha256=prev["sha256"],
+                                                                   chunks=list(prev["chunks"])))
                         reused += 1
                     else:
                         slots.append((item, prev, pool.submit(read, item)))

@@ -3,7 +3,13 @@ checked against its name before a byte of it is used.
 
 Packs are decoded whole (at most PACK_SIZE plus one chunk) and the last few are kept, so reading the files
 of a version in order decodes each pack about once. A thread decodes the packs a read will need next while
-the caller writes (`prefetch`).
+the caller writes (`plan`).
+
+`get` checks a chunk against its SHA-256. A restore, which checks every file's SHA-256 against the
+(authenticated) manifest anyway, opens the store with `whole_files_checked=True` and reads with `view`: then
+neither the pack's stored and raw SHA-256 nor each chunk's are computed (AES-GCM still authenticates every
+frame of an encrypted pack; an unencrypted pack is still checked against its stored SHA-256), and a chunk is
+a view into its decoded pack, not a copy. Without keys that is three hash passes over the data fewer.
 """
 import hashlib
 import threading
@@ -27,10 +33,11 @@ class ChunkError(Exception):
 
 
 class ChunkStore:
-    def __init__(self, *, location, keyring: Keyring | None, fallbacks=()):
+    def __init__(self, *, location, keyring: Keyring | None, fallbacks=(), whole_files_checked: bool = False):
         """`fallbacks`: further locations holding replicas of the same packs (same keys, same bytes), read
-        when a pack is missing or damaged here."""
+        when a pack is missing or damaged here. `whole_files_checked`: see the module's docstring."""
         self.location, self.keyring = location, keyring
+        self.whole_files_checked = whole_files_checked
         self.backend = backends.for_location(location)
         self.fallbacks = [backends.for_location(loc) for loc in fallbacks if loc.pk != location.pk]
         self._held: dict[int, set[str]] = {}  # fallback location id -> pack keys it holds intact
@@ -46,6 +53,16 @@ class ChunkStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def reopen_in_child(self) -> None:
+        """In a forked child (forked.py): a pool, lock, cache and storage connections of its own, nothing
+        shared with the parent's (the index, `where` and `packs`, is kept: the child never queries)."""
+        self._lock = threading.Lock()
+        self._cache = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docs-read")
+        self.backend = backends.for_location(self.location)
+        self.fallbacks = [backends.for_location(fb.location) for fb in self.fallbacks]
+        self.recovered = []
 
     def __enter__(self):
         return self
@@ -129,7 +146,8 @@ class ChunkStore:
             raise
 
     def _decode(self, pack: DocumentPack, backend) -> bytes:
-        decoder = Decoder.for_record(pack, keyring=self.keyring)
+        light = self.whole_files_checked
+        decoder = Decoder.for_record(pack, keyring=self.keyring, hash_raw=not light, hash_stored=not light)
         try:
             return b"".join(decoder.decode(backend.get_stream(pack.key)))
         except backends.ObjectMissing:
@@ -140,6 +158,15 @@ class ChunkStore:
             raise ChunkError(f"pack {pack.key} cannot be read: {exc}", missing=True) from None
 
     def get(self, sha: str) -> bytes:
+        """The chunk's bytes, checked against its SHA-256."""
+        data = bytes(self.view(sha))
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ChunkError(f"chunk {sha} in pack {self.packs[self.where[sha][0]].key} does not match its SHA-256")
+        return data
+
+    def view(self, sha: str) -> memoryview:
+        """The chunk's bytes as a view into its decoded pack, NOT checked against its SHA-256: only for a
+        caller that checks the whole file's SHA-256 before using it (the restore)."""
         where = self.where.get(sha)
         if where is None:
             raise ChunkError(f"chunk {sha} is not in the index of {self.location.name}", missing=True)
@@ -148,7 +175,7 @@ class ChunkStore:
             raise ChunkError(f"chunk {sha}: its pack is not in the catalog", missing=True)
         fut = self._pack_future(pack_id)
         self._read_ahead(pack_id)
-        data = fut.result()[off:off + length]
-        if len(data) != length or hashlib.sha256(data).hexdigest() != sha:
-            raise ChunkError(f"chunk {sha} in pack {self.packs[pack_id].key} does not match its SHA-256")
+        data = memoryview(fut.result())[off:off + length]
+        if len(data) != length:
+            raise ChunkError(f"chunk {sha} in pack {self.packs[pack_id].key} is shorter than the index says")
         return data

@@ -2,7 +2,8 @@
 
 Manifest entries are untrusted: a path must be relative and plain (manifest.check_path), every directory on
 the way must be a real directory inside the target (never a link, whoever made it), files are written to a
-temporary name with O_EXCL|O_NOFOLLOW and renamed only once their SHA-256 matches the manifest, and an
+temporary name with O_EXCL|O_NOFOLLOW and renamed only once their SHA-256 (computed over the bytes written,
+whatever the chunks and packs said) matches the manifest, and an
 existing file is replaced only with `overwrite`. Links are made last, so no file is ever written through
 one; a link itself may point anywhere, as it did in the source.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apps.core.errors import UserError
-from apps.documents import gcpause, manifest
+from apps.documents import forked, gcpause, manifest
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
 from apps.documents.models import DocumentVersion
@@ -24,7 +25,11 @@ from apps.jobs.progress import JobContext, note
 from apps.pipeline.keys import configured_keyring
 
 TMP_MARK = ".restore-"
-WRITERS = 4
+WRITERS = 4  # writer threads of a restore in one process
+# A large restore from a local location: files split over this many processes (at most one per CPU), each
+# writing with one thread (its packs decoded ahead by the store's thread): fewer GIL hand-offs than threads.
+PROCESSES, WRITERS_PER_PROCESS = 2, 1
+PARALLEL_MIN_FILES, PARALLEL_MIN_BYTES = 2000, 256 << 20  # smaller restores stay in one process
 
 
 @dataclass
@@ -119,27 +124,17 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
     store.locate(c for e in files for c in e["chunks"])
     store.plan(store.pack_order(c for e in files for c in e["chunks"]))
     token = uuid.uuid4().hex[:8]
+    umask = _umask()
 
-    def write(job: tuple[int, tuple]) -> int | None:
-        """Bytes written, or None (kept, refused or failed: recorded in `result`; list.append is atomic)."""
-        i, (e, parent, parent_rel) = job
-        try:
-            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made,
-                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
-        except UnsafePath as exc:
-            result.refused.append({"path": e["path"], "problem": str(exc)})
-        except (ChunkError, OSError) as exc:
-            result.failed.append({"path": e["path"], "problem": str(exc)})
-        return None
-
-    # Creating files is mostly file-system work outside the GIL: a few writers keep the disk busy.
-    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="docs-restore") as pool:
-        for n, size in enumerate(pool.map(write, enumerate(placed)), 1):
-            if size is not None:
-                result.files += 1
-                result.bytes += size
-            if ctx is not None and n % 1000 == 0:
-                ctx.progress(result.bytes)
+    jobs = list(enumerate(placed))
+    report = (lambda done: ctx.progress(done)) if ctx is not None else None
+    processes = _processes(store, len(jobs), sum(_size(e) for e, _, _ in placed))
+    if processes > 1:
+        _write_in_processes(jobs, processes, tree=tree, store=store, overwrite=overwrite, token=token,
+                            umask=umask, result=result, report=report)
+    else:
+        _write_files(jobs, tree=tree, store=store, overwrite=overwrite, token=token, umask=umask, result=result,
+                     report=(lambda n: report(result.bytes)) if report else None)
     for e in links:
         try:
             parent, _ = tree.parent_of(e["path"])
@@ -170,35 +165,156 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
     return result
 
 
+def _write_files(jobs: list[tuple[int, tuple]], *, tree: _Tree, store: ChunkStore, overwrite: bool, token: str,
+                 umask: int, result: RestoreResult, report=None, threads: int = WRITERS) -> None:
+    """Write these files (index, (entry, parent directory, its relative path)) with `threads` writer threads,
+    counting into `result`; report(bytes) every 1000 files."""
+
+    def write(job: tuple[int, tuple]) -> int | None:
+        """Bytes written, or None (kept, refused or failed: recorded in `result`; list.append is atomic)."""
+        i, (e, parent, parent_rel) = job
+        try:
+            return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made, umask=umask,
+                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
+        except UnsafePath as exc:
+            result.refused.append({"path": e["path"], "problem": str(exc)})
+        except (ChunkError, OSError) as exc:
+            result.failed.append({"path": e["path"], "problem": str(exc)})
+        return None
+
+    # Creating files is mostly file-system work outside the GIL: a few writers keep the disk busy.
+    reported = 0
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docs-restore") as pool:
+        sizes = map(write, jobs) if threads == 1 else pool.map(write, jobs)
+        for n, size in enumerate(sizes, 1):
+            if size is not None:
+                result.files += 1
+                result.bytes += size
+            if report is not None and n % 1000 == 0:
+                report(result.bytes - reported)
+                reported = result.bytes
+    if report is not None:
+        report(result.bytes - reported)
+
+
+def _size(e: dict) -> int:
+    size = e.get("size")
+    return size if isinstance(size, int) and size > 0 else 0
+
+
+def _processes(store: ChunkStore, files: int, size: int) -> int:
+    """How many processes write the files: one per CPU for a restore large enough to gain from it, from
+    local locations only (a child opens its own storage connections; cloud SDKs are left out of forks)."""
+    if not forked.available() or files < PARALLEL_MIN_FILES and size < PARALLEL_MIN_BYTES:
+        return 1
+    if any(b.location.kind != "local" for b in [store.backend, *store.fallbacks]):
+        return 1
+    return max(1, min(PROCESSES, os.cpu_count() or 1, files))
+
+
+def _split(jobs: list, parts: int) -> list[list]:
+    """Consecutive runs of about equal bytes (files are in manifest order, so each run needs its own packs)."""
+    sizes = [_size(e) + 4096 for _, (e, _, _) in jobs]  # 4096: the cost of a file itself
+    total, out, cur, acc = sum(sizes), [], [], 0
+    for job, size in zip(jobs, sizes):
+        cur.append(job)
+        acc += size
+        if acc >= total * (len(out) + 1) / parts and len(out) < parts - 1:
+            out.append(cur)
+            cur = []
+    out.append(cur)
+    return [p for p in out if p]
+
+
+def _write_in_processes(jobs, processes: int, *, tree: _Tree, store: ChunkStore, overwrite: bool, token: str,
+                        umask: int, result: RestoreResult, report) -> None:
+    """The files split over forked children (forked.py): each decodes the packs its files need and writes
+    them, exactly as one process would (same temporary names, checks and renames). A child that dies without
+    its result has all its files counted failed, whatever it wrote (the restore is then not ok)."""
+    parts = _split(jobs, processes)
+
+    def work(part, progress) -> dict:
+        store.reopen_in_child()
+        store.plan(store.pack_order(c for _, (e, _, _) in part for c in e["chunks"]))
+        mine = RestoreResult()
+        try:
+            _write_files(part, tree=tree, store=store, overwrite=overwrite, token=token, umask=umask, result=mine,
+                         report=progress, threads=WRITERS_PER_PROCESS)
+        finally:
+            store.close()
+        return {"files": mine.files, "bytes": mine.bytes, "skipped_existing": mine.skipped_existing,
+                "refused": mine.refused, "failed": mine.failed, "recovered": store.recovered}
+
+    for part, got in zip(parts, forked.run(parts, work, on_progress=report)):
+        if got is None:
+            result.failed.extend({"path": e["path"], "problem": "the restore process writing it died"}
+                                 for _, (e, _, _) in part)
+            continue
+        result.files += got["files"]
+        result.bytes += got["bytes"]
+        result.skipped_existing += got["skipped_existing"]
+        result.refused += got["refused"]
+        result.failed += got["failed"]
+        store.recovered += [tuple(r) for r in got["recovered"]]
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it: another thread could create a file
+    meanwhile with the wrong one)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: ChunkStore, overwrite: bool,
-                result: RestoreResult) -> int | None:
+                result: RestoreResult, umask: int) -> int | None:
+    """The file's bytes written to a temporary name, its SHA-256 and size checked against the manifest, its
+    mode and time set, then renamed to its name: a killed restore never leaves a partial file under a real
+    name. Syscalls kept few: the file is created with its final mode when the umask leaves that mode whole
+    (no fchmod), written with one write per chunk, its time set with futimens."""
     rel = e["path"]
     final = os.path.join(parent, rel.rpartition("/")[2])
     # In a directory this restore made nothing else can be; elsewhere look first, so a kept file is not read.
     if not fresh_dir and not overwrite and os.path.lexists(final):
         result.skipped_existing.append(rel)
         return None
+    mode = e["mode"] & 0o7777 if isinstance(e.get("mode"), int) else None
+    # Created with its final mode (the creator may write whatever the mode) unless the umask or special bits
+    # (setuid, setgid, sticky: not through open's mode) need an fchmod after.
+    direct = mode is not None and mode <= 0o777 and not mode & umask
     tmp = os.path.join(parent, tmp_name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, _CREATE, mode if direct else 0o600)
     try:
-        digest = hashlib.sha256()
-        chunks = e["chunks"]
-        single = len(chunks) == 1
-        size = 0
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            for sha in chunks:
-                data = store.get(sha)  # checked against its own SHA-256
-                if not single:
-                    digest.update(data)
-                fh.write(data)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            for sha in e["chunks"]:
+                data = store.view(sha)  # unchecked: the whole file is, below, before it gets its name
+                digest.update(data)
+                _write_all(fd, data)
                 size += len(data)
-            got = chunks[0] if single else digest.hexdigest()
-            if got != e.get("sha256") or size != e.get("size"):
+            if size != e.get("size") or digest.hexdigest() != e.get("sha256"):
                 raise ChunkError(f"restored bytes do not match the manifest's SHA-256 / size for {rel}")
-            if isinstance(e.get("mode"), int):
-                os.fchmod(fh.fileno(), e["mode"] & 0o7777)
+            if mode is not None and not direct:
+                os.fchmod(fd, mode)
             if isinstance(e.get("mtime_ns"), int):
-                os.utime(fh.fileno(), ns=(e["mtime_ns"], e["mtime_ns"]))
+                os.utime(fd, ns=(e["mtime_ns"], e["mtime_ns"]))
+        finally:
+            os.close(fd)
         if overwrite:
             if os.path.isdir(final) and not os.path.islink(final):
                 raise UnsafePath(f"Refusing {rel!r}: a directory of that name exists in the target.")
@@ -241,7 +357,8 @@ def _restore_version(*, version: DocumentVersion, to: str, path: str | None, ove
     if not root.is_dir():
         raise UserError(f"{to} is not a directory.")
     note(ctx, f"restoring {len(entries)} entries of version {version.pk} into {to}")
-    with ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:]) as store:
+    with ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:],
+                    whole_files_checked=True) as store:
         result = write_entries(entries=entries, root=root.resolve(), store=store, overwrite=overwrite, ctx=ctx)
     result.recovered = [{"pack": key, "from": name} for key, name in store.recovered]
     if result.recovered:

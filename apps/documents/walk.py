@@ -10,6 +10,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from operator import attrgetter
 
 
 @dataclass
@@ -25,6 +26,9 @@ class Entry:
 class Skipped:
     path: str
     problem: str
+
+
+_name = attrgetter("name")
 
 
 def _matches(patterns: list[str], rel: str, name: str) -> bool:
@@ -48,14 +52,14 @@ def walk(root: str, *, include: list[str], exclude: list[str], follow_symlinks: 
         abs_dir, rel_dir = stack.pop()
         try:
             with os.scandir(abs_dir) as it:
-                items = sorted(it, key=lambda e: e.name)
+                items = sorted(it, key=_name)
         except OSError as exc:
             yield Skipped(rel_dir or ".", f"directory not readable: {exc.strerror}")
             continue
         subdirs = []
         for item in items:
             rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
-            if _matches(exclude, rel, item.name):
+            if exclude and _matches(exclude, rel, item.name):
                 continue
             try:
                 st = item.stat(follow_symlinks=follow_symlinks)

@@ -174,7 +174,7 @@ class _Reader:
     def __init__(self, chunks: Iterable[bytes]):
         self._it = iter(chunks)
         self._buf = bytearray()
-        self.hash = hashlib.sha256()
+        self.hash = hashlib.sha256()  # None once the caller decided not to hash (Decoder hash_stored=False)
         self.consumed = 0
 
     def read(self, n: int) -> bytes:
@@ -185,7 +185,8 @@ class _Reader:
                 break
         out = bytes(self._buf[:n])
         del self._buf[:n]
-        self.hash.update(out)
+        if self.hash is not None:
+            self.hash.update(out)
         self.consumed += len(out)
         return out
 
@@ -251,8 +252,10 @@ class Decoder:
         expected_compression: str | None = None,
         hash_raw: bool = True,
         threaded: bool = False,
+        hash_stored: bool = True,
     ):
         self._keyring = keyring
+        self._hash_stored = hash_stored
         self._threaded = threaded
         self._expected = expected_sha256_stored
         self._hash_raw = hash_raw
@@ -262,8 +265,8 @@ class Decoder:
         self.stats = ArtifactStats()
 
     @classmethod
-    def for_record(cls, record, *, keyring: Keyring | None, hash_raw: bool = True, threaded: bool = False
-                   ) -> "Decoder":
+    def for_record(cls, record, *, keyring: Keyring | None, hash_raw: bool = True, threaded: bool = False,
+                   hash_stored: bool = True) -> "Decoder":
         """A decoder holding the artifact to what `record` says of it (a BackupArtifact or a manifest entry).
 
         `hash_raw=False` skips the SHA-256 of the decompressed bytes (one hash pass over the raw size, the
@@ -271,6 +274,10 @@ class Decoder:
         anyway: every frame by AES-GCM, the whole by the stored SHA-256 (and zstd's own content checksum).
         `threaded=True` reads and authenticates frames in a thread of its own, a few frames ahead of the
         decompression (apps/pipeline/readahead.py); frames are still authenticated before they are decompressed.
+        `hash_stored=False` skips the SHA-256 of the stored bytes too, but only for an AES-GCM artifact (every
+        frame, the header and the end authenticated by the key; an unencrypted one is still hashed and checked):
+        for a caller that checks what it uses by its own SHA-256 anyway, since another intact artifact under
+        the same key is then not told apart by its stored hash (document restores check every file's SHA-256).
         """
         return cls(
             keyring=keyring, expected_sha256_stored=record.sha256_stored, expected_sha256_raw=record.sha256_raw,
@@ -311,6 +318,8 @@ class Decoder:
             if len(prefix) != 4 or len(wrapped) != 60:
                 raise ArtifactError("The artifact header's key fields have the wrong length.")
             aead = AESGCM(self._keyring.unwrap(st.key_id, wrapped))
+            if not self._hash_stored:
+                reader.hash = None
         elif st.cipher != "none":
             raise ArtifactError(f"Unknown cipher {st.cipher!r}.")
         payloads = self._payloads(reader, hashlib.sha256(header_bytes).digest(), aead, prefix)
@@ -334,7 +343,7 @@ class Decoder:
         except Exception as exc:  # zlib.error, zstandard.ZstdError, IncompleteStream
             raise ArtifactError(f"The compressed stream is corrupt: {exc}") from None
         st.sha256_raw = raw_hash.hexdigest() if raw_hash is not None else ""
-        if self._expected and st.sha256_stored != self._expected:
+        if self._expected and reader.hash is not None and st.sha256_stored != self._expected:
             raise ArtifactError(
                 f"SHA-256 mismatch: stored bytes hash to {st.sha256_stored}, the catalog records {self._expected}."
             )
@@ -370,7 +379,7 @@ class Decoder:
             raise ArtifactError("Unexpected bytes after the final frame.")
         st.frames = counter
         st.size_stored = reader.consumed
-        st.sha256_stored = reader.hash.hexdigest()
+        st.sha256_stored = reader.hash.hexdigest() if reader.hash is not None else ""
 
 
 def _b64(value, field_name: str) -> bytes:
