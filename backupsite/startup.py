@@ -29,6 +29,7 @@ Each of these is bound to one module's import (a meta path finder wraps that mod
 else sees a stand-in. tests/test_startup.py checks the list of modules a start-up imports and that each
 stand-in behaves as the real thing.
 """
+import gc
 import importlib
 import importlib.machinery
 import sys
@@ -257,3 +258,24 @@ def trim() -> None:
         finder = _Finder()
         if finder.pending:
             sys.meta_path.insert(0, finder)
+
+
+_gc_held = False
+
+
+def hold_gc() -> None:
+    """Turn the cyclic garbage collector off until release_gc() (the apps are loaded; see admin_app.py).
+    Leaves it alone if something else turned it off."""
+    global _gc_held
+    if not _gc_held and gc.isenabled():
+        gc.disable()
+        _gc_held = True
+
+
+def release_gc() -> None:
+    """Freeze what start-up made (later collections skip it) and turn the collector back on."""
+    global _gc_held
+    if _gc_held:
+        _gc_held = False
+        gc.freeze()
+        gc.enable()

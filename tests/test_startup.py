@@ -135,3 +135,24 @@ def test_admin_modules_load_with_the_urlconf_and_for_the_system_checks():
             "from apps.databases.models import DatabaseTarget\n"
             "print(reverse('admin:databases_databasetarget_changelist'), admin.site.is_registered(DatabaseTarget))\n")
     assert run(code).split() == ["/admin/databases/databasetarget/", "True"]
+
+
+def test_the_garbage_collector_is_off_while_the_apps_load_and_on_afterwards():
+    # manage.py holds it from its first line; the admin app's config releases it once every model is loaded.
+    code = ("import gc\n"
+            "print(gc.isenabled(), gc.get_freeze_count() > 10000, gc.get_count()[2] < 5)\n")
+    env = dict(os.environ, DEBUG="1", DATABASE_URL="sqlite:///:memory:")
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(ROOT), env=env).stdout.split()[-3:]
+    assert out == ["True", "True", "True"]
+    # django.setup() alone (pytest-django, scripts): the admin config's creation holds it, its ready() releases it
+    code = ("import gc, django\n"
+            "django.setup()\n"
+            "print(gc.isenabled(), gc.get_freeze_count() > 10000)\n")
+    assert run(code).split() == ["True", "True"]
+    # a collector someone else turned off stays off
+    code = ("import gc, django\n"
+            "gc.disable()\n"
+            "django.setup()\n"
+            "print(gc.isenabled(), gc.get_freeze_count())\n")
+    assert run(code).split() == ["False", "0"]
