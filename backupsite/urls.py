@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apps.core.permissions import RolePermission
 from apps.monitoring import views as monitoring_views
 
+admin.autodiscover()  # the apps' admin modules: see backupsite/admin_app.py
+
 # The schema describes every endpoint: served to authenticated users with a role, like the API itself.
 schema_permissions = [RolePermission]
 

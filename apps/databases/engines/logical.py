@@ -8,6 +8,7 @@ snapshot we export and hold, so when the stream cannot be read for counts, a
 SQL count in that same snapshot is the fallback. Connection settings and the password go through the environment;
 arguments are a list; nothing runs through a shell.
 """
+import fcntl
 import logging
 import queue
 import secrets
@@ -16,6 +17,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 
@@ -28,6 +30,10 @@ from apps.databases.pgtools import pg_bin
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+# pg_dump's stdout pipe holds this much (Linux F_SETPIPE_SZ; capped by /proc/sys/fs/pipe-max-size, 1 MiB by
+# default): pg_dump writes on while we hash, compress, encrypt and store the previous chunk, instead of
+# stopping after the default 64 KiB. On pgbench rows pg_dump is the slow side, and each stop showed.
+PIPE_SIZE = 1 << 20
 FORMATS = {
     # name: (pg_dump arguments, artifact file name, restored with)
     "custom": (["--format=custom", "--compress=0"], "dump.pgc", "pg_restore"),
@@ -114,6 +120,7 @@ class LogicalDump:
             proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=self.conn.env(self.app_name)
             )
+            grow_pipe(proc.stdout.fileno())
             try:
                 while chunk := proc.stdout.read(CHUNK):
                     yield chunk
@@ -125,6 +132,21 @@ class LogicalDump:
                 proc.stdout.close()
             if rc != 0:
                 raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
+
+
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> int:
+    """Ask for a pipe buffer of `size` bytes (or the most allowed); returns the size it has (0: unknown)."""
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setter is None:
+        return 0
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        limit = size
+    try:
+        return fcntl.fcntl(fd, setter, min(size, limit))
+    except OSError:  # not a pipe, or not allowed: the default buffer works, only slower
+        return 0
 
 
 class _SideHashes(threading.Thread):

@@ -1,7 +1,6 @@
 """One JSON POST for the HTTP channels, its outcome sorted into sent / retry later / refused for good."""
 from urllib.parse import urlsplit
 
-import requests
 from django.conf import settings
 
 from apps.core.errors import UserError
@@ -17,6 +16,10 @@ def check_url(url: str, what: str) -> None:
 
 
 def post_json(url: str, body: bytes, *, headers: dict | None = None) -> tuple[int, str]:
+    # requests (urllib3, charset detection, certificates) only when a notification is sent: every job's end
+    # evaluates the alert rules, which imports the channels, and a backup command paid for it.
+    import requests
+
     try:
         resp = requests.post(url, data=body, headers={"Content-Type": "application/json", **(headers or {})},
                              timeout=settings.MONITORING_HTTP_TIMEOUT_SECONDS, allow_redirects=False)
