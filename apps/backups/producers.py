@@ -57,6 +57,8 @@ class _PhysicalFields:
 class PhysicalProducer(_PhysicalFields):
     """pg_basebackup's tar of the whole cluster (with its WAL), then the file index read from its headers."""
 
+    hash_in_thread = True  # gigabytes of bytes chunks: the raw SHA-256 runs beside the compression
+
     def __init__(self, backup: Backup):
         self.backup = backup
 
