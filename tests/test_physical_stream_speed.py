@@ -13,7 +13,6 @@ from apps.databases.engines import tarstream
 from apps.pipeline.artifact import ArtifactError, Decoder, Encoder
 from apps.pipeline.keys import Keyring, generate_spec
 
-
 _RANDOM = os.urandom(1 << 16)
 
 
