@@ -52,6 +52,11 @@ class Producer(Protocol):
     def backup_fields(self) -> dict:
         """Columns of the Backup row the kind fills in (server_version, row_counts, lsn_start...)."""
 
+    # Optional class attributes: `hash_in_thread = True`, the raw SHA-256 of its streams is taken in a thread
+    # beside the compression (large streams of bytes chunks: the physical base backup); `zstd_level` and
+    # `zstd_threads`, the zstd level and worker threads of its artifacts when the backup is zstd-compressed
+    # (default 3 and settings.BACKUP_ZSTD_THREADS).
+
 
 @dataclass(frozen=True)
 class StoredArtifact:
@@ -71,8 +76,12 @@ class BackupWriter:
         self.stored: list[StoredArtifact] = []
         self._committed_keys: list[str] = []
 
-    def put(self, name: str, raw_chunks: Iterator[bytes]) -> StoredArtifact:
-        encoder = Encoder(compression_name=self.backup.compression, keyring=self.keyring)
+    def put(self, name: str, raw_chunks: Iterator[bytes], *, hash_in_thread: bool = False,
+            zstd_level: int | None = None, zstd_threads: int | None = None) -> StoredArtifact:
+        zstd = self.backup.compression == "zstd"
+        encoder = Encoder(compression_name=self.backup.compression, keyring=self.keyring,
+                          hash_in_thread=hash_in_thread, compression_level=zstd_level if zstd else None,
+                          compression_threads=zstd_threads if zstd else None)
         stored_name = layout.stored_name(name, compression.SUFFIX[self.backup.compression], self.keyring is not None)
         key = layout.artifact_key(self.slug, self.backup.pk, stored_name)
         self.ctx.log(f"writing {name} to {self.backup.storage_location.name}:{key}")
@@ -151,7 +160,9 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
             backup.refresh_from_db()
             writer = BackupWriter(backup=backup, ctx=ctx)
             for name, chunks in producer.artifacts():
-                writer.put(name, _fenced(chunks, lease))
+                writer.put(name, _fenced(chunks, lease), hash_in_thread=getattr(producer, "hash_in_thread", False),
+                           zstd_level=getattr(producer, "zstd_level", None),
+                           zstd_threads=getattr(producer, "zstd_threads", None))
             lease.check()
             finished = timezone.now()
             mkey = writer.write_manifest(fields=producer.manifest_fields(), finished_at=finished)

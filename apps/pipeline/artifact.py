@@ -77,13 +77,17 @@ class Encoder:
         frame_size: int = FRAME_SIZE,
         compression_threads: int | None = None,
         compression_level: int | None = None,
+        hash_in_thread: bool = False,
     ):
+        """`hash_in_thread`: the raw SHA-256 is taken in a thread of its own (hashlib releases the GIL), beside
+        the compression instead of before it; the same digest, off the caller's critical path."""
         if not 0 < frame_size <= MAX_FRAME - TAG_LEN:
             raise ValueError(f"frame_size must be between 1 and {MAX_FRAME - TAG_LEN} bytes.")
         self.stats = ArtifactStats(compression=compression_name)
         self._compressor = compression.compressor(compression_name, level=compression_level,
                                                   threads=compression_threads)
         self._frame_size = frame_size
+        self._hash_in_thread = hash_in_thread
         self._aead = None
         header = {"format": FORMAT_VERSION, "compression": compression_name, "cipher": "none", "frame_size": frame_size}
         if keyring is not None:
@@ -123,30 +127,34 @@ class Encoder:
 
     def _frames(self, raw_chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield self._header_bytes
-        raw_hash = hashlib.sha256()
-        compress = self._compressor.compress
-        size = self._frame_size
-        pending: list[bytes] = []  # compressed output not yet framed
-        pending_len = 0
-        for chunk in raw_chunks:
-            if not chunk:
-                continue
-            raw_hash.update(chunk)
-            self.stats.size_raw += len(chunk)
-            out = compress(chunk)
+        raw_hash = _ThreadedHash() if self._hash_in_thread else hashlib.sha256()
+        try:
+            compress = self._compressor.compress
+            size = self._frame_size
+            pending: list[bytes] = []  # compressed output not yet framed
+            pending_len = 0
+            for chunk in raw_chunks:
+                if not chunk:
+                    continue
+                raw_hash.update(chunk)
+                self.stats.size_raw += len(chunk)
+                out = compress(chunk)
+                if out:
+                    pending.append(out)
+                    pending_len += len(out)
+                if pending_len >= size:
+                    rest = yield from self._more_frames(pending, size, keep=size - 1)
+                    pending, pending_len = ([rest], len(rest)) if rest else ([], 0)
+            out = self._compressor.flush()
             if out:
                 pending.append(out)
-                pending_len += len(out)
-            if pending_len >= size:
-                rest = yield from self._more_frames(pending, size, keep=size - 1)
-                pending, pending_len = ([rest], len(rest)) if rest else ([], 0)
-        out = self._compressor.flush()
-        if out:
-            pending.append(out)
-        # The final frame holds 1 to frame_size bytes (0 only for an empty stream).
-        rest = yield from self._more_frames(pending, size, keep=size)
-        yield from self._frame_pieces(rest, FLAG_FINAL)
-        self.stats.sha256_raw = raw_hash.hexdigest()
+            # The final frame holds 1 to frame_size bytes (0 only for an empty stream).
+            rest = yield from self._more_frames(pending, size, keep=size)
+            yield from self._frame_pieces(rest, FLAG_FINAL)
+            self.stats.sha256_raw = raw_hash.hexdigest()
+        finally:
+            if isinstance(raw_hash, _ThreadedHash):
+                raw_hash.close()  # also when the consumer stopped early: no idle thread left behind
 
     def _more_frames(self, pending: list[bytes], size: int, *, keep: int):
         """Frame frame_size slices of the pending output while more than `keep` bytes remain; return the rest."""
@@ -166,6 +174,42 @@ class Encoder:
             yield piece
         self.stats.frames = self._counter
         self.stats.sha256_stored = stored_hash.hexdigest()
+
+
+class _ThreadedHash:
+    """SHA-256 of chunks handed over one by one, computed in order by one worker thread, a few chunks behind.
+
+    `update` only queues the chunk (it must not be modified afterwards: bytes are not); `hexdigest` waits for
+    the rest. At most `depth` chunks are queued, so memory stays bounded.
+    """
+
+    def __init__(self, depth: int = 8):
+        import collections
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._hash = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256-raw")
+        self._pending: collections.deque = collections.deque()
+        self._depth = depth
+
+    def update(self, chunk) -> None:
+        if not isinstance(chunk, bytes):
+            chunk = bytes(chunk)  # a reusable buffer could change before the worker reads it
+        self._pending.append(self._pool.submit(self._hash.update, chunk))
+        while len(self._pending) > self._depth:
+            self._pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+            return self._hash.hexdigest()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Reader:

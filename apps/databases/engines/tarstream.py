@@ -238,12 +238,15 @@ class Extractor:
     files are created exclusively and without following links.
     """
 
-    SYNC_QUEUE = 256  # files written but not yet synced (open descriptors) before the writer waits
+    SYNC_QUEUE = 256  # files written but not yet handed to writeback (open descriptors) before the writer waits
 
     def __init__(self, root: Path, *, owner: tuple[int, int] | None = None, sync: bool = False):
-        """`owner` (uid, gid): given to every file as it is created. `sync`: each file finished by
-        StreamExtractor is fsynced (then closed) in a background thread while the next ones are written;
-        `sync_all` waits for them and syncs every directory. Durable without a system-wide sync()."""
+        """`owner` (uid, gid): given to every file as it is created. `sync`: the writeback of each file finished
+        by StreamExtractor is started (sync_file_range, not waited for) and the file closed, in a background
+        thread, while the next ones are written; `sync_all` then fsyncs every file and directory under the root,
+        as PostgreSQL's own `initdb --sync-only` does. Durable without a system-wide sync(), and without an fsync
+        per file while files are still being created (each one forced a journal commit that held up the next
+        file's creation)."""
         self.root = root
         self.files = 0
         self.bytes = 0
@@ -278,23 +281,28 @@ class Extractor:
         return fd
 
     def done(self, fd: int) -> None:
-        """A file is complete: close it, or (sync) have it fsynced and closed in the background."""
+        """A file is complete: close it, or (sync) have its writeback started and close it in the background."""
         if self._syncer is None:
             os.close(fd)
             return
-        self._pending.append(self._syncer.submit(_fsync_close, fd))
+        self._pending.append(self._syncer.submit(_writeback_close, fd))
         while len(self._pending) > self.SYNC_QUEUE:
-            self._pending.popleft().result()  # an fsync error is raised here
+            self._pending.popleft().result()  # an error is raised here
 
     def sync_all(self) -> None:
-        """Wait for every file's fsync, then fsync every directory under the root (and the root)."""
+        """Wait for the background work, then fsync every file, then every directory under the root (and the root).
+
+        The files' data is mostly written back by then (started as each file was finished), so the fsyncs
+        wait for little more than one journal commit.
+        """
         self.close()
-        for dirpath, _dirs, _files in os.walk(self.root):
-            dfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        dirs = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            dirs.append(dirpath)
+            for name in files:
+                _fsync_path(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+        for dirpath in dirs:
+            _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
 
     def close(self) -> None:
         """Wait for the background fsyncs (raising the first error) and stop the thread."""
@@ -371,9 +379,36 @@ class StreamExtractor(TarScanner):
             self._fd = self._current = None
 
 
-def _fsync_close(fd: int) -> None:
+def _fsync_path(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range = None
+
+
+def _writeback_close(fd: int) -> None:
+    """Start writing the file's dirty pages to disk without waiting (Linux sync_file_range), then close it.
+
+    Only a head start for the fsync that sync_all does later: where the call is missing or fails, nothing is lost.
+    """
+    global _sync_file_range
+    try:
+        if _sync_file_range is None:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            func = getattr(libc, "sync_file_range", None)
+            if func is not None:
+                func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+                func.restype = ctypes.c_int
+            _sync_file_range = func or False
+        if _sync_file_range:
+            _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
     finally:
         os.close(fd)
 
