@@ -14,9 +14,8 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
-    Window,
 )
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.monitoring.models import (
@@ -54,26 +53,23 @@ def _rate(ok: int, total: int) -> float | None:
     return round(ok / total, 4) if total else None
 
 
-def _replication(*, now, since, newest: int = 20) -> dict[int, dict]:
-    """Per target id, over the replicas of its `newest` latest succeeded backups of the window (deleted ones left
-    out): the worst replication lag (`lag`: copied_at, or now while still copying, minus the backup's end;
-    replicas in the backup's own location have none) and how many are not present yet (`pending`). One query:
-    the replicas ranked per target by a window function, then aggregated by the database (no replica row comes
-    to Python)."""
+def _replication(*, now, since, newest: int = 20) -> dict:
+    """Per target, over the replicas of its `newest` latest succeeded backups of the window (deleted ones left
+    out): the worst replication lag (copied_at, or now while still copying, minus the backup's end; replicas in
+    the backup's own location have none) and how many are not present yet. Two correlated aggregates, computed
+    by the database: no replica row comes to Python."""
     from apps.backups.models import BackupStatus, Replica, ReplicaStatus
 
-    ranked = (Replica.objects.filter(backup__database_target__isnull=False, backup__status=BackupStatus.SUCCEEDED,
-                                     backup__finished_at__gte=since)
-              .exclude(status=ReplicaStatus.DELETED)
-              .annotate(rank=Window(RowNumber(), partition_by=F("backup__database_target"),
-                                    order_by=[F("backup__created_at").desc(), F("pk").desc()]))
-              .filter(rank__lte=newest).values("pk"))
+    recent = (Replica.objects.filter(backup__database_target=OuterRef(OuterRef("pk")),
+                                     backup__status=BackupStatus.SUCCEEDED, backup__finished_at__gte=since)
+              .exclude(status=ReplicaStatus.DELETED).order_by("-backup__created_at", "-pk").values("pk")[:newest])
+    of_target = Replica.objects.filter(pk__in=Subquery(recent)).values("backup__database_target")
     lag = ExpressionWrapper(Coalesce("copied_at", Value(now, output_field=DateTimeField()))
                             - F("backup__finished_at"), output_field=DurationField())
-    return {row.pop("backup__database_target"): row for row in (
-        Replica.objects.filter(pk__in=ranked).values("backup__database_target").annotate(
-            lag=Max(lag, filter=~Q(location=F("backup__storage_location"))),
-            pending=Count("pk", filter=~Q(status=ReplicaStatus.PRESENT))).order_by())}
+    return {
+        "lag": Subquery(of_target.exclude(location=F("backup__storage_location")).annotate(m=Max(lag)).values("m")),
+        "pending": Subquery(of_target.exclude(status=ReplicaStatus.PRESENT).annotate(n=Count("pk")).values("n")),
+    }
 
 
 def target_rows(*, now, size_points: bool = True) -> list[dict]:
@@ -109,8 +105,8 @@ def target_rows(*, now, size_points: bool = True) -> list[dict]:
         "-created_at", "-pk")
     targets = list(DatabaseTarget.objects.order_by("name").annotate(
         **{f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished},
-        verification_id=Subquery(last_verification.values("pk")[:1])))
-    replication = _replication(now=now, since=since[30])
+        verification_id=Subquery(last_verification.values("pk")[:1]),
+        **{f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()}))
     backups = Backup.objects.only("pk", "created_at", "status", "kind", "format", "finished_at").in_bulk(
         [getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
     verifications = VerificationRun.objects.in_bulk([t.verification_id for t in targets if t.verification_id])
@@ -132,7 +128,7 @@ def target_rows(*, now, size_points: bool = True) -> list[dict]:
         age = (now - last_ok_at).total_seconds() if last_ok_at else None
         sizes = sizes_by_target.get(target.pk, [])[-500:]
         verification = verifications.get(target.verification_id)
-        lag = replication.get(target.pk, {}).get("lag")
+        lag = target.replication_lag
         wal = wal_selectors.archive_status(target, now=now) if target.wal_archiving else None
         within_rpo = age is not None and age <= rpo_seconds
         verified_ok = verification is None or verification.result == "passed"
@@ -153,7 +149,7 @@ def target_rows(*, now, size_points: bool = True) -> list[dict]:
             "sizes": [{"at": at, "kind": kind, "size_stored": stored, "size_raw": raw}
                       for at, kind, stored, raw in sizes],
             "replication_lag_seconds": max(0.0, round(lag.total_seconds(), 3)) if lag is not None else None,
-            "replicas_pending": replication.get(target.pk, {}).get("pending") or 0,
+            "replicas_pending": target.replication_pending or 0,
             "wal_archive_lag_seconds": wal["archive_lag_seconds"] if wal else None,
             "wal_gaps": wal["gaps"] if wal else None,
             "last_verification": {"backup_id": verification.backup_id, "level": verification.level,
