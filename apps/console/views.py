@@ -24,10 +24,30 @@ from apps.jobs.models import JobStatus
 from apps.verification.jobs import VerifyBackupsJob
 from apps.verification.models import VerificationLevel
 
+def _target_cells(rows: list[dict]) -> None:
+    """The target table's cell texts, computed once per row here rather than by template filters and `{% url %}`
+    tags per row (100 targets made them a third of the page's CPU). Same output as the filters."""
+    from django.template.defaultfilters import date as date_filter, floatformat
+
+    marker = "987654321"
+    target_url = reverse("console:target", args=[marker])
+    backup_now_url = reverse("console:backup-now", args=[marker])
+    for row in rows:
+        pk = str(row["target_id"])
+        row["url"] = target_url.replace(marker, pk)
+        row["backup_now_url"] = backup_now_url.replace(marker, pk)
+        row["last_success_text"] = date_filter(row["last_success_at"], "Y-m-d H:i:s") or "never"
+        row["rpo_hours"] = round(row["rpo_seconds"] / 3600)
+        for key in ("replication_lag_seconds", "wal_archive_lag_seconds"):
+            value = row[key]
+            row[f"{key}_text"] = "—" if value is None else f"{floatformat(value, 0)} s"
+
+
 @console_page
 def dashboard(request):
     recent_jobs = list(job_selectors.jobs()[:15])
     data = selectors.dashboard()
+    _target_cells(data["targets"])
     context = {
         "data": data,
         "charts": selectors.dashboard_charts(data),
