@@ -18,6 +18,10 @@ from apps.databases.engines import logical
 class LogicalProducer:
     """pg_dump in the backup's format, in an exported snapshot; row counts per table from the same snapshot."""
 
+    # The raw SHA-256 beside the compression: on rows that compress 20-170x (pgbench) hashing is a large share
+    # of the main thread's work (docs/BENCHMARKS.md, logical backup).
+    hash_in_thread = True
+
     def __init__(self, backup: Backup):
         self.backup = backup
         self.dump: logical.LogicalDump | None = None
