@@ -61,6 +61,13 @@ def dashboard(request):
     return render(request, "console/dashboard.html", context)
 
 
+@console_page
+def dashboard_charts(request):
+    """The dashboard's 30-day size and duration lines, fetched by its script (the page itself does not compute
+    them): two aggregates, a point per target or source and day."""
+    return JsonResponse({"series": selectors.chart_series()})
+
+
 @console_action(OPERATOR, what="Taking backups")
 def backup_now(request, target_id: int):
     """Full (a pg_dump format, or a method: logical / physical) or incremental (physical) backup of a target."""
