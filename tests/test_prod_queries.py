@@ -182,6 +182,13 @@ def test_aggregated_series_and_replication_lag_equal_the_per_row_results(db):
     data = selectors.dashboard(now=now)
     rows = {row["target"]: row for row in data["targets"]}
     assert set(rows) == {"eq-busy", "eq-quiet", "eq-idle"}
+    # The cards' totals, summed from the per-target scan, are what the one-scan statistics() gives.
+    from apps.backups import selectors as backup_selectors
+
+    totals = backup_selectors.statistics(per_target=False, now=now)
+    assert data["statistics"] == totals
+    assert totals["by_status"]["failed"] > 0 and totals["by_status"]["expired"] > 0 and 0 < totals["success_rate"] < 1
+    assert totals["stored_bytes"] > 0 and totals["last_success_at"] is not None
     drawn = {s["name"]: s for s in selectors.chart_series(now=now) if s["kind"] == "database"}
     assert set(drawn) == set(rows)
     for name, row in rows.items():

@@ -85,14 +85,20 @@ def chart_series(*, now=None, days: int = 30) -> list[dict]:
 
 def dashboard(*, now=None) -> dict:
     """Every target and document source with its status light, alerts by severity, storage per location and
-    tier, replication lag and DR readiness (plans as last checked, no live probe). A fixed number of queries; no
+    tier, replication lag, DR readiness (plans as last checked, no live probe) and the backup totals
+    (`statistics`, as apps.backups.selectors.statistics(per_target=False)). A fixed number of queries; no
     backup row comes to Python one by one. The 30-day series are not here: chart_series, fetched by the page."""
     from apps.databases.models import DatabaseTarget
     from apps.monitoring import selectors as monitoring
     from apps.recovery import selectors as recovery
 
+    from apps.backups import selectors as backup_selectors
+
     now = now or timezone.now()
-    data = monitoring.dashboard(now=now, size_points=False)
+    # One scan of the backups per target serves the rows' rates and the cards' totals (statistics_of).
+    figures = backup_selectors.target_figures(now=now, windows=(7, 30))
+    data = monitoring.dashboard(now=now, size_points=False, figures=figures)
+    data["statistics"] = backup_selectors.statistics_of(figures, days=30)
     targets = {row["name"]: row for row in DatabaseTarget.objects.values("pk", "name", "user", "host", "port",
                                                                           "dbname")}
     for row in data["targets"]:

@@ -53,7 +53,7 @@ def dashboard(request):
         "charts": selectors.dashboard_charts(data),
         "backups": backup_selectors.backups()[:20],
         "jobs": recent_jobs,
-        "stats": backup_selectors.statistics(per_target=False),
+        "stats": data["statistics"],
         "formats": LOGICAL_FORMATS,
         "can_operate": has_role(request.user, OPERATOR),
         "refresh": any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING) for j in recent_jobs),
