@@ -95,6 +95,14 @@ def test_every_page_renders_for_a_viewer_and_links_the_admin(world):
     lines = {(s["kind"], s["name"]): s for s in viewer.get("/dashboard/charts.json").json()["series"]}
     assert lines[("database", "sample")]["sizes"] and lines[("database", "sample")]["durations"]
     assert lines[("documents", "uploads")]["sizes"][-1]["y"] > 0
+    # The sources table's figures (one query: the newest version by subquery) are the version's own.
+    from apps.documents import selectors as doc_selectors
+
+    v = w["version"]
+    v.refresh_from_db()
+    assert doc_selectors.source_rows() == [{"source": "uploads", "versions": 1, "last_success_at": v.finished_at,
+                                            "files": v.files, "bytes_total": v.bytes_total}] and v.files > 0
+    assert f"<td>1</td><td>{v.files}</td>" in home
     assert viewer.get("/audit/").status_code == 403  # admin only, as GET /v1/audit/
     assert w["admin"].get("/audit/").status_code == 200
 
