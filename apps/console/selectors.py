@@ -88,11 +88,10 @@ def dashboard(*, now=None) -> dict:
     tier, replication lag, DR readiness (plans as last checked, no live probe) and the backup totals
     (`statistics`, as apps.backups.selectors.statistics(per_target=False)). A fixed number of queries; no
     backup row comes to Python one by one. The 30-day series are not here: chart_series, fetched by the page."""
+    from apps.backups import selectors as backup_selectors
     from apps.databases.models import DatabaseTarget
     from apps.monitoring import selectors as monitoring
     from apps.recovery import selectors as recovery
-
-    from apps.backups import selectors as backup_selectors
 
     now = now or timezone.now()
     # One scan of the backups per target serves the rows' rates and the cards' totals (statistics_of).

@@ -9,7 +9,6 @@ from django.db.models import (
     F,
     Max,
     OuterRef,
-    Q,
     QuerySet,
     Subquery,
     Sum,
@@ -77,7 +76,8 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
     and WAL lag, verification, alerts and DR readiness, in a fixed number of queries whatever the number of
     targets and backups. `size_points`: the size of every succeeded backup of 30 days (the API's `sizes`); the
     console draws its own daily series instead (apps.console.selectors.daily_series) and passes False."""
-    from apps.backups import selectors as backup_selectors, wal_selectors
+    from apps.backups import selectors as backup_selectors
+    from apps.backups import wal_selectors
     from apps.backups.models import Backup, BackupStatus
     from apps.databases.models import DatabaseTarget
     from apps.verification.models import VerificationRun
