@@ -44,6 +44,7 @@ ENDPOINTS = {
     "API jobs list": "/v1/jobs",
     "API alerts list": f"{V1}/monitoring/alerts",
     "console dashboard": "/",
+    "console dashboard charts": "/dashboard/charts.json",
     "/healthz (floor)": "/healthz",
 }
 PASSWORD = "load-bench-password-1234"
@@ -99,7 +100,7 @@ def run_round_robin(base: str, auth: dict, cookies: dict, per_endpoint: int, cli
                 url = ENDPOINTS[name]
                 started = time.perf_counter()
                 r = session.get(base + url, headers=auth if url.startswith("/v1") else {},
-                                cookies=cookies if url == "/" else {}, timeout=30)
+                                cookies=cookies if not url.startswith(("/v1", "/healthz")) else {}, timeout=30)
                 elapsed = (time.perf_counter() - started) * 1000
                 if r.status_code != 200 or (url == "/" and "load-0099" not in r.text and "load-00" not in r.text):
                     errors.append(f"{url}: {r.status_code} {r.text[:200]}")
@@ -143,7 +144,7 @@ def cpu_per_request(base: str, auth: dict, cookies: dict, roots: list[int], n: i
         before = tree_cpu(roots)
         for _ in range(n):
             r = session.get(base + url, headers=auth if url.startswith("/v1") else {},
-                            cookies=cookies if url == "/" else {}, timeout=30)
+                            cookies=cookies if not url.startswith(("/v1", "/healthz")) else {}, timeout=30)
             assert r.status_code == 200, (url, r.status_code)
         out[name] = (tree_cpu(roots) - before) * 1000 / n
     return out

@@ -78,9 +78,15 @@ def test_back_up_from_the_target_page_and_watch_the_progress_bar_reach_done(admi
     shot(page, "job-done")
     page.goto(f"{live_server.url}/")
     assert page.locator("#target-sample .light-green").is_visible()
+    # The 30-day lines arrive from /dashboard/charts.json after the page: wait for them to be drawn.
+    page.wait_for_function("() => Chart.getChart(document.getElementById('durations-chart')) !== undefined",
+                           timeout=15_000)
     drawn = page.evaluate("""() => ['sizes-chart', 'durations-chart', 'storage-chart', 'alerts-chart'].map(
         id => { const c = Chart.getChart(document.getElementById(id)); return c ? c.data.datasets.length : -1; })""")
     assert all(n >= 1 for n in drawn), drawn
+    points = page.evaluate("() => Chart.getChart(document.getElementById('sizes-chart')).data.datasets"
+                           ".find(d => d.label === 'sample').data.length")
+    assert points >= 1, points
     shot(page, "dashboard")
 
 

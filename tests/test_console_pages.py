@@ -90,6 +90,19 @@ def test_every_page_renders_for_a_viewer_and_links_the_admin(world):
     home = viewer.get("/").content.decode()
     assert 'id="source-uploads"' in home and "light-green" in home  # both backed up just now: within the RPO
     assert 'id="dashboard-chart-data"' in home and 'id="durations-chart"' in home and 'id="dr-plans"' in home
+    # The 30-day lines are not in the page: its script fetches them (the viewer may read them too).
+    assert '"series"' not in home and 'data-url="/dashboard/charts.json"' in home
+    lines = {(s["kind"], s["name"]): s for s in viewer.get("/dashboard/charts.json").json()["series"]}
+    assert lines[("database", "sample")]["sizes"] and lines[("database", "sample")]["durations"]
+    assert lines[("documents", "uploads")]["sizes"][-1]["y"] > 0
+    # The sources table's figures (one query: the newest version by subquery) are the version's own.
+    from apps.documents import selectors as doc_selectors
+
+    v = w["version"]
+    v.refresh_from_db()
+    assert doc_selectors.source_rows() == [{"source": "uploads", "versions": 1, "last_success_at": v.finished_at,
+                                            "files": v.files, "bytes_total": v.bytes_total}] and v.files > 0
+    assert f"<td>1</td><td>{v.files}</td>" in home
     assert viewer.get("/audit/").status_code == 403  # admin only, as GET /v1/audit/
     assert w["admin"].get("/audit/").status_code == 200
 

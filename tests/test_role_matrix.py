@@ -70,7 +70,7 @@ CONSOLE = {
     "approval-decide": "approval.decide", "source-backup": "documents.run", "version-restore": "documents.restore",
     "version-verify": "documents.verify", "pitr": "recovery.pitr",
 }
-CONSOLE_READ_ONLY = {"dashboard", "job", "job-progress", "monitoring", "alerts", "audit", "dr-status", "dr-plan",
+CONSOLE_READ_ONLY = {"dashboard", "dashboard-charts", "job", "job-progress", "monitoring", "alerts", "audit", "dr-status", "dr-plan",
                      "approvals", "target", "source"}
 
 ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"

@@ -44,32 +44,65 @@ def backup_summary(backup: Backup) -> dict:
     }
 
 
-def statistics(*, days: int = 30, per_target: bool = True) -> dict:
-    """Counts, sizes and success rate of the database backups; `per_target`: also each target's (the console's
-    dashboard cards do without, it shows the targets from apps.monitoring)."""
-    since = timezone.now() - timedelta(days=days)
-    qs = Backup.objects.filter(database_target__isnull=False)
-    ok, recent = Q(status=BackupStatus.SUCCEEDED), Q(created_at__gte=since)
-    # One scan of the backups for every figure (each a filtered aggregate), not one query per figure.
-    agg = qs.aggregate(
+def _figures(*, now, windows) -> dict:
+    """The filtered aggregates of statistics() and target_figures(): counts by status, succeeded and finished
+    (succeeded or failed) of each window of days (by created_at), stored and raw bytes and the last success."""
+    ok, finished = Q(status=BackupStatus.SUCCEEDED), Q(status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])
+    since = {days: now - timedelta(days=days) for days in windows}
+    return dict(
         total=Count("pk"), **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in BackupStatus.values},
-        recent_ok=Count("pk", filter=recent & ok),
-        recent_finished=Count("pk", filter=recent & Q(status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])),
+        **{f"ok{d}": Count("pk", filter=ok & Q(created_at__gte=since[d])) for d in windows},
+        **{f"finished{d}": Count("pk", filter=finished & Q(created_at__gte=since[d])) for d in windows},
         stored=Sum("size_stored", filter=ok), raw=Sum("size_raw", filter=ok), last=Max("finished_at", filter=ok))
+
+
+def target_figures(*, now=None, windows: tuple[int, ...] = (7, 30)) -> dict[int, dict]:
+    """Per target id, in one scan of the database backups grouped by target: what statistics() counts (by status,
+    `ok{days}` / `finished{days}` per window, stored and raw bytes, `last` success). The monitoring rows read
+    their rates from it, and statistics_of() sums it into the totals without scanning again."""
+    aggregates = _figures(now=now or timezone.now(), windows=windows)
+    return {row.pop("database_target"): row for row in Backup.objects.filter(database_target__isnull=False)
+            .values("database_target").annotate(**aggregates).order_by()}
+
+
+def statistics_of(figures: dict[int, dict], *, days: int = 30) -> dict:
+    """statistics(days=days, per_target=False) from target_figures(windows including `days`), summed here."""
+    total: dict = {}
+    for row in figures.values():
+        for key, value in row.items():
+            if key == "last":
+                total[key] = max(filter(None, (total.get(key), value)), default=None)
+            else:
+                total[key] = total.get(key, 0) + (value or 0)
+    return _summary({**total, "recent_ok": total.get(f"ok{days}", 0),
+                     "recent_finished": total.get(f"finished{days}", 0)}, days=days, targets=[])
+
+
+def _summary(agg: dict, *, days: int, targets: list) -> dict:
+    return {
+        "window_days": days,
+        "total_backups": agg.get("total", 0),
+        "by_status": {s: agg.get(f"status_{s}", 0) for s in BackupStatus.values},
+        "successful_backups": agg.get(f"status_{BackupStatus.SUCCEEDED}", 0),
+        "stored_bytes": agg.get("stored") or 0,
+        "raw_bytes": agg.get("raw") or 0,
+        "compression_ratio": round((agg.get("raw") or 0) / agg["stored"], 3) if agg.get("stored") else None,
+        "last_success_at": agg.get("last"),
+        "success_rate": round(agg["recent_ok"] / agg["recent_finished"], 4) if agg.get("recent_finished") else None,
+        "targets": targets,
+    }
+
+
+def statistics(*, days: int = 30, per_target: bool = True, now=None) -> dict:
+    """Counts, sizes and success rate of the database backups; `per_target`: also each target's (the console's
+    dashboard cards do without, it shows the targets from apps.monitoring, and sums target_figures instead)."""
+    qs = Backup.objects.filter(database_target__isnull=False)
+    # One scan of the backups for every figure (each a filtered aggregate), not one query per figure.
+    agg = qs.aggregate(**_figures(now=now or timezone.now(), windows=(days,)))
     rows = (qs.filter(status=BackupStatus.SUCCEEDED).values("database_target__name")
             .annotate(last=Max("finished_at"), count=Count("pk"), stored=Sum("size_stored"))
             .order_by("database_target__name")) if per_target else []
     targets = [{"target": row["database_target__name"], "last_success_at": row["last"], "backups": row["count"],
                 "stored_bytes": row["stored"] or 0} for row in rows]
-    return {
-        "window_days": days,
-        "total_backups": agg["total"],
-        "by_status": {s: agg[f"status_{s}"] for s in BackupStatus.values},
-        "successful_backups": agg[f"status_{BackupStatus.SUCCEEDED}"],
-        "stored_bytes": agg["stored"] or 0,
-        "raw_bytes": agg["raw"] or 0,
-        "compression_ratio": round(agg["raw"] / agg["stored"], 3) if agg["stored"] else None,
-        "last_success_at": agg["last"],
-        "success_rate": round(agg["recent_ok"] / agg["recent_finished"], 4) if agg["recent_finished"] else None,
-        "targets": targets,
-    }
+    return _summary({**agg, "recent_ok": agg[f"ok{days}"], "recent_finished": agg[f"finished{days}"]},
+                    days=days, targets=targets)

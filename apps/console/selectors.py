@@ -46,36 +46,58 @@ def daily_series(*, now=None, days: int = 30) -> dict[int, list[dict]]:
                   group="database_target", size="size_stored", now=now or timezone.now(), days=days)
 
 
-def document_rows(*, now=None, days: int = 30) -> list[dict]:
-    """Each document source: last success against the RPO, and its versions' sizes and durations over `days`
-    (one point a day, as for the database targets)."""
+def document_rows(*, now=None) -> list[dict]:
+    """Each document source: last success against the RPO, versions, files and size (the charts' daily series
+    are served apart: chart_series)."""
     from apps.documents import selectors as doc_selectors
-    from apps.documents.models import DocumentSource, DocumentVersion, VersionStatus
+    from apps.documents.models import DocumentSource
 
     now = now or timezone.now()
     rpo_seconds = _rpo_hours() * 3600
-    stats = {row["source"]: row for row in doc_selectors.statistics(days=days)["sources"]}
-    series = _daily(DocumentVersion.objects.filter(status=VersionStatus.SUCCEEDED), group="source",
-                    size="bytes_stored", now=now, days=days)
-    rows = []
     ids = dict(DocumentSource.objects.values_list("name", "pk"))
-    for name, row in stats.items():
-        rows.append({**row, "source_id": ids.get(name), "rpo_seconds": rpo_seconds, "light": _light(row["last_success_at"], rpo_seconds, now),
-                     "series": series.get(ids.get(name), [])})
-    return rows
+    return [{**row, "source_id": ids.get(row["source"]), "rpo_seconds": rpo_seconds,
+             "light": _light(row["last_success_at"], rpo_seconds, now)}
+            for row in doc_selectors.source_rows()]
+
+
+def chart_series(*, now=None, days: int = 30) -> list[dict]:
+    """The 30-day size and duration lines of every target and document source (by name), one point a day: two
+    aggregate queries and the names, whatever the number of backups. What /dashboard/charts.json serves."""
+    from apps.databases.models import DatabaseTarget
+    from apps.documents.models import DocumentSource, DocumentVersion, VersionStatus
+
+    now = now or timezone.now()
+
+    def line(name, kind, points):
+        return {"name": name, "kind": kind,
+                "sizes": [{"x": p["at"].isoformat(), "y": p["size"]} for p in points if p["size"] is not None],
+                "durations": [{"x": p["at"].isoformat(), "y": p["seconds"]} for p in points
+                              if p["seconds"] is not None]}
+
+    targets = daily_series(now=now, days=days)
+    sources = _daily(DocumentVersion.objects.filter(status=VersionStatus.SUCCEEDED), group="source",
+                     size="bytes_stored", now=now, days=days)
+    return ([line(name, "database", targets.get(pk, []))
+             for pk, name in DatabaseTarget.objects.order_by("name").values_list("pk", "name")]
+            + [line(name, "documents", sources.get(pk, []))
+               for pk, name in DocumentSource.objects.order_by("name").values_list("pk", "name")])
 
 
 def dashboard(*, now=None) -> dict:
-    """Every target and document source with its status light, 30-day sizes and durations (a point a day),
-    alerts by severity, storage per location and tier, replication lag and DR readiness (plans as last checked,
-    no live probe). A fixed number of queries; no backup row comes to Python one by one."""
+    """Every target and document source with its status light, alerts by severity, storage per location and
+    tier, replication lag, DR readiness (plans as last checked, no live probe) and the backup totals
+    (`statistics`, as apps.backups.selectors.statistics(per_target=False)). A fixed number of queries; no
+    backup row comes to Python one by one. The 30-day series are not here: chart_series, fetched by the page."""
+    from apps.backups import selectors as backup_selectors
     from apps.databases.models import DatabaseTarget
     from apps.monitoring import selectors as monitoring
     from apps.recovery import selectors as recovery
 
     now = now or timezone.now()
-    data = monitoring.dashboard(now=now, size_points=False)
-    series = daily_series(now=now)
+    # One scan of the backups per target serves the rows' rates and the cards' totals (statistics_of).
+    figures = backup_selectors.target_figures(now=now, windows=(7, 30))
+    data = monitoring.dashboard(now=now, size_points=False, figures=figures)
+    data["statistics"] = backup_selectors.statistics_of(figures, days=30)
     targets = {row["name"]: row for row in DatabaseTarget.objects.values("pk", "name", "user", "host", "port",
                                                                           "dbname")}
     for row in data["targets"]:
@@ -83,27 +105,15 @@ def dashboard(*, now=None) -> dict:
         row["target_id"] = t["pk"] if t else None
         row["where"] = f"{t['user']}@{t['host']}:{t['port']}/{t['dbname']}" if t else ""
         row["light"] = _light(row["last_success_at"], row["rpo_seconds"], now)
-        points = series.get(t["pk"], []) if t else []
-        row["sizes"] = [{"at": p["at"], "size_stored": p["size"]} for p in points if p["size"] is not None]
-        row["durations"] = [{"at": p["at"], "seconds": p["seconds"]} for p in points if p["seconds"] is not None]
     data["documents"] = document_rows(now=now)
     data["plans"] = [recovery.plan_status(p, live=False) for p in recovery.plans()]
     return data
 
 
 def dashboard_charts(data: dict) -> dict:
-    """What the dashboard's charts draw (JSON for json_script, never inlined HTML)."""
-    series = [{"name": t["target"], "kind": "database",
-               "sizes": [{"x": p["at"].isoformat(), "y": p["size_stored"]} for p in t["sizes"]],
-               "durations": [{"x": p["at"].isoformat(), "y": p["seconds"]} for p in t["durations"]]}
-              for t in data["targets"]]
-    series += [{"name": d["source"], "kind": "documents",
-                "sizes": [{"x": p["at"].isoformat(), "y": p["size"]} for p in d["series"]],
-                "durations": [{"x": p["at"].isoformat(), "y": p["seconds"]} for p in d["series"]
-                              if p["seconds"] is not None]}
-               for d in data["documents"]]
+    """What the dashboard's bar and doughnut draw, from what the page computed anyway (JSON for json_script,
+    never inlined HTML); the lines come from /dashboard/charts.json (chart_series)."""
     return {
-        "series": series,
         "storage": [{"location": s["location"], "tiers": s["bytes_by_tier"] or {"used": s["used_bytes"]}}
                     for s in data["storage"]],
         "alerts": data["open_alerts_by_severity"],

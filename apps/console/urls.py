@@ -9,6 +9,7 @@ app_name = "console"
 # State-changing views carry @console_action(role) (apps/console/permissions.py): permissions.actions() lists them.
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("dashboard/charts.json", views.dashboard_charts, name="dashboard-charts"),
     path("targets/<int:target_id>/", target_views.target_detail, name="target"),
     path("targets/<int:target_id>/backup/", views.backup_now, name="backup-now"),
     path("documents/<int:source_id>/", document_views.source_detail, name="source"),

@@ -9,7 +9,6 @@ from django.db.models import (
     F,
     Max,
     OuterRef,
-    Q,
     QuerySet,
     Subquery,
     Sum,
@@ -72,11 +71,12 @@ def _replication(*, now, since, newest: int = 20) -> dict:
     }
 
 
-def target_rows(*, now, size_points: bool = True) -> list[dict]:
+def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -> list[dict]:
     """One row per target: newest and last successful backup, age against the RPO, success rates, replication
     and WAL lag, verification, alerts and DR readiness, in a fixed number of queries whatever the number of
     targets and backups. `size_points`: the size of every succeeded backup of 30 days (the API's `sizes`); the
     console draws its own daily series instead (apps.console.selectors.daily_series) and passes False."""
+    from apps.backups import selectors as backup_selectors
     from apps.backups import wal_selectors
     from apps.backups.models import Backup, BackupStatus
     from apps.databases.models import DatabaseTarget
@@ -85,13 +85,9 @@ def target_rows(*, now, size_points: bool = True) -> list[dict]:
     rpo = registry.get("backup_age")(Thresholds())
     finished = [BackupStatus.SUCCEEDED, BackupStatus.FAILED]
     since = {days: now - timedelta(days=days) for days in (7, 30)}
-    # Success rates of 7 and 30 days and the last success, aggregated per target in one query.
-    counts = {row["database_target"]: row for row in Backup.objects.filter(
-        database_target__isnull=False).filter(Q(status=BackupStatus.SUCCEEDED) | Q(
-            status__in=finished, created_at__gte=since[30])).values("database_target").annotate(
-        **{f"{k}{days}": Count("pk", filter=Q(created_at__gte=since[days], **f)) for days in (7, 30)
-           for k, f in (("ok", {"status": BackupStatus.SUCCEEDED}), ("total", {"status__in": finished}))},
-        last_ok_at=Max("finished_at", filter=Q(status=BackupStatus.SUCCEEDED))).order_by()}
+    # Success rates of 7 and 30 days and the last success, aggregated per target in one scan (the console passes
+    # the figures it also sums into its totals).
+    counts = figures if figures is not None else backup_selectors.target_figures(now=now, windows=(7, 30))
     open_alerts = dict(Alert.objects.filter(status__in=ACTIVE, database_target__isnull=False)
                        .values_list("database_target").annotate(n=Count("pk")).order_by())
     critical = set(Alert.objects.filter(status__in=ACTIVE, severity=Severity.CRITICAL, database_target__isnull=False)
@@ -122,7 +118,7 @@ def target_rows(*, now, size_points: bool = True) -> list[dict]:
     for target in targets:
         candidates = [backups[i] for i in (getattr(target, f"last_{s}_id") for s in finished) if i in backups]
         last = max(candidates, key=lambda b: (b.created_at, b.pk), default=None)
-        last_ok_at = counts.get(target.pk, {}).get("last_ok_at")
+        last_ok_at = counts.get(target.pk, {}).get("last")
         params = rpo.params(target=target) or rpo.defaults
         rpo_seconds = params["rpo_hours"] * 3600
         age = (now - last_ok_at).total_seconds() if last_ok_at else None
@@ -144,8 +140,8 @@ def target_rows(*, now, size_points: bool = True) -> list[dict]:
             "age_seconds": round(age, 1) if age is not None else None,
             "rpo_seconds": rpo_seconds,
             "within_rpo": within_rpo,
-            "success_rate_7d": _rate(rate.get("ok7", 0), rate.get("total7", 0)),
-            "success_rate_30d": _rate(rate.get("ok30", 0), rate.get("total30", 0)),
+            "success_rate_7d": _rate(rate.get("ok7", 0), rate.get("finished7", 0)),
+            "success_rate_30d": _rate(rate.get("ok30", 0), rate.get("finished30", 0)),
             "sizes": [{"at": at, "kind": kind, "size_stored": stored, "size_raw": raw}
                       for at, kind, stored, raw in sizes],
             "replication_lag_seconds": max(0.0, round(lag.total_seconds(), 3)) if lag is not None else None,
@@ -189,9 +185,10 @@ def storage_rows() -> list[dict]:
     return rows
 
 
-def dashboard(*, now=None, size_points: bool = True) -> dict:
+def dashboard(*, now=None, size_points: bool = True, figures: dict | None = None) -> dict:
+    """`figures`: apps.backups.selectors.target_figures(now=now), when the caller has them already."""
     now = now or timezone.now()
-    targets = target_rows(now=now, size_points=size_points)
+    targets = target_rows(now=now, size_points=size_points, figures=figures)
     return {
         "generated_at": now,
         "targets": targets,

@@ -68,19 +68,31 @@
     const data = JSON.parse(el.textContent);
     const palette = ["#3b6fd8", "#17803d", "#dc6803", "#b42318", "#7a5af8", "#0e9384", "#c11574"];
     const axis = { type: "linear", ticks: { callback: v => new Date(v).toISOString().slice(5, 10) } };
-    function line(id, key, label) {
+    function line(id, key, label, series) {
       const canvas = document.getElementById(id);
       if (!canvas) return;
       new Chart(canvas, {
         type: "line",
-        data: { datasets: data.series.map((s, i) => ({ label: s.name + (s.kind === "documents" ? " (documents)" : ""),
+        data: { datasets: series.map((s, i) => ({ label: s.name + (s.kind === "documents" ? " (documents)" : ""),
           borderColor: palette[i % palette.length], backgroundColor: palette[i % palette.length],
           data: s[key].map(p => ({ x: Date.parse(p.x), y: p.y })) })) },
         options: { parsing: false, animation: false, scales: { x: axis, y: { title: { display: true, text: label } } } }
       });
     }
-    line("sizes-chart", "sizes", "bytes stored");
-    line("durations-chart", "durations", "seconds");
+    /* The 30-day lines come from their own JSON endpoint, so the page does not wait for them. */
+    const source = document.getElementById("dashboard-chart-series");
+    if (source) fetch(source.dataset.url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(r => r.ok ? r.json() : Promise.reject(new Error(r.status)))
+      .then(d => {
+        line("sizes-chart", "sizes", "bytes stored", d.series);
+        line("durations-chart", "durations", "seconds", d.series);
+      })
+      .catch(err => {
+        ["sizes-chart", "durations-chart"].forEach(id => {
+          const canvas = document.getElementById(id);
+          if (canvas) canvas.insertAdjacentText("afterend", "Chart data could not be loaded (" + err.message + ").");
+        });
+      });
     const tiers = [...new Set(data.storage.flatMap(s => Object.keys(s.tiers)))];
     const storage = document.getElementById("storage-chart");
     if (storage) new Chart(storage, {
