@@ -46,8 +46,8 @@ class _PhysicalFields:
 
     info = None
     hash_in_thread = True  # large streams of data files: the raw SHA-256 runs beside the compression
-    # zstd level 1: on data files about as small as level 3 (pgbench 800 MB: 6 % smaller; pgbench plus text, jsonb
-    # and random bytea: 2.4 % larger) for a half to a third of the CPU (docs/DECISIONS.md, docs/BENCHMARKS.md).
+    # zstd level 1: a half to a third of level 3's CPU; about as small on real rows (text, jsonb, bytea: +2-4 %),
+    # larger on rows that compress 20:1 (pgbench after updates: +41 %). docs/DECISIONS.md, docs/BENCHMARKS.md.
     zstd_level = 1
 
     def manifest_fields(self) -> dict:
