@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.permissions import RolePermission
@@ -11,6 +13,8 @@ admin.autodiscover()  # the apps' admin modules: see backupsite/admin_app.py
 schema_permissions = [RolePermission]
 
 urlpatterns = [
+    # Browsers ask for /favicon.ico on every page (the admin's too): the console's icon, not a 404.
+    path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),
     path("healthz", monitoring_views.healthz, name="healthz"),
     path("readyz", monitoring_views.readyz, name="readyz"),
     path("metrics", monitoring_views.metrics_view, name="metrics"),

@@ -297,3 +297,12 @@ def test_timeline_lays_out_spans_and_the_holes_between_them():
     assert not within_window(window, t0 + timedelta(hours=2))  # in the hole
     assert describe_window(window).count(" to ") == 2
     assert timeline({"spans": []})["spans"] == [] and "no recoverable window" in describe_window({"spans": []})
+
+
+def test_the_favicon_is_the_consoles_icon_not_a_404():
+    """Every page (the admin's too) makes the browser ask for /favicon.ico; a 404 there is an error in its log."""
+    from django.conf import settings
+
+    r = Client().get("/favicon.ico")
+    assert r.status_code == 301 and r["Location"] == "/static/console/favicon.svg"
+    assert (settings.BASE_DIR / "static" / "console" / "favicon.svg").read_text().startswith("<svg")
