@@ -46,13 +46,13 @@ def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> None:
     if can_operate:
         token = csrf_input(request)
         options = format_html_join("", '<option value="{}">{}</option>', ((f, f) for f in LOGICAL_FORMATS))
+
+    def seconds(value):
+        return "—" if value is None else f"{floatformat(value, 0)} s"
+
     for row in rows:
         pk = str(row["target_id"])
         last = row["last_success_at"]
-
-        def seconds(value):
-            return "—" if value is None else f"{floatformat(value, 0)} s"
-
         row["html"] = format_html(
             _TARGET_ROW, name=row["target"], light=row["light"], url=target_url.replace(marker, pk),
             where=row["where"], last=timezone.localtime(last).strftime("%Y-%m-%d %H:%M:%S") if last else "never",
