@@ -71,6 +71,38 @@ def _replication(*, now, since, newest: int = 20) -> dict:
     }
 
 
+def _replication_by_target(*, now, since, newest: int = 20) -> dict[int, tuple] | None:
+    """What _replication computes, for every target in one PostgreSQL query: each target's `newest` replicas by a
+    LATERAL join (an index walk of its newest succeeded backups), aggregated once, instead of two correlated
+    subqueries that each found them again and joined them back (about 20 ms of PostgreSQL for 100 targets).
+    {target id: (worst lag as a timedelta or None, replicas not present)}; None on other databases (SQLite:
+    the two subqueries of _replication). Same conditions as _replication; tests/test_prod_queries.py compares
+    both with the per-row reference on each database."""
+    from django.db import connection
+
+    from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
+    from apps.databases.models import DatabaseTarget
+
+    if connection.vendor != "postgresql":
+        return None
+    sql = f"""
+        SELECT t.id,
+               MAX(CASE WHEN x.location_id <> x.storage_location_id
+                        THEN COALESCE(x.copied_at, %s) - x.finished_at END),
+               COUNT(*) FILTER (WHERE x.status <> %s)
+        FROM {DatabaseTarget._meta.db_table} t
+        CROSS JOIN LATERAL (
+            SELECT r.location_id, b.storage_location_id, r.copied_at, b.finished_at, r.status
+            FROM {Backup._meta.db_table} b JOIN {Replica._meta.db_table} r ON r.backup_id = b.id
+            WHERE b.database_target_id = t.id AND b.status = %s AND b.finished_at >= %s AND r.status <> %s
+            ORDER BY b.created_at DESC, r.id DESC LIMIT %s) x
+        GROUP BY t.id"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, ReplicaStatus.PRESENT, BackupStatus.SUCCEEDED, since, ReplicaStatus.DELETED,
+                             newest])
+        return {pk: (lag, pending) for pk, lag, pending in cursor.fetchall()}
+
+
 def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -> list[dict]:
     """One row per target: newest and last successful backup, age against the RPO, success rates, replication
     and WAL lag, verification, alerts and DR readiness, in a fixed number of queries whatever the number of
@@ -99,10 +131,15 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
     newest = Backup.objects.filter(database_target=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")
     last_verification = VerificationRun.objects.filter(backup__database_target=OuterRef("pk")).order_by(
         "-created_at", "-pk")
+    replication = _replication_by_target(now=now, since=since[30])
     targets = list(DatabaseTarget.objects.order_by("name").annotate(
         **{f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished},
         verification_id=Subquery(last_verification.values("pk")[:1]),
-        **{f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()}))
+        **({f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()}
+           if replication is None else {})))
+    if replication is not None:
+        for target in targets:
+            target.replication_lag, target.replication_pending = replication.get(target.pk, (None, 0))
     backups = Backup.objects.only("pk", "created_at", "status", "kind", "format", "finished_at").in_bulk(
         [getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
     verifications = VerificationRun.objects.in_bulk([t.verification_id for t in targets if t.verification_id])
