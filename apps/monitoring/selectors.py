@@ -132,7 +132,11 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
     last_verification = VerificationRun.objects.filter(backup__database_target=OuterRef("pk")).order_by(
         "-created_at", "-pk")
     replication = _replication_by_target(now=now, since=since[30])
-    targets = list(DatabaseTarget.objects.order_by("name").annotate(
+    # The row needs the name, the switches and the pk (thresholds, WAL status): not the sealed password, the
+    # description, tags or lock columns, each a value to load and convert per target.
+    targets = list(DatabaseTarget.objects.order_by("name").defer(
+        "description", "password_sealed", "tags", "created_at", "updated_at", "backup_lock",
+        "backup_lock_heartbeat", "backup_lock_owner").annotate(
         **{f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished},
         verification_id=Subquery(last_verification.values("pk")[:1]),
         **({f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()}
@@ -140,8 +144,9 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
     if replication is not None:
         for target in targets:
             target.replication_lag, target.replication_pending = replication.get(target.pk, (None, 0))
-    backups = Backup.objects.only("pk", "created_at", "status", "kind", "format", "finished_at").in_bulk(
-        [getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
+    backups = {row[0]: row for row in Backup.objects.filter(
+        pk__in=[getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
+        .values_list("pk", "created_at", "status", "kind", "format", "finished_at")}
     verifications = VerificationRun.objects.in_bulk([t.verification_id for t in targets if t.verification_id])
     sizes_by_target: dict[int, list] = {}
     if size_points:
@@ -154,7 +159,7 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
     rows = []
     for target in targets:
         candidates = [backups[i] for i in (getattr(target, f"last_{s}_id") for s in finished) if i in backups]
-        last = max(candidates, key=lambda b: (b.created_at, b.pk), default=None)
+        last = max(candidates, key=lambda b: (b[1], b[0]), default=None)  # (created_at, pk)
         last_ok_at = counts.get(target.pk, {}).get("last")
         params = rpo.params(target=target) or rpo.defaults
         rpo_seconds = params["rpo_hours"] * 3600
@@ -170,9 +175,9 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
         rows.append({
             "target": target.name,
             "enabled": target.enabled,
-            "last_backup": {"id": last.pk, "status": last.status, "kind": last.kind, "format": last.format,
-                            "finished_at": last.finished_at} if last else None,
-            "status": last.status if last else None,
+            "last_backup": {"id": last[0], "status": last[2], "kind": last[3], "format": last[4],
+                            "finished_at": last[5]} if last else None,
+            "status": last[2] if last else None,
             "last_success_at": last_ok_at,
             "age_seconds": round(age, 1) if age is not None else None,
             "rpo_seconds": rpo_seconds,
