@@ -142,6 +142,23 @@ def per_row_reference(now) -> dict:
     return out
 
 
+def filtered_aggregate_figures(now, windows=(7, 30)) -> dict:
+    """target_figures as it was first written: one row per target, a FILTER aggregate per status and window."""
+    from django.db.models import Count, Max, Q, Sum
+
+    from apps.backups.models import Backup, BackupStatus
+
+    ok, finished = Q(status=BackupStatus.SUCCEEDED), Q(status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])
+    since = {days: now - timedelta(days=days) for days in windows}
+    aggregates = dict(
+        total=Count("pk"), **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in BackupStatus.values},
+        **{f"ok{d}": Count("pk", filter=ok & Q(created_at__gte=since[d])) for d in windows},
+        **{f"finished{d}": Count("pk", filter=finished & Q(created_at__gte=since[d])) for d in windows},
+        stored=Sum("size_stored", filter=ok), raw=Sum("size_raw", filter=ok), last=Max("finished_at", filter=ok))
+    return {row.pop("database_target"): row for row in Backup.objects.filter(database_target__isnull=False)
+            .values("database_target").annotate(**aggregates).order_by()}
+
+
 def test_aggregated_series_and_replication_lag_equal_the_per_row_results(db):
     """On a small catalog with every case (several backups a day, no start time, no size, failed, expired and
     old backups, more than 20 replicas, replicas pending, deleted or in the backup's own location), the series
@@ -186,6 +203,11 @@ def test_aggregated_series_and_replication_lag_equal_the_per_row_results(db):
     from apps.backups import selectors as backup_selectors
 
     totals = backup_selectors.statistics(per_target=False, now=now)
+    # The per-target figures, grouped by target and status and folded in Python, are the filtered aggregates.
+    figures = backup_selectors.target_figures(now=now, windows=(7, 30))
+    assert figures == filtered_aggregate_figures(now) and len(figures) == 2, figures
+    assert backup_selectors.target_figures(now=now, windows=(30,)) == filtered_aggregate_figures(now, (30,))
+    assert figures[busy.pk]["ok7"] < figures[busy.pk]["ok30"] and figures[busy.pk]["finished7"] > 0
     assert data["statistics"] == totals
     assert totals["by_status"]["failed"] > 0 and totals["by_status"]["expired"] > 0 and 0 < totals["success_rate"] < 1
     assert totals["stored_bytes"] > 0 and totals["last_success_at"] is not None
