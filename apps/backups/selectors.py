@@ -53,6 +53,8 @@ def target_figures(*, now=None, windows: tuple[int, ...] = (7, 30)) -> dict[int,
     cost more, in PostgreSQL and in composing the query, than the folding."""
     now = now or timezone.now()
     ok, failed = BackupStatus.SUCCEEDED, BackupStatus.FAILED
+    empty = {"total": 0, **{f"status_{s}": 0 for s in BackupStatus.values}, **{f"ok{d}": 0 for d in windows},
+             **{f"finished{d}": 0 for d in windows}, "stored": None, "raw": None, "last": None}
     out: dict[int, dict] = {}
     for target, status, n, stored, raw, last, *recent in (
             Backup.objects.filter(database_target__isnull=False).values("database_target", "status")
@@ -62,9 +64,7 @@ def target_figures(*, now=None, windows: tuple[int, ...] = (7, 30)) -> dict[int,
                                     *(f"n{d}" for d in windows))):
         row = out.get(target)
         if row is None:
-            row = out[target] = {"total": 0, **{f"status_{s}": 0 for s in BackupStatus.values},
-                                 **{f"ok{d}": 0 for d in windows}, **{f"finished{d}": 0 for d in windows},
-                                 "stored": None, "raw": None, "last": None}
+            row = out[target] = dict(empty)
         row["total"] += n
         if f"status_{status}" in row:
             row[f"status_{status}"] += n
