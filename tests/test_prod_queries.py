@@ -225,3 +225,38 @@ def test_aggregated_series_and_replication_lag_equal_the_per_row_results(db):
     assert 8 <= len(busy_days) < 30 and expected["eq-busy"]["replicas_pending"] > 0
     assert expected["eq-busy"]["replication_lag_seconds"] > 0 and expected["eq-quiet"]["replication_lag_seconds"] == 120
     assert drawn["eq-busy"]["sizes"][0] == {"x": busy_days[0][0].isoformat(), "y": busy_days[0][1]}
+
+
+def test_dashboard_alert_and_delivery_counts_in_one_query_each_equal_the_separate_counts(db):
+    """The dashboard reads the active alerts once (per target, critical targets, per severity) and the delivery
+    counts once: the same numbers as the separate queries it made before, alerts without a target, resolved
+    ones and every severity included."""
+    from django.db.models import Count
+
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.monitoring.models import ACTIVE, Alert, AlertStatus, Severity
+
+    a, b, _c = (DatabaseTarget.objects.create(name=n, host="h", port=1, dbname="d", user="u")
+                for n in ("al-a", "al-b", "al-c"))
+    now = timezone.now()
+    statuses = [AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED]
+    severities = list(Severity.values)
+    for n in range(3 * len(severities) * 3):  # every target (or none) x severity x status
+        Alert.objects.create(type="backup_failed", severity=severities[n // 3 % len(severities)],
+                             status=statuses[n // (3 * len(severities))], fingerprint=f"f{n}", target="x",
+                             message="m", database_target=[a, b, None][n % 3], first_seen=now, last_seen=now)
+    by_target, critical, by_severity = selectors._active_alerts()
+    assert by_target == dict(Alert.objects.filter(status__in=ACTIVE, database_target__isnull=False)
+                             .values_list("database_target").annotate(n=Count("pk")).order_by())
+    assert critical == set(Alert.objects.filter(status__in=ACTIVE, severity=Severity.CRITICAL,
+                                                database_target__isnull=False).values_list("database_target",
+                                                                                           flat=True))
+    assert by_severity == selectors.open_alerts_by_severity()
+    assert list(by_severity) == list(selectors.open_alerts_by_severity())  # the same order, for the chart
+    assert by_target and critical and sum(by_severity.values()) > sum(by_target.values())  # untargeted counted
+    data = selectors.dashboard(now=now, size_points=False)
+    assert data["open_alerts_by_severity"] == by_severity
+    assert data["deliveries"] == {"pending": 0, "failed": 0}
+    rows = {r["target"]: r for r in data["targets"]}
+    assert [rows[t.name]["open_alerts"] for t in (a, b, _c)] == [by_target.get(a.pk, 0), by_target.get(b.pk, 0), 0]

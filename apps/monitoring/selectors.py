@@ -9,6 +9,7 @@ from django.db.models import (
     F,
     Max,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
@@ -46,6 +47,23 @@ def alerts(*, status: str | None = None, severity: str | None = None, target: st
 def open_alerts_by_severity() -> dict[str, int]:
     rows = dict(Alert.objects.filter(status__in=ACTIVE).values_list("severity").annotate(n=Count("pk")).order_by())
     return {s: rows.get(s, 0) for s in reversed(Severity.values)}
+
+
+def _active_alerts() -> tuple[dict[int, int], set[int], dict[str, int]]:
+    """The active alerts in one grouped query: the number per target, the targets with a critical one, and the
+    number per severity (open_alerts_by_severity()), for the dashboard, which needs all three."""
+    by_target: dict[int, int] = {}
+    critical: set[int] = set()
+    by_severity = {s: 0 for s in reversed(Severity.values)}
+    for target, severity, n in (Alert.objects.filter(status__in=ACTIVE).values_list("database_target", "severity")
+                                .annotate(n=Count("pk")).order_by()):
+        if severity in by_severity:
+            by_severity[severity] += n
+        if target is not None:
+            by_target[target] = by_target.get(target, 0) + n
+            if severity == Severity.CRITICAL:
+                critical.add(target)
+    return by_target, critical, by_severity
 
 
 def _rate(ok: int, total: int) -> float | None:
@@ -103,11 +121,13 @@ def _replication_by_target(*, now, since, newest: int = 20) -> dict[int, tuple] 
         return {pk: (lag, pending) for pk, lag, pending in cursor.fetchall()}
 
 
-def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -> list[dict]:
+def target_rows(*, now, size_points: bool = True, figures: dict | None = None, alerts: tuple | None = None,
+                checks: dict | None = None) -> list[dict]:
     """One row per target: newest and last successful backup, age against the RPO, success rates, replication
     and WAL lag, verification, alerts and DR readiness, in a fixed number of queries whatever the number of
     targets and backups. `size_points`: the size of every succeeded backup of 30 days (the API's `sizes`); the
-    console draws its own daily series instead (apps.console.selectors.daily_series) and passes False."""
+    console draws its own daily series instead (apps.console.selectors.daily_series) and passes False.
+    `alerts` (_active_alerts()) and `checks` (health checks by probe and subject): when the caller has them."""
     from apps.backups import selectors as backup_selectors
     from apps.backups import wal_selectors
     from apps.backups.models import Backup, BackupStatus
@@ -120,11 +140,8 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
     # Success rates of 7 and 30 days and the last success, aggregated per target in one scan (the console passes
     # the figures it also sums into its totals).
     counts = figures if figures is not None else backup_selectors.target_figures(now=now, windows=(7, 30))
-    open_alerts = dict(Alert.objects.filter(status__in=ACTIVE, database_target__isnull=False)
-                       .values_list("database_target").annotate(n=Count("pk")).order_by())
-    critical = set(Alert.objects.filter(status__in=ACTIVE, severity=Severity.CRITICAL, database_target__isnull=False)
-                   .values_list("database_target", flat=True))
-    reachable = {c.subject: c for c in HealthCheck.objects.filter(probe="target_reachable")}
+    open_alerts, critical, _by_severity = alerts if alerts is not None else _active_alerts()
+    reachable = (checks if checks is not None else _health_checks()).get("target_reachable", {})
     # One query per kind of fact, whatever the number of targets (the newest rows by subquery). The newest
     # finished backup is the newer of the newest succeeded and the newest failed one: each an index lookup on
     # (target, status, -created_at), where `status IN (...)` would scan.
@@ -201,7 +218,15 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None) -
     return rows
 
 
-def storage_rows() -> list[dict]:
+def _health_checks(probes=("target_reachable", "storage_reachable")) -> dict[str, dict[str, HealthCheck]]:
+    """The latest health check of each subject, by probe: one query for the dashboard's two probes."""
+    out: dict[str, dict[str, HealthCheck]] = {p: {} for p in probes}
+    for check in HealthCheck.objects.filter(probe__in=probes):
+        out[check.probe][check.subject] = check
+    return out
+
+
+def storage_rows(*, checks: dict | None = None) -> list[dict]:
     from apps.backups.models import Replica, ReplicaStatus, WalSegment
     from apps.storage.models import StorageLocation
 
@@ -210,7 +235,7 @@ def storage_rows() -> list[dict]:
                          .values_list("location", "storage_class").annotate(n=Sum("bytes")).order_by()):
         tiers.setdefault(loc, {})[tier or "default"] = tiers.get(loc, {}).get(tier or "default", 0) + (n or 0)
     wal = dict(WalSegment.objects.values_list("storage_location").annotate(n=Sum("size_stored")).order_by())
-    reachable = {c.subject: c for c in HealthCheck.objects.filter(probe="storage_reachable")}
+    reachable = (checks if checks is not None else _health_checks()).get("storage_reachable", {})
     rows = []
     for loc in StorageLocation.objects.order_by("name"):
         by_tier = tiers.get(loc.pk, {})
@@ -230,14 +255,15 @@ def storage_rows() -> list[dict]:
 def dashboard(*, now=None, size_points: bool = True, figures: dict | None = None) -> dict:
     """`figures`: apps.backups.selectors.target_figures(now=now), when the caller has them already."""
     now = now or timezone.now()
-    targets = target_rows(now=now, size_points=size_points, figures=figures)
+    alerts, checks = _active_alerts(), _health_checks()
+    targets = target_rows(now=now, size_points=size_points, figures=figures, alerts=alerts, checks=checks)
     return {
         "generated_at": now,
         "targets": targets,
-        "storage": storage_rows(),
-        "open_alerts_by_severity": open_alerts_by_severity(),
-        "deliveries": {"pending": Delivery.objects.filter(status=DeliveryStatus.PENDING).count(),
-                       "failed": Delivery.objects.filter(status=DeliveryStatus.FAILED).count()},
+        "storage": storage_rows(checks=checks),
+        "open_alerts_by_severity": alerts[2],
+        "deliveries": Delivery.objects.aggregate(pending=Count("pk", filter=Q(status=DeliveryStatus.PENDING)),
+                                                 failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED))),
         "dr_ready_targets": sum(1 for t in targets if t["dr_ready"]),
         "targets_total": len(targets),
     }
