@@ -45,12 +45,13 @@ def _whole_seconds(value) -> str:
     return f"{whole if whole else 0} s"
 
 
-def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> None:
+def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> str:
     """Each target row of the dashboard's table as escaped HTML (row["html"]), built once per row here: with 100
     targets, per-row template variables, filters, `{% url %}` and `{% csrf_token %}` tags were a third of the
     page's CPU. Same markup as a template would write: every value is escaped (html.escape, which is what
     django.utils.html.escape does), by str.format rather than format_html, whose lazy wrappers per value cost
-    more than the rest of the row."""
+    more than the rest of the row. Returns the table's rows joined as the template's loop wrote them (a loop
+    over 100 rows in the template was another 200 nodes to render)."""
     from django.template.backends.utils import csrf_input
     from django.utils.html import format_html_join
     from django.utils.safestring import mark_safe
@@ -76,6 +77,7 @@ def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> None:
             ready_class="status-succeeded" if row["dr_ready"] else "status-failed",
             ready="yes" if row["dr_ready"] else "no",
             form=_BACKUP_NOW.format(escape(backup_now_url.replace(marker, pk)), token, options) if can_operate else ""))
+    return mark_safe("".join(f"{row['html']}\n  " for row in rows))
 
 
 @console_page
@@ -83,9 +85,9 @@ def dashboard(request):
     recent_jobs = list(job_selectors.jobs()[:15])
     data = selectors.dashboard()
     can_operate = has_role(request.user, OPERATOR)
-    _target_rows_html(request, data["targets"], can_operate=can_operate)
     context = {
         "data": data,
+        "target_rows_html": _target_rows_html(request, data["targets"], can_operate=can_operate),
         "charts": selectors.dashboard_charts(data),
         "backups": backup_selectors.backups()[:20],
         "jobs": recent_jobs,
