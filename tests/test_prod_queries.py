@@ -260,3 +260,29 @@ def test_dashboard_alert_and_delivery_counts_in_one_query_each_equal_the_separat
     assert data["deliveries"] == {"pending": 0, "failed": 0}
     rows = {r["target"]: r for r in data["targets"]}
     assert [rows[t.name]["open_alerts"] for t in (a, b, _c)] == [by_target.get(a.pk, 0), by_target.get(b.pk, 0), 0]
+
+
+def test_dashboard_rows_of_archiving_targets_carry_their_wal_status(db):
+    """The target rows are read as values; the targets that archive WAL are loaded as models for their WAL
+    status: their rows carry archive_status()'s lag and gaps, the others None."""
+    from apps.backups import wal_names, wal_selectors
+    from apps.backups.models import WalSegment
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.storage.models import StorageLocation
+
+    location = StorageLocation.objects.create(name="wal-loc", kind="local", path="/nonexistent/w")
+    archiving = DatabaseTarget.objects.create(name="wal-on", host="h", port=1, dbname="d", user="u",
+                                              wal_archiving=True)
+    DatabaseTarget.objects.create(name="wal-off", host="h", port=1, dbname="d", user="u")
+    for segno in (1, 2, 4):  # a gap at 3
+        WalSegment.objects.create(database_target=archiving, storage_location=location,
+                                  name=wal_names.segment_name(1, segno, 1 << 20), timeline=1,
+                                  start_lsn=wal_names.format_lsn(segno << 20), key="k", size_raw=1 << 20,
+                                  size_stored=1, sha256_raw="x", sha256_stored="x", compression="zstd", cipher="none")
+    now = timezone.now()
+    rows = {r["target"]: r for r in selectors.dashboard(now=now, size_points=False)["targets"]}
+    status = wal_selectors.archive_status(archiving, now=now)
+    assert rows["wal-on"]["wal_archive_lag_seconds"] == status["archive_lag_seconds"] is not None
+    assert rows["wal-on"]["wal_gaps"] == status["gaps"] == 1
+    assert rows["wal-off"]["wal_archive_lag_seconds"] is None and rows["wal-off"]["wal_gaps"] is None

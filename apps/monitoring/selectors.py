@@ -1,5 +1,6 @@
 """Reads of the monitoring app: alert lists and the dashboard, computed from the catalog."""
 from datetime import timedelta
+from types import SimpleNamespace
 
 from django.db.models import (
     Count,
@@ -149,18 +150,19 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
     last_verification = VerificationRun.objects.filter(backup__database_target=OuterRef("pk")).order_by(
         "-created_at", "-pk")
     replication = _replication_by_target(now=now, since=since[30])
-    # The row needs the name, the switches and the pk (thresholds, WAL status): not the sealed password, the
-    # description, tags or lock columns, each a value to load and convert per target.
-    targets = list(DatabaseTarget.objects.order_by("name").defer(
-        "description", "password_sealed", "tags", "created_at", "updated_at", "backup_lock",
-        "backup_lock_heartbeat", "backup_lock_owner").annotate(
-        **{f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished},
-        verification_id=Subquery(last_verification.values("pk")[:1]),
-        **({f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()}
-           if replication is None else {})))
+    # The row needs the name, the switches and the pk (thresholds): values, not a model instance per target
+    # (the WAL status, for the targets that archive, reads the model: loaded for those only).
+    annotations = {f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished}
+    annotations["verification_id"] = Subquery(last_verification.values("pk")[:1])
+    if replication is None:
+        annotations.update({f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()})
+    targets = [SimpleNamespace(**row) for row in DatabaseTarget.objects.order_by("name").annotate(**annotations)
+               .values("pk", "name", "enabled", "wal_archiving", *annotations)]
     if replication is not None:
         for target in targets:
             target.replication_lag, target.replication_pending = replication.get(target.pk, (None, 0))
+    archiving = DatabaseTarget.objects.in_bulk([t.pk for t in targets if t.wal_archiving]) \
+        if any(t.wal_archiving for t in targets) else {}
     backups = {row[0]: row for row in Backup.objects.filter(
         pk__in=[getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
         .values_list("pk", "created_at", "status", "kind", "format", "finished_at")}
@@ -184,7 +186,7 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
         sizes = sizes_by_target.get(target.pk, [])[-500:]
         verification = verifications.get(target.verification_id)
         lag = target.replication_lag
-        wal = wal_selectors.archive_status(target, now=now) if target.wal_archiving else None
+        wal = wal_selectors.archive_status(archiving[target.pk], now=now) if target.wal_archiving else None
         within_rpo = age is not None and age <= rpo_seconds
         verified_ok = verification is None or verification.result == "passed"
         probe = reachable.get(target.name)
