@@ -82,14 +82,18 @@ def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> str:
 
 @console_page
 def dashboard(request):
-    recent_jobs = list(job_selectors.jobs()[:15])
+    # The short lists load the columns their tables show (not job logs and results, backup checksums, errors).
+    recent_jobs = list(job_selectors.jobs().only("id", "type", "status", "progress_done", "via", "created_at",
+                                                 "requested_by__username")[:15])
     data = selectors.dashboard()
     can_operate = has_role(request.user, OPERATOR)
     context = {
         "data": data,
         "target_rows_html": _target_rows_html(request, data["targets"], can_operate=can_operate),
         "charts": selectors.dashboard_charts(data),
-        "backups": backup_selectors.backups()[:20],
+        "backups": backup_selectors.backups().select_related(None).select_related("database_target").only(
+            "id", "database_target__name", "format", "status", "size_stored", "finished_at", "created_at",
+            "last_verified_at", "last_verification_result", "last_verified_level")[:20],
         "jobs": recent_jobs,
         "stats": data["statistics"],
         "can_operate": can_operate,
