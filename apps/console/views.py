@@ -16,7 +16,7 @@ from apps.backups.restores import RestoreRequest
 from apps.backups.services import LOGICAL_FORMATS
 from apps.console import selectors
 from apps.console.outcomes import start
-from apps.console.permissions import console_action, console_page
+from apps.console.permissions import console_action, console_page, request_has_role
 from apps.core.admin_utils import admin_actor
 from apps.core.roles import ADMIN, OPERATOR, has_role
 from apps.databases import identifiers
@@ -86,7 +86,7 @@ def dashboard(request):
     recent_jobs = list(job_selectors.jobs().only("id", "type", "status", "progress_done", "via", "created_at",
                                                  "requested_by__username")[:15])
     data = selectors.dashboard()
-    can_operate = has_role(request.user, OPERATOR)
+    can_operate = request_has_role(request, OPERATOR)
     context = {
         "data": data,
         "target_rows_html": _target_rows_html(request, data["targets"], can_operate=can_operate),
