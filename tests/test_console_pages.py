@@ -372,3 +372,60 @@ def test_dashboard_target_rows_are_the_markup_format_html_and_floatformat_wrote(
     for value in lags[1:] + [-0.4, -2.5, 0.49999999, 7e15, 12.0]:
         assert _whole_seconds(value) == f"{floatformat(value, 0)} s", value
     assert _whole_seconds(None) == "—"
+
+
+_JOB_LOOP = """  {% for j in jobs %}
+  <tr>
+    <td><a href="{% url 'console:job' j.pk %}">{{ j.pk }}</a></td>
+    <td>{{ j.type }}</td>
+    <td class="status-{{ j.status }}">{{ j.status }}</td>
+    <td>{{ j.progress_done|filesizeformat }}</td>
+    <td>{{ j.requested_by|default:j.via }}</td>
+    <td>{{ j.created_at|date:"Y-m-d H:i:s" }}</td>
+  </tr>
+  {% endfor %}"""
+_BACKUP_LOOP = """  {% for b in backups %}
+  <tr>
+    <td><a href="{% url 'console:backup' b.pk %}">{{ b.pk }}</a></td>
+    <td>{{ b.database_target }}</td>
+    <td>{{ b.format }}</td>
+    <td class="status-{{ b.status }}">{{ b.status }}</td>
+    <td>{{ b.size_stored|default_if_none:""|filesizeformat }}</td>
+    <td>{{ b.finished_at|date:"Y-m-d H:i:s" }}</td>
+    <td class="last-verified">{% if b.last_verified_at %}<span class="status-{% if b.last_verification_result == 'passed' %}succeeded{% else %}failed{% endif %}">{{ b.last_verified_at|date:"Y-m-d H:i" }} ({{ b.last_verified_level }})</span>{% else %}never{% endif %}</td>
+  </tr>
+  {% endfor %}"""
+
+
+def test_dashboard_job_and_backup_rows_are_what_the_template_loops_wrote(world):
+    """The recent jobs and backups rows the view writes are byte for byte the template loops they replaced:
+    a job with and without a requesting user, backups verified (passed, failed) or not, without a size, a
+    finish time or a target, and values that need escaping."""
+    from django.template import engines
+
+    from apps.console.views import _short_lists_html
+    from apps.jobs.models import JobStatus
+
+    user = make_user("lists-<op>", "operator")
+    now = timezone.now()
+    Job.objects.create(type="backup.database", status=JobStatus.RUNNING, progress_done=123456789,
+                       requested_by=user, via="console")
+    Job.objects.create(type="x<&>", status=JobStatus.FAILED, progress_done=0, via="api")
+    location = world["backup"].storage_location
+    made = [Backup.objects.create(database_target=world["target"], storage_location=location,
+                                  status=BackupStatus.SUCCEEDED, finished_at=now - timedelta(hours=n),
+                                  size_stored=None if n == 1 else 1536 * n, format="custom",
+                                  last_verified_at=now - timedelta(minutes=n) if n % 3 else None,
+                                  last_verified_level="restore" if n % 2 else "checksum",
+                                  last_verification_result="passed" if n == 1 else "failed")
+            for n in range(1, 5)]
+    Backup.objects.create(database_target=None, storage_location=location, status=BackupStatus.RUNNING)
+    jobs = list(Job.objects.select_related("requested_by")[:15])
+    backups = list(Backup.objects.select_related("database_target")[:20])
+    assert len(jobs) >= 2 and len(backups) >= 6 and made
+    job_rows, backup_rows = _short_lists_html(jobs, backups)
+    engine = engines["django"]
+    assert job_rows == engine.from_string(_JOB_LOOP).render({"jobs": jobs})[2:]
+    assert backup_rows == engine.from_string(_BACKUP_LOOP).render({"backups": backups})[2:]
+    assert "lists-&lt;op&gt;" in job_rows and "x&lt;&amp;&gt;" in job_rows and "status-failed" in backup_rows
+    assert "status-succeeded" in backup_rows and ">never<" in backup_rows and "<td>None</td>" in backup_rows
