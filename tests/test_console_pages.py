@@ -306,3 +306,126 @@ def test_the_favicon_is_the_consoles_icon_not_a_404():
     r = Client().get("/favicon.ico")
     assert r.status_code == 301 and r["Location"] == "/static/console/favicon.svg"
     assert (settings.BASE_DIR / "static" / "console" / "favicon.svg").read_text().startswith("<svg")
+
+
+def _rows_html_by_format_html(request, rows, *, can_operate):
+    """The dashboard's target rows as format_html and the floatformat filter wrote them (the view before it
+    formatted them itself): the reference the view's markup must equal."""
+    from django.template.backends.utils import csrf_input
+    from django.template.defaultfilters import floatformat
+    from django.utils.html import format_html, format_html_join
+
+    from apps.backups.services import LOGICAL_FORMATS
+    from apps.console.views import _BACKUP_NOW, _TARGET_ROW
+
+    token = csrf_input(request)
+    options = format_html_join("", '<option value="{}">{}</option>', ((f, f) for f in LOGICAL_FORMATS))
+
+    def seconds(value):
+        return "—" if value is None else f"{floatformat(value, 0)} s"
+
+    out = []
+    for row in rows:
+        last = row["last_success_at"]
+        out.append(format_html(
+            _TARGET_ROW, name=row["target"], light=row["light"],
+            url=reverse("console:target", args=[row["target_id"]]), where=row["where"],
+            last=timezone.localtime(last).strftime("%Y-%m-%d %H:%M:%S") if last else "never",
+            rpo=round(row["rpo_seconds"] / 3600), status=str(row["status"]), status_text=row["status"] or "—",
+            replication=seconds(row["replication_lag_seconds"]), wal=seconds(row["wal_archive_lag_seconds"]),
+            ready_class="status-succeeded" if row["dr_ready"] else "status-failed",
+            ready="yes" if row["dr_ready"] else "no",
+            form=format_html(_BACKUP_NOW, reverse("console:backup-now", args=[row["target_id"]]), token, options)
+            if can_operate else ""))
+    return out
+
+
+@pytest.mark.parametrize("can_operate", [True, False])
+def test_dashboard_target_rows_are_the_markup_format_html_and_floatformat_wrote(rf, can_operate):
+    """The rows the view formats itself (str.format, html.escape, its own whole-seconds rounding) are byte for
+    byte what format_html and `floatformat:0` gave, for names and hosts that need escaping, no status, no lag
+    and lags on the half (rounded half up like the filter)."""
+    from apps.console.views import _target_rows_html, _whole_seconds
+
+    request = rf.get("/")
+    request.user = make_user("rows-operator", "operator")
+    now = timezone.now()
+    lags = [None, 0, 0.4, 0.5, 1.5, 2.5, 2.4999, 59.5, 99.99, 1234567.5, 3.0, 1e-7, 86400.123]
+    rows = [{"target": name, "target_id": 7 + i, "light": ["green", "amber", "red"][i % 3],
+             "where": f"u<{i}>@h&\"x':5432/db", "last_success_at": None if i % 4 == 0 else now - timedelta(hours=i),
+             "rpo_seconds": 3600 * (1 + i), "status": None if i % 5 == 0 else ["succeeded", "failed"][i % 2],
+             "replication_lag_seconds": lags[i % len(lags)], "wal_archive_lag_seconds": lags[-1 - i % len(lags)],
+             "dr_ready": i % 2 == 0}
+            for i, name in enumerate(["plain", "<script>alert(1)</script>", "a&b", 'q"uote', "é-ü"] * 3)]
+    _target_rows_html(request, rows, can_operate=can_operate)
+    # The csrf input is masked differently per call: compare with its value taken out.
+    import re
+
+    def unmasked(html):
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", str(html))
+
+    want = _rows_html_by_format_html(request, rows, can_operate=can_operate)
+    assert [unmasked(r["html"]) for r in rows] == [unmasked(h) for h in want]
+    assert "&lt;script&gt;" in rows[1]["html"] and "<script>" not in rows[1]["html"]
+    from django.template.defaultfilters import floatformat
+
+    for value in lags[1:] + [-0.4, -2.5, 0.49999999, 7e15, 12.0]:
+        assert _whole_seconds(value) == f"{floatformat(value, 0)} s", value
+    assert _whole_seconds(None) == "—"
+
+
+_JOB_LOOP = """  {% for j in jobs %}
+  <tr>
+    <td><a href="{% url 'console:job' j.pk %}">{{ j.pk }}</a></td>
+    <td>{{ j.type }}</td>
+    <td class="status-{{ j.status }}">{{ j.status }}</td>
+    <td>{{ j.progress_done|filesizeformat }}</td>
+    <td>{{ j.requested_by|default:j.via }}</td>
+    <td>{{ j.created_at|date:"Y-m-d H:i:s" }}</td>
+  </tr>
+  {% endfor %}"""
+_BACKUP_LOOP = """  {% for b in backups %}
+  <tr>
+    <td><a href="{% url 'console:backup' b.pk %}">{{ b.pk }}</a></td>
+    <td>{{ b.database_target }}</td>
+    <td>{{ b.format }}</td>
+    <td class="status-{{ b.status }}">{{ b.status }}</td>
+    <td>{{ b.size_stored|default_if_none:""|filesizeformat }}</td>
+    <td>{{ b.finished_at|date:"Y-m-d H:i:s" }}</td>
+    <td class="last-verified">{% if b.last_verified_at %}<span class="status-{% if b.last_verification_result == 'passed' %}succeeded{% else %}failed{% endif %}">{{ b.last_verified_at|date:"Y-m-d H:i" }} ({{ b.last_verified_level }})</span>{% else %}never{% endif %}</td>
+  </tr>
+  {% endfor %}"""
+
+
+def test_dashboard_job_and_backup_rows_are_what_the_template_loops_wrote(world):
+    """The recent jobs and backups rows the view writes are byte for byte the template loops they replaced:
+    a job with and without a requesting user, backups verified (passed, failed) or not, without a size, a
+    finish time or a target, and values that need escaping."""
+    from django.template import engines
+
+    from apps.console.views import _short_lists_html
+    from apps.jobs.models import JobStatus
+
+    user = make_user("lists-<op>", "operator")
+    now = timezone.now()
+    Job.objects.create(type="backup.database", status=JobStatus.RUNNING, progress_done=123456789,
+                       requested_by=user, via="console")
+    Job.objects.create(type="x<&>", status=JobStatus.FAILED, progress_done=0, via="api")
+    location = world["backup"].storage_location
+    made = [Backup.objects.create(database_target=world["target"], storage_location=location,
+                                  status=BackupStatus.SUCCEEDED, finished_at=now - timedelta(hours=n),
+                                  size_stored=None if n == 1 else 1536 * n, format="custom",
+                                  last_verified_at=now - timedelta(minutes=n) if n % 3 else None,
+                                  last_verified_level="restore" if n % 2 else "checksum",
+                                  last_verification_result="passed" if n == 1 else "failed")
+            for n in range(1, 5)]
+    Backup.objects.create(database_target=None, storage_location=location, status=BackupStatus.RUNNING)
+    jobs = list(Job.objects.select_related("requested_by")[:15])
+    backups = list(Backup.objects.select_related("database_target")[:20])
+    assert len(jobs) >= 2 and len(backups) >= 6 and made
+    job_rows, backup_rows = _short_lists_html(jobs, backups)
+    engine = engines["django"]
+    assert job_rows == engine.from_string(_JOB_LOOP).render({"jobs": jobs})[2:]
+    assert backup_rows == engine.from_string(_BACKUP_LOOP).render({"backups": backups})[2:]
+    assert "lists-&lt;op&gt;" in job_rows and "x&lt;&amp;&gt;" in job_rows and "status-failed" in backup_rows
+    assert "status-succeeded" in backup_rows and ">never<" in backup_rows and "<td>None</td>" in backup_rows

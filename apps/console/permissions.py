@@ -13,9 +13,18 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from apps.core.roles import RANK, VIEWER, has_role
+from apps.core.roles import RANK, VIEWER, role_of
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def request_has_role(request, role: str) -> bool:
+    """apps.core.roles.has_role for the request's user, its role read once per request (a query of its groups):
+    the decorators below check it, and a page that shows more to operators asks again without a second query."""
+    if not hasattr(request, "_console_role"):
+        request._console_role = role_of(request.user)
+    mine = request._console_role
+    return mine is not None and RANK[mine] >= RANK[role]
 
 
 def forbidden(request, role: str, what: str = "This action"):
@@ -31,7 +40,7 @@ def console_action(role: str, *, read_role: str = VIEWER, what: str = ""):
         @wraps(view)
         def checked(request, *args, **kwargs):
             needed = read_role if request.method in SAFE_METHODS else role
-            if not has_role(request.user, needed):
+            if not request_has_role(request, needed):
                 return forbidden(request, needed, what or view.__name__.replace("_", " ").capitalize())
             return view(request, *args, **kwargs)
 
@@ -47,7 +56,7 @@ def console_page(view=None, *, role: str = VIEWER, what: str = "Reading this pag
     def decorate(view):
         @wraps(view)
         def checked(request, *args, **kwargs):
-            if not has_role(request.user, role):
+            if not request_has_role(request, role):
                 return forbidden(request, role, what)
             return view(request, *args, **kwargs)
 

@@ -8,10 +8,10 @@ from django.utils import timezone
 
 
 def _rpo_hours() -> int:
+    """The backup_age rule's built-in RPO (a class attribute: no threshold rows to read for it)."""
     from apps.monitoring.rules import registry
-    from apps.monitoring.thresholds import Thresholds
 
-    return registry.get("backup_age")(Thresholds()).defaults["rpo_hours"]
+    return registry.get("backup_age").defaults["rpo_hours"]
 
 
 def _light(last_success_at, rpo_seconds: float, now) -> str:
@@ -50,14 +50,11 @@ def document_rows(*, now=None) -> list[dict]:
     """Each document source: last success against the RPO, versions, files and size (the charts' daily series
     are served apart: chart_series)."""
     from apps.documents import selectors as doc_selectors
-    from apps.documents.models import DocumentSource
 
     now = now or timezone.now()
     rpo_seconds = _rpo_hours() * 3600
-    ids = dict(DocumentSource.objects.values_list("name", "pk"))
-    return [{**row, "source_id": ids.get(row["source"]), "rpo_seconds": rpo_seconds,
-             "light": _light(row["last_success_at"], rpo_seconds, now)}
-            for row in doc_selectors.source_rows()]
+    return [{**row, "rpo_seconds": rpo_seconds, "light": _light(row["last_success_at"], rpo_seconds, now)}
+            for row in doc_selectors.source_rows(with_ids=True)]
 
 
 def chart_series(*, now=None, days: int = 30) -> list[dict]:

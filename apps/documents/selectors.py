@@ -50,19 +50,21 @@ def _row(e: dict) -> dict:
             "mtime_ns": e.get("mtime_ns"), "sha256": e.get("sha256", ""), "target": e.get("target", "")}
 
 
-def source_rows() -> list[dict]:
+def source_rows(*, with_ids: bool = False) -> list[dict]:
     """Each source by name: its succeeded versions, last success, and the files and bytes of its newest succeeded
-    version (0 without one), in one query (the newest version by subquery, not one query per source)."""
+    version (0 without one), in one query (the newest version by subquery, not one query per source).
+    `with_ids`: also its `source_id` (the console links to it)."""
     ok = VersionStatus.SUCCEEDED
     latest = DocumentVersion.objects.filter(source=OuterRef("pk"), status=ok).order_by("-created_at", "-id")
     return [{"source": row["name"], "versions": row["n"], "last_success_at": row["last"],
-             "files": row["latest_files"] or 0, "bytes_total": row["latest_bytes"] or 0}
+             "files": row["latest_files"] or 0, "bytes_total": row["latest_bytes"] or 0,
+             **({"source_id": row["pk"]} if with_ids else {})}
             for row in DocumentSource.objects.annotate(
                 n=Count("versions", filter=Q(versions__status=ok)),
                 last=Max("versions__finished_at", filter=Q(versions__status=ok)),
                 latest_files=Subquery(latest.values("files")[:1]),
                 latest_bytes=Subquery(latest.values("bytes_total")[:1]))
-            .order_by("name").values("name", "n", "last", "latest_files", "latest_bytes")]
+            .order_by("name").values("pk", "name", "n", "last", "latest_files", "latest_bytes")]
 
 
 def statistics(*, days: int = 30) -> dict:
