@@ -147,6 +147,10 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         for entry in index["files"]:
             if entry["type"] == "dir":
                 extractor.make_dir(tarstream.safe_relpath(entry["path"]))
+        # The files are created in a thread of their own, in the order the links will write them.
+        order = {b.pk: i for i, b in enumerate(chain)}
+        files = sorted((e for e in index["files"] if e["type"] == "file"), key=lambda e: order[e["backup"]])
+        extractor.precreate([tarstream.safe_relpath(e["path"]) for e in files])
         for link in chain:
             wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
             if wanted is not None and not wanted:
