@@ -347,9 +347,7 @@ class Extractor:
         The files' data is mostly written back by then (started as each file was finished), so the fsyncs
         wait for little more than one journal commit.
         """
-        self.close()
-        for rel in self._precreated - self._opened:  # precreated, but no member wrote it
-            os.unlink(os.path.join(self.root, *rel.parts))
+        self.drop_unwritten()
         dirs, files = [], []
         for dirpath, _dirs, names in os.walk(self.root):
             dirs.append(dirpath)
@@ -362,6 +360,13 @@ class Extractor:
                 pass
         for dirpath in dirs:  # after the files: each directory's entries name files already durable
             _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+
+    def drop_unwritten(self) -> None:
+        """Wait for the background work (see close), then remove the precreated files no member wrote."""
+        self.close()
+        for rel in self._precreated - self._opened:
+            os.unlink(os.path.join(self.root, *rel.parts))
+        self._precreated.clear()
 
     def close(self) -> None:
         """Stop the precreating thread, wait for the background writeback (raising the first error) and stop
