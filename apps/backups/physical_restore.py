@@ -325,11 +325,11 @@ def _complete_wal(root: Path, segment_size: int | None) -> None:
     """An incremental stores its last WAL segment only up to the stop LSN: zero-fill it to its full size."""
     if not segment_size:
         return
-    from apps.databases.engines.incremental import is_wal_segment
+    from apps.backups.wal_names import is_segment_name
 
     wal = root / "pg_wal"
     for path in wal.iterdir() if wal.is_dir() else []:
-        if is_wal_segment(path.name) and path.stat().st_size < segment_size:
+        if is_segment_name(path.name) and path.stat().st_size < segment_size:
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
             try:
                 os.ftruncate(fd, segment_size)
