@@ -18,6 +18,7 @@ from django.core.management import CommandError, call_command
 from apps.backups import file_index, physical_restore
 from apps.backups.jobs import DatabaseBackupJob
 from apps.backups.models import Backup, BackupStatus
+from apps.core.errors import UserError
 from apps.core.services import SYSTEM
 from apps.databases import sample_data
 from apps.databases.clusters import LocalCluster, free_port
@@ -250,6 +251,32 @@ def test_full_and_two_incrementals_restore_to_the_source_at_the_last_backup(api_
     with pytest.raises(Exception, match="authentication|corrupt"):
         physical_restore.restore_data_directory(inc2, other, verify_first=False)
     assert not other.exists() and not (scratch / "other.partial").exists()
+
+
+
+def test_a_link_corrupt_in_either_restore_process_fails_the_restore_and_leaves_nothing(phys, phys_target, scratch):
+    """A chain of two tars is extracted by two forked processes; a frame that fails authentication in either
+    stops the restore with the link named, and neither the directory nor its .partial is left."""
+    full = backup(phys_target, method="physical")
+    change(phys, "forked")
+    inc = backup(phys_target, kind="incremental")
+    backend = backends.for_location(inc.storage_location)
+    pgdata = scratch / "data"
+    result = physical_restore.restore_data_directory(inc, pgdata, verify_first=False)  # intact: restores
+    assert result["chain"] == [full.pk, inc.pk] and (pgdata / "PG_VERSION").exists()
+    for link, name in ((inc, "files.tar"), (full, "base.tar")):
+        artifact = link.artifacts.get(name=name)
+        saved = backend.get_bytes(artifact.key)
+        data = bytearray(saved)
+        data[len(data) // 2] ^= 0x01
+        backend.put_bytes(artifact.key, bytes(data))
+        other = scratch / f"other-{name}"
+        try:
+            with pytest.raises(UserError, match=f"Restoring backup {link.pk} .*fails authentication"):
+                physical_restore.restore_data_directory(inc, other, verify_first=False)
+        finally:
+            backend.put_bytes(artifact.key, saved)
+        assert not other.exists() and not (scratch / f"other-{name}.partial").exists()
 
 
 def test_restore_refuses_bad_destinations_and_logical_backups(phys, phys_target, scratch, target):

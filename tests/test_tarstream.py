@@ -139,3 +139,28 @@ def test_a_corrupt_header_is_refused_by_the_stream_extractor(tmp_path):
     data[0:5] = b"zzzzz"  # the header checksum no longer matches
     with pytest.raises(tarstream.TarError, match="Malformed"):
         _stream_extract(tmp_path, bytes(data))
+
+
+def test_precreated_files_take_the_members_data_and_mode_and_unwritten_ones_go(tmp_path):
+    """Extractor.precreate makes the index's files ahead of the writer; the result is what the tar alone gives."""
+    root = tmp_path / "root"
+    root.mkdir()
+    extractor = tarstream.Extractor(root, sync=True)
+    extractor.make_dir(tarstream.safe_relpath("base"))
+    grouped = _file("base/grouped", b"g" * 5000)
+    grouped[0].mode = 0o640
+    rels = ["base/grouped", "PG_VERSION", "base/not_in_the_tar", "nodir/late"]
+    extractor.precreate([tarstream.safe_relpath(r) for r in rels])
+    extractor._precreator.join()  # every precreatable file made before the writer starts
+    assert (root / "base/not_in_the_tar").exists() and not (root / "nodir").exists()  # its directory was not made
+    tar = tarstream.StreamExtractor(extractor)
+    for piece in _in_chunks(_tar([_file("PG_VERSION", b"15\n"), grouped, _file("nodir/late", b"x")]), 700):
+        tar.feed(piece)
+    tar.close()
+    extractor.sync_all()
+    assert (root / "PG_VERSION").read_bytes() == b"15\n" and (root / "nodir/late").read_bytes() == b"x"
+    assert (root / "base/grouped").read_bytes() == b"g" * 5000
+    assert (root / "base/grouped").stat().st_mode & 0o777 == 0o640
+    assert not (root / "base/not_in_the_tar").exists()  # precreated, written by no member: removed
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == [
+        "PG_VERSION", "base", "base/grouped", "nodir", "nodir/late"]

@@ -17,14 +17,15 @@ def dumps(*, backup_id: str, parent: str | None, started_at: float, files: list[
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def load(backup: Backup) -> dict:
-    """The index of a backup, read through the authenticating decoder (held to the catalog's record)."""
+def load(backup: Backup, backend=None) -> dict:
+    """The index of a backup, read through the authenticating decoder (held to the catalog's record), from
+    `backend`, or (None) from the first healthy copy (apps/backups/sources.py, which reads every artifact back)."""
     from apps.backups.restores import artifact_stream
 
     artifact = backup.artifacts.filter(name=NAME).first()
     if artifact is None:
         raise UserError(f"Backup {backup.pk} has no file index ({NAME}); it cannot anchor an incremental chain.")
-    index = json.loads(b"".join(artifact_stream(backup=backup, artifact=artifact)))
+    index = json.loads(b"".join(artifact_stream(backup=backup, artifact=artifact, backend=backend)))
     if index.get("file_index_version") != VERSION or index.get("backup_id") != backup.pk:
         raise UserError(f"The file index of backup {backup.pk} is not this backup's (or of an unknown version).")
     return index

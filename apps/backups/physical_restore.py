@@ -124,7 +124,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
     _check_destination(target)
     # Everything checked before anything is written (with verify_first, every stored byte against its SHA-256).
     chain = backup_chain(backup, deep=verify_first, ctx=ctx)
-    index = file_index.load(backup)
+    index = file_index.load(backup, backend=chain[-1]._source_backend)  # the copy just checked
     holders: dict[str, set[str]] = {}
     for entry in index["files"]:
         if entry["type"] == "file":
@@ -147,16 +147,23 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         for entry in index["files"]:
             if entry["type"] == "dir":
                 extractor.make_dir(tarstream.safe_relpath(entry["path"]))
+        links = []  # (link, its tar, the files wanted from it: None for all, from the newest)
         for link in chain:
             wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
-            if wanted is not None and not wanted:
-                continue
-            artifact = link.artifacts.get(name=TAR_ARTIFACTS[link.kind])
-            note(ctx, f"extracting {artifact.key}" + ("" if wanted is None else f" ({len(wanted)} files)"))
-            _extract(extractor, link=link, artifact=artifact, wanted=wanted, ctx=ctx)
-            if wanted:
-                raise ChainError(f"Backup {link.pk} lacks {len(wanted)} files its successors rely on "
-                                 f"(e.g. {sorted(wanted)[0]}).")
+            if wanted is None or wanted:
+                links.append((link, link.artifacts.get(name=TAR_ARTIFACTS[link.kind]), wanted))
+        if _parallel(links):
+            _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx)
+        else:
+            # The files are created in a thread of their own, in the order the links will write them.
+            order = {b.pk: i for i, b in enumerate(chain)}
+            files = sorted((e for e in index["files"] if e["type"] == "file"), key=lambda e: order[e["backup"]])
+            extractor.precreate([tarstream.safe_relpath(e["path"]) for e in files])
+            for link, artifact, wanted in links:
+                note(ctx, f"extracting {artifact.key}" + ("" if wanted is None else f" ({len(wanted)} files)"))
+                _extract(extractor, link=link, artifact=artifact, wanted=wanted, ctx=ctx)
+                if wanted:
+                    raise _lacking(link, len(wanted), sorted(wanted)[0])
         _complete_wal(partial, index.get("wal_segment_size"))
         _own(partial, uid_gid)  # the directories (the files already are)
         extractor.sync_all()  # every file and directory durable before the directory appears under its final name
@@ -176,9 +183,77 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             "lsn_stop": backup.lsn_stop, "timeline": backup.timeline, "system_identifier": backup.system_identifier}
 
 
-def _extract(extractor, *, link: Backup, artifact, wanted: set[str] | None, ctx: JobContext | None) -> None:
+def _lacking(link: Backup, count: int, example: str) -> ChainError:
+    return ChainError(f"Backup {link.pk} lacks {count} files its successors rely on (e.g. {example}).")
+
+
+def _parallel(links: list) -> bool:
+    """Whether the links are extracted side by side, one forked process each (apps/documents/forked.py): for
+    a chain of two or more tars, all read from local locations (a child opens its own storage; cloud SDKs are
+    left out of forks, as for document restores)."""
+    from apps.documents import forked
+
+    return (len(links) > 1 and forked.available()
+            and all(link._source_backend.location.kind == "local" for link, _, _ in links))
+
+
+def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
+                          ctx: JobContext | None) -> None:
+    """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
+    streams to authenticate, decompress and write, on two cores).
+
+    The links write disjoint files: an older link only the files the newest index says it holds (each path
+    once in that index), the newest everything in its tar, which must then hold none of those (refused if it
+    does: one process would overwrite the other's file). The directories of the index are made before the
+    fork. Every frame is authenticated before its bytes are written, in each child as in one process; a child
+    that fails reports its error, which is raised here (after every child has stopped), and the caller removes
+    the partial directory. Files and counts are the parent's `extractor`'s afterwards; its sync_all makes
+    them durable.
+    """
+    from apps.databases.engines import tarstream
+    from apps.documents import forked
+
+    others = set().union(*(paths for pk, paths in holders.items() if pk != newest.pk))
+    mine = holders.get(newest.pk, set())
+
+    def work(i: int, report) -> dict:
+        link, artifact, wanted = links[i]
+        child = tarstream.Extractor(extractor.root, owner=extractor._owner, sync=True)
+        child._made = set(extractor._made)
+        child.precreate([tarstream.safe_relpath(p) for p in (sorted(mine) if wanted is None else sorted(wanted))])
+        try:
+            _extract(child, link=link, artifact=artifact, wanted=wanted, ctx=None, report=report,
+                     refuse=others if wanted is None else None)
+            child.drop_unwritten()
+        except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
+            child.close()
+            return {"error": str(exc) or type(exc).__name__, "chain": isinstance(exc, ChainError)}
+        left = sorted(wanted or ())
+        return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else ""}
+
+    total = sum(artifact.size_raw for _, artifact, _ in links)
+    note(ctx, "extracting " + ", ".join(a.key for _, a, _ in links) + f" in {len(links)} processes")
+    if ctx is not None:
+        ctx.progress(0, total, force=True)
+    results = forked.run(list(range(len(links))), work,
+                         on_progress=None if ctx is None else (lambda done: ctx.progress(done, total)))
+    for (link, artifact, _), got in zip(links, results):
+        if got is None:
+            raise UserError(f"The process extracting {artifact.key} (backup {link.pk}) died; nothing was restored.")
+        if "error" in got:
+            raise (ChainError if got["chain"] else UserError)(f"Restoring backup {link.pk} ({artifact.key}) "
+                                                             f"failed: {got['error']}")
+        if got["left"]:
+            raise _lacking(link, got["left"], got["example"])
+        extractor.files += got["files"]
+        extractor.bytes += got["bytes"]
+
+
+def _extract(extractor, *, link: Backup, artifact, wanted: set[str] | None, ctx: JobContext | None,
+             report=None, refuse: set[str] | None = None) -> None:
     """Stream one link's tar into the directory: all of it (`wanted` None), or only the files in `wanted`
-    (each removed from it as written).
+    (each removed from it as written). `report(n)`: called with the size of each raw chunk (a forked child's
+    progress). `refuse`: paths this tar must not hold (those another process writes).
 
     Three threads, each a few MiB ahead of the next: one reads and authenticates (AES-GCM per frame, the
     stored SHA-256 at the end), one decompresses, this one writes the members (a fourth fsyncs finished
@@ -193,15 +268,23 @@ def _extract(extractor, *, link: Backup, artifact, wanted: set[str] | None, ctx:
             return True
         return False
 
+    def not_refused(rel: str, member) -> bool:
+        if rel in refuse:
+            raise ChainError(f"Backup {link.pk} holds {rel}, which its file index says an older backup holds.")
+        return True
+
     stream = artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False,
                              threaded=True)
     if ctx is not None:
         ctx.progress(0, artifact.size_raw, force=True)
     chunks = read_ahead(stream, name=f"restore-{link.pk}")
-    tar = tarstream.StreamExtractor(extractor, select=None if wanted is None else select)
+    tar = tarstream.StreamExtractor(extractor, select=select if wanted is not None else
+                                    not_refused if refuse else None)
     try:
         for chunk in ctx.count(chunks) if ctx is not None else chunks:
             tar.feed(chunk)
+            if report is not None:
+                report(len(chunk))
         tar.close()
     finally:
         tar.abort()
@@ -242,11 +325,11 @@ def _complete_wal(root: Path, segment_size: int | None) -> None:
     """An incremental stores its last WAL segment only up to the stop LSN: zero-fill it to its full size."""
     if not segment_size:
         return
-    from apps.databases.engines.incremental import is_wal_segment
+    from apps.backups.wal_names import is_segment_name
 
     wal = root / "pg_wal"
     for path in wal.iterdir() if wal.is_dir() else []:
-        if is_wal_segment(path.name) and path.stat().st_size < segment_size:
+        if is_segment_name(path.name) and path.stat().st_size < segment_size:
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
             try:
                 os.ftruncate(fd, segment_size)

@@ -6,10 +6,8 @@ from apps.backups import sources
 from apps.backups.models import Backup, BackupArtifact, BackupFormat, BackupStatus
 from apps.core.errors import UserError
 from apps.core.services import Actor, audit
-from apps.databases import catalog
 from apps.databases.connection import PgConn
 from apps.databases.identifiers import check_name, check_table
-from apps.databases.engines import logical
 from apps.databases.models import DatabaseTarget
 from apps.jobs.progress import JobContext
 from apps.pipeline.artifact import Decoder
@@ -134,6 +132,10 @@ def verify_stored_checksum(*, backend, artifact: BackupArtifact) -> None:
 
 
 def run_restore(*, backup: Backup, conn: PgConn, request: RestoreRequest, ctx: JobContext) -> dict:
+    # Imported here: they bring psycopg, which a physical restore (this module's artifact_stream) never needs.
+    from apps.databases import catalog
+    from apps.databases.engines import logical
+
     check_name(conn.dbname)  # again here: a job may have been recorded before names were checked
     request.check_in_backup(backup)
     schema, table = request.split_table()
@@ -156,6 +158,9 @@ def run_restore(*, backup: Backup, conn: PgConn, request: RestoreRequest, ctx: J
 def _compare_row_counts(*, backup: Backup, conn: PgConn, schema: str | None, table: str | None) -> dict[str, int]:
     if backup.format in (BackupFormat.SCHEMA, BackupFormat.DATA):
         return {}
+    from apps.databases import catalog
+    from apps.databases.engines import logical
+
     expected = {
         name: n for name, n in backup.row_counts.items()
         if (table is None or name.split(".", 1)[1] == table) and (schema is None or name.split(".", 1)[0] == schema)

@@ -39,7 +39,6 @@ EXCLUDED_DIR_CONTENTS = {"pg_wal", "pg_replslot", "pg_stat_tmp", "pg_dynshmem", 
 EXCLUDED_FILES = {"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
                   "postgresql.auto.conf.tmp", "current_logfiles.tmp"}
 TEMP_REL = re.compile(r"^t\d+_\d+(_(fsm|vm|init))?(\.\d+)?$")
-WAL_FILE = re.compile(r"^[0-9A-F]{24}$")
 
 
 class IncrementalError(Exception):
@@ -223,6 +222,3 @@ def _hashed(fh, digest, limit: int, read: list[int]) -> Iterator[bytes]:
         read[0] += len(chunk)
         yield chunk
 
-
-def is_wal_segment(name: str) -> bool:
-    return bool(WAL_FILE.match(name))

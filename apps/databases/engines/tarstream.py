@@ -239,6 +239,7 @@ class Extractor:
     """
 
     SYNC_QUEUE = 256  # files written but not yet handed to writeback (open descriptors) before the writer waits
+    SYNC_THREADS = 4  # fsyncs in flight at once in sync_all
 
     def __init__(self, root: Path, *, owner: tuple[int, int] | None = None, sync: bool = False):
         """`owner` (uid, gid): given to every file as it is created. `sync`: the writeback of each file finished
@@ -254,6 +255,10 @@ class Extractor:
         self._owner = owner
         self._syncer = None
         self._pending: collections.deque = collections.deque()
+        self._precreator = None
+        self._precreated: set[PurePosixPath] = set()  # made empty by the precreator
+        self._opened: set[PurePosixPath] = set()  # opened for writing by open_file
+        self._stop_precreating = None
         if sync:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -270,15 +275,62 @@ class Extractor:
         parent = rel.parent
         if parent.parts and parent not in self._made:
             self.make_dir(parent)
+        mode = (mode & 0o777) | 0o600
         fd = os.open(os.path.join(self.root, *rel.parts), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                     (mode & 0o777) | 0o600)
-        if self._owner is not None:
-            try:
+                     mode)
+        self._opened.add(rel)
+        try:
+            if self._owner is not None:
                 os.fchown(fd, *self._owner)
-            except BaseException:
-                os.close(fd)
-                raise
+            if mode != 0o600 and self._precreator is not None:
+                os.fchmod(fd, mode)  # it may have been made (0600) by the precreator: O_CREAT's mode did not apply
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
+
+    def precreate(self, rels: list[PurePosixPath]) -> None:
+        """Create these files (empty, mode 0600, owned as `owner`) in a background thread, ahead of the writer.
+
+        Creating a file is the costliest step of writing a small one (the filesystem allocates an inode under
+        the directory's lock); done here, beside the decoding and the writing of data, it is off their path.
+        Each path must be relative and safe (safe_relpath), its directory already made (make_dir); a file
+        whose directory is not made yet is left to the writer. open_file opens without O_EXCL and truncates,
+        so whichever of the two comes first creates the file. A precreated file that no member then writes
+        is removed again by `sync_all` (a restore has only the files its tars hold). `close` stops the thread.
+        """
+        import threading
+
+        stop = self._stop_precreating = threading.Event()
+        made, done, owner, root = self._made, self._precreated, self._owner, str(self.root)
+
+        def run() -> None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # never O_TRUNC: the writer may be first
+            for rel in rels:
+                if stop.is_set():
+                    return
+                if rel.parent.parts and rel.parent not in made:
+                    continue
+                try:
+                    fd = os.open(os.path.join(root, *rel.parts), flags, 0o600)
+                except OSError:
+                    return  # the writer meets the same problem on its own, and reports it
+                done.add(rel)
+                try:
+                    if owner is not None:
+                        os.fchown(fd, *owner)
+                except OSError:
+                    return
+                finally:
+                    os.close(fd)
+
+        self._precreator = threading.Thread(target=run, name="restore-create", daemon=True)
+        self._precreator.start()
+
+    def _stop_precreator(self) -> None:
+        if self._precreator is not None:
+            self._stop_precreating.set()
+            self._precreator.join()
 
     def done(self, fd: int) -> None:
         """A file is complete: close it, or (sync) have its writeback started and close it in the background."""
@@ -295,17 +347,31 @@ class Extractor:
         The files' data is mostly written back by then (started as each file was finished), so the fsyncs
         wait for little more than one journal commit.
         """
-        self.close()
-        dirs = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        self.drop_unwritten()
+        dirs, files = [], []
+        for dirpath, _dirs, names in os.walk(self.root):
             dirs.append(dirpath)
-            for name in files:
-                _fsync_path(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
-        for dirpath in dirs:
+            files.extend(os.path.join(dirpath, name) for name in names)
+        # fsync waits for the device (and releases the GIL): a few at a time, as pgBackRest's processes do.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.SYNC_THREADS, thread_name_prefix="restore-fsync-all") as pool:
+            for _ in pool.map(_fsync_path, files, [os.O_RDONLY | os.O_NOFOLLOW] * len(files)):
+                pass
+        for dirpath in dirs:  # after the files: each directory's entries name files already durable
             _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
 
+    def drop_unwritten(self) -> None:
+        """Wait for the background work (see close), then remove the precreated files no member wrote."""
+        self.close()
+        for rel in self._precreated - self._opened:
+            os.unlink(os.path.join(self.root, *rel.parts))
+        self._precreated.clear()
+
     def close(self) -> None:
-        """Wait for the background fsyncs (raising the first error) and stop the thread."""
+        """Stop the precreating thread, wait for the background writeback (raising the first error) and stop
+        that thread too."""
+        self._stop_precreator()
         if self._syncer is None:
             return
         try:
