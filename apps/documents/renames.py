@@ -24,3 +24,20 @@ def rename_noreplace(src: str, dst: str) -> None:
         _supported = False
     os.link(src, dst, follow_symlinks=False)
     os.unlink(src)
+
+
+def rename_dir_noreplace(src: str, dst: str) -> None:
+    """Move the directory src to dst; FileExistsError if dst exists. Without renameat2 (an old kernel or a
+    file system without RENAME_NOREPLACE) a plain rename after a look: os.rename could then, in the moment
+    between the two, replace an empty directory made meanwhile (never one with anything in it)."""
+    global _supported
+    if _supported:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), dst) if err != errno.EEXIST else FileExistsError(
+                err, os.strerror(err), dst)
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    os.rename(src, dst)
