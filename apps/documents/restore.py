@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apps.core.errors import UserError
-from apps.documents import forked, gcpause, manifest, staging
+from apps.documents import forked, gcpause, heap, manifest, staging
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
 from apps.documents.models import DocumentVersion
@@ -365,7 +365,7 @@ def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: 
 def restore_version(*, version: DocumentVersion, to: str, path: str | None = None, overwrite: bool = False,
                     ctx: JobContext | None = None) -> RestoreResult:
     """Restore `version` (or the file or subtree `path` of it) under the directory `to`."""
-    with gcpause.paused():
+    with gcpause.paused(), heap.kept():
         return _restore_version(version=version, to=to, path=path, overwrite=overwrite, ctx=ctx)
 
 
