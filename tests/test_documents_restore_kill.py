@@ -49,7 +49,7 @@ execute_from_command_line(["manage.py", *sys.argv[1:]])
 
 def manage(*args: str, env: dict) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
@@ -187,3 +187,15 @@ def test_a_failed_restore_into_a_new_directory_leaves_nothing(tmp_path, monkeypa
     with pytest.raises(RuntimeError):
         restore_version(version=version, to=str(tmp_path / "r" / "out"))
     assert os.listdir(tmp_path / "r") == []
+
+
+def test_a_staged_tree_never_replaces_a_directory_even_an_empty_one(tmp_path):
+    from apps.documents.renames import rename_dir_noreplace
+
+    write(tmp_path / "staged" / "f.txt", b"restored")
+    (tmp_path / "theirs").mkdir()  # os.rename would silently replace an empty directory
+    with pytest.raises(FileExistsError):
+        rename_dir_noreplace(str(tmp_path / "staged"), str(tmp_path / "theirs"))
+    assert os.listdir(tmp_path / "theirs") == [] and (tmp_path / "staged" / "f.txt").exists()
+    rename_dir_noreplace(str(tmp_path / "staged"), str(tmp_path / "new"))
+    assert (tmp_path / "new" / "f.txt").read_bytes() == b"restored" and not (tmp_path / "staged").exists()
