@@ -5,9 +5,9 @@ killed, with no temporary name and rename per file.
 The staging directory is `.NAME.restore-XXXXXXXX` in the destination's parent, made mode 0700 (nobody else can
 put anything in it, a link included) and flock'ed for as long as its restore runs (forked children share the
 lock; they die with their parent). The next restore into the same destination removes a staging directory whose
-lock it can take (its restore is dead) and leaves alone one still locked (a restore running now). Making one,
-and removing the dead ones, happen under a lock on the parent directory, so a staging directory is never seen
-between its mkdir and its lock.
+lock it can take (its restore is dead) and leaves alone one still locked (a restore running now) or owned by
+another user. Making one, and removing the dead ones, happen under a lock on the parent directory, so a staging
+directory is never seen between its mkdir and its lock.
 
 No fsync: a killed process loses nothing the kernel has (the page cache and the rename are the same for the
 next process). Complete-or-absent across a power cut would need every file flushed before the rename; neither
@@ -102,6 +102,8 @@ def _remove_dead(parent: str, name: str) -> None:
         except OSError:
             continue  # not a directory (not ours), or gone
         try:
+            if os.fstat(fd).st_uid != os.geteuid():
+                continue  # not made by a restore of ours (another user's, whatever its name)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             continue  # locked: its restore is running
