@@ -11,16 +11,14 @@ thresholds end up once a 32 MB block was freed (setting them switches that adjus
 Not glibc: nothing.
 """
 import ctypes
-import threading
-from contextlib import contextmanager
+
+from apps.documents.gcpause import while_any
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit); its dynamic threshold stops here too
 TRIM_THRESHOLD = 256 << 20
 AFTER_TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 
-_lock = threading.Lock()
-_depth = 0
 try:
     _libc = ctypes.CDLL(None)
     _mallopt, _malloc_trim = _libc.mallopt, _libc.malloc_trim
@@ -28,19 +26,16 @@ except (OSError, AttributeError):
     _mallopt = _malloc_trim = None
 
 
-@contextmanager
-def kept():
-    global _depth
-    with _lock:
-        if _depth == 0 and _mallopt is not None:
-            _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-            _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0 and _mallopt is not None:
-                _mallopt(_M_TRIM_THRESHOLD, AFTER_TRIM_THRESHOLD)
-                _malloc_trim(0)
+def _keep() -> None:
+    if _mallopt is not None:
+        _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+def _release() -> None:
+    if _mallopt is not None:
+        _mallopt(_M_TRIM_THRESHOLD, AFTER_TRIM_THRESHOLD)
+        _malloc_trim(0)
+
+
+kept = while_any(_keep, _release)
