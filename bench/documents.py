@@ -7,6 +7,12 @@ few large ones), then for each tool, in one run on the same warm page cache:
   3. restore of the second backup into an empty directory (checked byte for byte, untimed).
 Wall times are medians of --repeat runs (each on fresh repositories); stored bytes are the repository's
 growth (du of the repository or the archive). Prints a Markdown table.
+
+Nothing is deleted until every run is done (each run copies the tree anew under its own name and keeps its
+repositories and restored trees; about 2 GB per run): ext4 passes over inodes freed in the last minutes when it
+allocates new ones (`recently_deleted`), which made whichever tool restored right after a removal pay seconds of
+system time. The work directory of an earlier invocation is removed at the start, so leave a few minutes between
+two invocations on a quiet machine, or give each its own --work.
 """
 import argparse
 import base64
@@ -195,8 +201,7 @@ def main() -> None:
     results: dict[str, dict[str, list]] = {}
     tree_mb = 0.0
     for r in range(args.repeat):
-        tree, pristine = work / "tree", work / "pristine"
-        shutil.rmtree(tree, ignore_errors=True)
+        tree, pristine = work / f"tree-{r}", work / "pristine"
         if not pristine.exists():
             log(f"generating {args.files} files, {args.mb} MB")
             make_tree(pristine, args.files, args.mb)
@@ -250,11 +255,9 @@ def main() -> None:
                 raise SystemExit(f"{t.name}: the restore differs from the tree ({len(got)} vs {len(state1)} files)")
             log(f"{t.name}: restore {res['restore'][-1]:.2f} s ({CPU[-1]:.2f} CPU s: {SPLIT[-1]}, identical); "
                 f"load {load()}")
-        # Removed only once every tool has restored: ext4 avoids reusing just-deleted inodes, which made
-        # whichever tool restored right after a removal pay several seconds of system time.
-        for out in outs:
-            shutil.rmtree(out)
-        shutil.rmtree(work / f"r{r}", ignore_errors=True)
+        # Removed only after the last run (see the module's docstring).
+    log(f"removing the work directory {work}")
+    shutil.rmtree(work, ignore_errors=True)
     med = statistics.median
     print(f"\nTree: {args.files} files + 100 added, {tree_mb:.0f} MB; medians of {args.repeat} runs "
           f"({args.tar_repeat} for tar); {os.cpu_count()} CPUs.\n")

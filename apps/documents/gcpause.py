@@ -8,28 +8,47 @@ paused for their duration and resumes, with a young-generation collection, when 
 """
 import gc
 import threading
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager
 
-_lock = threading.Lock()
-_depth = 0
+
+def while_any(first: Callable[[], None], last: Callable[[], None]) -> Callable[[], AbstractContextManager]:
+    """A context manager that may be nested and entered from several threads: `first()` when the first one
+    starts, `last()` when the last one running ends."""
+    lock = threading.Lock()
+    depth = 0
+
+    @contextmanager
+    def manager():
+        nonlocal depth
+        with lock:
+            if depth == 0:
+                first()
+            depth += 1
+        try:
+            yield
+        finally:
+            with lock:
+                depth -= 1
+                if depth == 0:
+                    last()
+
+    return manager
+
+
 _was_enabled = True
 
 
-@contextmanager
-def paused():
-    global _depth, _was_enabled
-    with _lock:
-        if _depth == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            resume = _depth == 0 and _was_enabled
-            if resume:
-                gc.enable()
-        if resume:
-            gc.collect(1)
+def _pause() -> None:
+    global _was_enabled
+    _was_enabled = gc.isenabled()
+    gc.disable()
+
+
+def _resume() -> None:
+    if _was_enabled:
+        gc.enable()
+        gc.collect(1)
+
+
+paused = while_any(_pause, _resume)

@@ -1,11 +1,16 @@
 """Restoring a version (whole, a subtree or one file) into a directory, and the safety rules it keeps.
 
 Manifest entries are untrusted: a path must be relative and plain (manifest.check_path), every directory on
-the way must be a real directory inside the target (never a link, whoever made it), files are written to a
-temporary name with O_EXCL|O_NOFOLLOW and renamed only once their SHA-256 (computed over the bytes written,
-whatever the chunks and packs said) matches the manifest, and an
-existing file is replaced only with `overwrite`. Links are made last, so no file is ever written through
-one; a link itself may point anywhere, as it did in the source.
+the way must be a real directory inside the target (never a link, whoever made it), files are created with
+O_EXCL|O_NOFOLLOW and count as restored only once their SHA-256 (computed over the bytes written, whatever the
+chunks and packs said) matches the manifest (a file that does not is removed), and an existing file is
+replaced only with `overwrite`. Links are made last, so no file is ever written through one; a link itself may
+point anywhere, as it did in the source.
+
+A killed restore never leaves a partial file under a real name. Into a directory that does not exist yet, the
+whole tree is written into a private staging directory beside it, under the files' own names, and renamed into
+place at the end (staging.py): the destination is then absent or complete. Into an existing directory each file
+is written to a temporary name and renamed once checked.
 """
 import hashlib
 import os
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apps.core.errors import UserError
-from apps.documents import forked, gcpause, manifest
+from apps.documents import forked, gcpause, heap, manifest, staging
 from apps.documents.chunks import ChunkError, ChunkStore
 from apps.documents.manifest import UnsafePath, check_path
 from apps.documents.models import DocumentVersion
@@ -87,10 +92,14 @@ class _Tree:
 
 
 def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwrite: bool,
-                  ctx: JobContext | None = None) -> RestoreResult:
-    """Write manifest entries under `root` (which must exist). Bad entries are refused and reported."""
+                  ctx: JobContext | None = None, fresh: bool = False) -> RestoreResult:
+    """Write manifest entries under `root` (which must exist). Bad entries are refused and reported.
+    `fresh`: root is an empty directory private to this restore (a staging directory): files are written
+    under their own names, without a temporary name and rename each."""
     result = RestoreResult()
     tree = _Tree(str(root))
+    if fresh:
+        tree.made.add("")
     files, dirs, links = [], [], []
     for e in entries:
         try:
@@ -131,10 +140,10 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
     processes = _processes(store, len(jobs), sum(_size(e) for e, _, _ in placed))
     if processes > 1:
         _write_in_processes(jobs, processes, tree=tree, store=store, overwrite=overwrite, token=token,
-                            umask=umask, result=result, report=report)
+                            umask=umask, result=result, report=report, fresh=fresh)
     else:
         _write_files(jobs, tree=tree, store=store, overwrite=overwrite, token=token, umask=umask, result=result,
-                     report=(lambda n: report(result.bytes)) if report else None)
+                     report=(lambda n: report(result.bytes)) if report else None, fresh=fresh)
     for e in links:
         try:
             parent, _ = tree.parent_of(e["path"])
@@ -166,7 +175,7 @@ def write_entries(*, entries: list[dict], root: Path, store: ChunkStore, overwri
 
 
 def _write_files(jobs: list[tuple[int, tuple]], *, tree: _Tree, store: ChunkStore, overwrite: bool, token: str,
-                 umask: int, result: RestoreResult, report=None, threads: int = WRITERS) -> None:
+                 umask: int, result: RestoreResult, report=None, threads: int = WRITERS, fresh: bool = False) -> None:
     """Write these files (index, (entry, parent directory, its relative path)) with `threads` writer threads,
     counting into `result`; report(bytes) every 1000 files."""
 
@@ -175,7 +184,8 @@ def _write_files(jobs: list[tuple[int, tuple]], *, tree: _Tree, store: ChunkStor
         i, (e, parent, parent_rel) = job
         try:
             return _write_file(e, parent=parent, fresh_dir=parent_rel in tree.made, umask=umask,
-                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result)
+                               tmp_name=f"{TMP_MARK}{token}-{i}", store=store, overwrite=overwrite, result=result,
+                               direct=fresh)
         except UnsafePath as exc:
             result.refused.append({"path": e["path"], "problem": str(exc)})
         except (ChunkError, OSError) as exc:
@@ -227,10 +237,11 @@ def _split(jobs: list, parts: int) -> list[list]:
 
 
 def _write_in_processes(jobs, processes: int, *, tree: _Tree, store: ChunkStore, overwrite: bool, token: str,
-                        umask: int, result: RestoreResult, report) -> None:
+                        umask: int, result: RestoreResult, report, fresh: bool = False) -> None:
     """The files split over forked children (forked.py): each decodes the packs its files need and writes
-    them, exactly as one process would (same temporary names, checks and renames). A child that dies without
-    its result has all its files counted failed, whatever it wrote (the restore is then not ok)."""
+    them, exactly as one process would (same names, checks and renames). A child that dies without its result
+    has all its files counted failed, whatever it wrote (the restore is then not ok), and what it may have left
+    removed: its temporary names, or, in a fresh directory, the files themselves (one may be partial)."""
     parts = _split(jobs, processes)
 
     def work(part, progress) -> dict:
@@ -239,7 +250,7 @@ def _write_in_processes(jobs, processes: int, *, tree: _Tree, store: ChunkStore,
         mine = RestoreResult()
         try:
             _write_files(part, tree=tree, store=store, overwrite=overwrite, token=token, umask=umask, result=mine,
-                         report=progress, threads=WRITERS_PER_PROCESS)
+                         report=progress, threads=WRITERS_PER_PROCESS, fresh=fresh)
         finally:
             store.close()
         return {"files": mine.files, "bytes": mine.bytes, "skipped_existing": mine.skipped_existing,
@@ -249,6 +260,12 @@ def _write_in_processes(jobs, processes: int, *, tree: _Tree, store: ChunkStore,
         if got is None:
             result.failed.extend({"path": e["path"], "problem": "the restore process writing it died"}
                                  for _, (e, _, _) in part)
+            for i, (e, parent, _) in part:
+                for name in ([e["path"].rpartition("/")[2]] if fresh else []) + [f"{TMP_MARK}{token}-{i}"]:
+                    try:
+                        os.unlink(os.path.join(parent, name))
+                    except OSError:
+                        pass
             continue
         result.files += got["files"]
         result.bytes += got["bytes"]
@@ -281,11 +298,12 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: ChunkStore, overwrite: bool,
-                result: RestoreResult, umask: int) -> int | None:
+                result: RestoreResult, umask: int, direct: bool = False) -> int | None:
     """The file's bytes written to a temporary name, its SHA-256 and size checked against the manifest, its
     mode and time set, then renamed to its name: a killed restore never leaves a partial file under a real
-    name. Syscalls kept few: the file is created with its final mode when the umask leaves that mode whole
-    (no fchmod), written with one write per chunk, its time set with futimens."""
+    name. `direct` (a staging directory, renamed into place only once complete): written under its own name,
+    removed if its bytes do not match. Syscalls kept few: the file is created with its final mode when the
+    umask leaves that mode whole (no fchmod), written with one write per chunk, its time set with futimens."""
     rel = e["path"]
     final = os.path.join(parent, rel.rpartition("/")[2])
     # In a directory this restore made nothing else can be; elsewhere look first, so a kept file is not read.
@@ -295,9 +313,16 @@ def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: 
     mode = e["mode"] & 0o7777 if isinstance(e.get("mode"), int) else None
     # Created with its final mode (the creator may write whatever the mode) unless the umask or special bits
     # (setuid, setgid, sticky: not through open's mode) need an fchmod after.
-    direct = mode is not None and mode <= 0o777 and not mode & umask
+    whole_mode = mode is not None and mode <= 0o777 and not mode & umask
     tmp = os.path.join(parent, tmp_name)
-    fd = os.open(tmp, _CREATE, mode if direct else 0o600)
+    if direct:
+        try:
+            fd = os.open(final, _CREATE, mode if whole_mode else 0o600)
+            tmp = final
+        except FileExistsError:  # a name the manifest has twice: as into any directory
+            direct = False
+    if not direct:
+        fd = os.open(tmp, _CREATE, mode if whole_mode else 0o600)
     try:
         try:
             digest = hashlib.sha256()
@@ -309,12 +334,14 @@ def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: 
                 size += len(data)
             if size != e.get("size") or digest.hexdigest() != e.get("sha256"):
                 raise ChunkError(f"restored bytes do not match the manifest's SHA-256 / size for {rel}")
-            if mode is not None and not direct:
+            if mode is not None and not whole_mode:
                 os.fchmod(fd, mode)
             if isinstance(e.get("mtime_ns"), int):
                 os.utime(fd, ns=(e["mtime_ns"], e["mtime_ns"]))
         finally:
             os.close(fd)
+        if direct:
+            return size
         if overwrite:
             if os.path.isdir(final) and not os.path.islink(final):
                 raise UnsafePath(f"Refusing {rel!r}: a directory of that name exists in the target.")
@@ -338,7 +365,7 @@ def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: 
 def restore_version(*, version: DocumentVersion, to: str, path: str | None = None, overwrite: bool = False,
                     ctx: JobContext | None = None) -> RestoreResult:
     """Restore `version` (or the file or subtree `path` of it) under the directory `to`."""
-    with gcpause.paused():
+    with gcpause.paused(), heap.kept():
         return _restore_version(version=version, to=to, path=path, overwrite=overwrite, ctx=ctx)
 
 
@@ -349,19 +376,46 @@ def _restore_version(*, version: DocumentVersion, to: str, path: str | None, ove
     keyring = configured_keyring()
     body, locations = load_manifest(version, keyring=keyring, ctx=ctx)  # its own location, then replicas
     entries = manifest.select(body["entries"], manifest.normalize_request_path(path))
-    root = Path(to)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"Cannot create the restore directory {to}: {exc.strerror}.") from None
-    if not root.is_dir():
-        raise UserError(f"{to} is not a directory.")
+    dest = os.path.abspath(to)
+    stage = None
+    if not os.path.lexists(dest):  # a new directory: staged whole, renamed into place once complete
+        try:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"Cannot create the restore directory {to}: {exc.strerror}.") from None
+        stage = staging.Staging.create(dest, umask=_umask())
     note(ctx, f"restoring {len(entries)} entries of version {version.pk} into {to}")
-    with ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:],
-                    whole_files_checked=True) as store:
-        result = write_entries(entries=entries, root=root.resolve(), store=store, overwrite=overwrite, ctx=ctx)
+    if stage is not None:
+        try:
+            result, store = _write_version(version, entries, locations, keyring, root=Path(stage.path),
+                                           overwrite=overwrite, ctx=ctx, fresh=True)
+            stage.finish()
+        except staging.DestinationAppeared:
+            stage.discard()  # made meanwhile by someone else: restored into as any existing directory
+            note(ctx, f"{to} appeared during the restore: restoring into it file by file")
+            stage = None
+        except BaseException:
+            stage.discard()
+            raise
+    if stage is None:
+        root = Path(to)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"Cannot create the restore directory {to}: {exc.strerror}.") from None
+        if not root.is_dir():
+            raise UserError(f"{to} is not a directory.")
+        result, store = _write_version(version, entries, locations, keyring, root=root.resolve(),
+                                       overwrite=overwrite, ctx=ctx)
     result.recovered = [{"pack": key, "from": name} for key, name in store.recovered]
     if result.recovered:
         note(ctx, f"{len(result.recovered)} packs missing or damaged in {version.storage_location.name} were read "
                   "from a replica")
     return result
+
+
+def _write_version(version, entries, locations, keyring, *, root: Path, overwrite: bool, ctx, fresh: bool = False):
+    with ChunkStore(location=version.storage_location, keyring=keyring, fallbacks=locations[1:],
+                    whole_files_checked=True) as store:
+        result = write_entries(entries=entries, root=root, store=store, overwrite=overwrite, ctx=ctx, fresh=fresh)
+    return result, store
