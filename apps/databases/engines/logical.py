@@ -13,10 +13,14 @@ arguments are a list; nothing runs through a shell.
 """
 import fcntl
 import logging
+import os
 import secrets
 import subprocess
+import sys
 import tempfile
+import termios
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +40,8 @@ CHUNK = 1 << 20
 # default): pg_dump writes on while we hash, compress, encrypt and store the previous chunk, instead of
 # stopping after the default 64 KiB. On pgbench rows pg_dump is the slow side, and each stop showed.
 PIPE_SIZE = 1 << 20
+FIONREAD = getattr(termios, "FIONREAD", None)  # bytes waiting in a pipe (Linux, the BSDs, macOS)
+NAP_MIN, NAP_MAX = 0.0005, 0.02  # seconds between looks at a pipe that is still filling
 FORMATS = {
     # name: (pg_dump arguments, artifact file name, restored with)
     "custom": (["--format=custom", "--compress=0"], "dump.pgc", "pg_restore"),
@@ -122,10 +128,9 @@ class LogicalDump:
             proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=self.conn.env(self.app_name)
             )
-            grow_pipe(proc.stdout.fileno())
+            capacity = grow_pipe(proc.stdout.fileno())
             try:
-                while chunk := proc.stdout.read(CHUNK):
-                    yield chunk
+                yield from read_filled(proc.stdout, proc, capacity)
                 rc = proc.wait()
             finally:
                 if proc.poll() is None:  # the consumer gave up (storage error, cancel): stop pg_dump
@@ -134,6 +139,37 @@ class LogicalDump:
                 proc.stdout.close()
             if rc != 0:
                 raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
+
+
+def read_filled(stream, proc: subprocess.Popen, capacity: int) -> Iterator[bytes]:
+    """The pipe's data in chunks of up to CHUNK bytes, each read once the pipe holds half its capacity (or the
+    writer has ended), until end of file.
+
+    pg_dump writes 4 KiB at a time. A reader blocked in read() is woken by every write and gets what is there
+    (about 14 KiB a read on pgbench rows: 50,000 wake-ups per GB on both sides); waiting for half the pipe
+    takes one read and a nap or two per chunk. The writer never waits for us meanwhile: the other half is free.
+    """
+    low = min(CHUNK, capacity // 2) if capacity and FIONREAD is not None else 0
+    if not low:  # the pipe's size is unknown: plain reads
+        while chunk := stream.read(CHUNK):
+            yield chunk
+        return
+    fd = stream.fileno()
+    while True:
+        nap = NAP_MIN
+        while _available(fd) < low and proc.poll() is None:
+            time.sleep(nap)
+            nap = min(nap * 2, NAP_MAX)  # a writer that waits (a lock, the network) is looked at less often
+        chunk = os.read(fd, CHUNK)  # all there is, up to CHUNK: one system call
+        if not chunk:
+            return
+        yield chunk
+
+
+def _available(fd: int) -> int:
+    buf = bytearray(4)
+    fcntl.ioctl(fd, FIONREAD, buf)
+    return int.from_bytes(buf, sys.byteorder)
 
 
 def grow_pipe(fd: int, size: int = PIPE_SIZE) -> int:
