@@ -385,6 +385,32 @@ def test_bulk_counting_does_the_work_and_agrees_with_the_frame_walker(big, monke
     assert count("custom", data, sizes()) == expected
 
 
+@pytest.mark.parametrize("chunk", [1 << 20, 65536, 4099, "seed-11", "seed-12"])
+def test_byte_count_proof_agrees_with_the_header_regex(big, monkeypatch, chunk):
+    """Where the bulk path skips the regex because NULs == 4 x newlines, the regex would have found no newline in
+    a length field; the proof holds on the short-row runs and fails where lengths hold 0x0A (10, 266, 2560-2815)."""
+    expected, dumps = big
+    data = dumps["custom"]
+    proved, regexed = [], []
+    real_bulk = CustomFormatCounter._bulk_frames
+
+    def spy(self, buf, pos):
+        cut = real_bulk(self, buf, pos)
+        if cut > pos:
+            internal = CustomFormatCounter._newlines_in_lengths(buf, pos, cut)
+            if buf.count(b"\x00", pos, cut) == 4 * buf.count(b"\n", pos, cut):
+                proved.append(internal)
+            else:
+                regexed.append(internal)
+        return cut
+
+    monkeypatch.setattr(CustomFormatCounter, "_bulk_frames", spy)
+    sizes = random.Random(int(chunk.split("-")[1])) if isinstance(chunk, str) else chunk
+    assert count("custom", data, sizes) == expected
+    assert proved and not any(proved)
+    assert any(regexed)  # the every_length table's headers with 0x0A bytes went through the regex
+
+
 def test_databases_selector_hands_out_counters():
     """Other apps (verification) get a counter through apps.databases.selectors, not the engine internals."""
     from apps.databases.selectors import dump_row_counter

@@ -384,9 +384,9 @@ def test_decrypt_level_checks_row_counts_against_the_catalog(target):
         call_command("db_verify", backup_id, "--level", "decrypt")
 
 
-def test_consumer_giving_up_stops_pg_dump_and_the_counting_thread(big_db):
-    """A storage error or cancel closes the dump mid-stream: pg_dump is killed and the row-counting
-    thread ends (nothing left blocked on a full queue)."""
+def test_consumer_giving_up_stops_pg_dump_and_leaves_no_thread(big_db):
+    """A storage error or cancel closes the dump mid-stream: pg_dump is killed and no thread is left
+    behind (the content-hash thread ends; the row counter runs in the reading thread)."""
     from apps.databases.engines import logical
 
     before = {t.name for t in threading.enumerate()}
@@ -394,7 +394,7 @@ def test_consumer_giving_up_stops_pg_dump_and_the_counting_thread(big_db):
     chunks = dump.chunks()
     for _ in range(3):
         assert next(chunks)
-    time.sleep(0.3)  # let both queues fill up behind us
+    time.sleep(0.3)  # let pg_dump fill the pipe behind us
     chunks.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and {t.name for t in threading.enumerate()} - before:

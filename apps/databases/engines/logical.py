@@ -2,19 +2,25 @@
 
 Per-table row counts are read from the dump stream itself as it passes
 (dump_rows), so they describe exactly the data in the artifact and cost the
-server nothing. The counter runs in a thread of its own beside the pipeline
-(_SideCounter), so it is not on the backup's critical path. pg_dump runs in a
-snapshot we export and hold, so when the stream cannot be read for counts, a
-SQL count in that same snapshot is the fallback. Connection settings and the password go through the environment;
+server nothing. The counter is fed in the reading thread, between reads: its
+scans are C byte counts (about 1 ms per MiB of short rows, far less on long
+ones) while pg_dump fills the 1 MiB pipe, and in a thread of its own it cost
+more CPU than the counting (GIL hand-offs), which on two busy CPUs is wall time
+(docs/BENCHMARKS.md, logical backup). pg_dump runs in a snapshot we export and
+hold, so when the stream cannot be read for counts, a SQL count in that same
+snapshot is the fallback. Connection settings and the password go through the environment;
 arguments are a list; nothing runs through a shell.
 """
 import fcntl
 import logging
-import queue
+import os
 import secrets
 import subprocess
+import sys
 import tempfile
+import termios
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +40,8 @@ CHUNK = 1 << 20
 # default): pg_dump writes on while we hash, compress, encrypt and store the previous chunk, instead of
 # stopping after the default 64 KiB. On pgbench rows pg_dump is the slow side, and each stop showed.
 PIPE_SIZE = 1 << 20
+FIONREAD = getattr(termios, "FIONREAD", None)  # bytes waiting in a pipe (Linux, the BSDs, macOS)
+NAP_MIN, NAP_MAX = 0.0005, 0.02  # seconds between looks at a pipe that is still filling
 FORMATS = {
     # name: (pg_dump arguments, artifact file name, restored with)
     "custom": (["--format=custom", "--compress=0"], "dump.pgc", "pg_restore"),
@@ -88,21 +96,21 @@ class LogicalDump:
             snapshot = cur.execute("SELECT pg_export_snapshot()").fetchone()[0]
             self.info.server = catalog.server_info(cur)
             counter = dump_rows.counter_for(self.fmt) if self.count_rows else None
-            side = _SideCounter(counter) if counter is not None else None
             hashing = None
             if self.hash_max_bytes and self.fmt != "schema":
                 hashing = _SideHashes(self.conn, snapshot, self.hash_max_bytes, app_name=f"{self.app_name}-hashes")
             try:
-                for chunk in self._run_pg_dump(snapshot):
-                    if side is not None:
-                        side.feed(chunk)
-                    yield chunk
-                counts = side.result() if side is not None else None
+                if counter is None:
+                    yield from self._run_pg_dump(snapshot)
+                else:
+                    feed = counter.feed  # never raises: a parse problem only makes result() None
+                    for chunk in self._run_pg_dump(snapshot):
+                        yield chunk  # first to the consumer: its zstd workers and hash thread start on it
+                        feed(chunk)  # then counted here, while they work and pg_dump fills the pipe
+                counts = counter.result() if counter is not None else None
                 if hashing is not None:
                     self.info.content_hashes = hashing.result()
             finally:
-                if side is not None:
-                    side.close()
                 if hashing is not None:
                     hashing.join()
             if counts is None and self.count_rows and self.fmt != "schema":
@@ -120,10 +128,9 @@ class LogicalDump:
             proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=self.conn.env(self.app_name)
             )
-            grow_pipe(proc.stdout.fileno())
+            capacity = grow_pipe(proc.stdout.fileno())
             try:
-                while chunk := proc.stdout.read(CHUNK):
-                    yield chunk
+                yield from read_filled(proc.stdout, proc, capacity)
                 rc = proc.wait()
             finally:
                 if proc.poll() is None:  # the consumer gave up (storage error, cancel): stop pg_dump
@@ -132,6 +139,37 @@ class LogicalDump:
                 proc.stdout.close()
             if rc != 0:
                 raise DumpError(f"pg_dump exited with status {rc}: {_tail(err) or 'no message'}")
+
+
+def read_filled(stream, proc: subprocess.Popen, capacity: int) -> Iterator[bytes]:
+    """The pipe's data in chunks of up to CHUNK bytes, each read once the pipe holds half its capacity (or the
+    writer has ended), until end of file.
+
+    pg_dump writes 4 KiB at a time. A reader blocked in read() is woken by every write and gets what is there
+    (about 14 KiB a read on pgbench rows: 50,000 wake-ups per GB on both sides); waiting for half the pipe
+    takes one read and a nap or two per chunk. The writer never waits for us meanwhile: the other half is free.
+    """
+    low = min(CHUNK, capacity // 2) if capacity and FIONREAD is not None else 0
+    if not low:  # the pipe's size is unknown: plain reads
+        while chunk := stream.read(CHUNK):
+            yield chunk
+        return
+    fd = stream.fileno()
+    while True:
+        nap = NAP_MIN
+        while _available(fd) < low and proc.poll() is None:
+            time.sleep(nap)
+            nap = min(nap * 2, NAP_MAX)  # a writer that waits (a lock, the network) is looked at less often
+        chunk = os.read(fd, CHUNK)  # all there is, up to CHUNK: one system call
+        if not chunk:
+            return
+        yield chunk
+
+
+def _available(fd: int) -> int:
+    buf = bytearray(4)
+    fcntl.ioctl(fd, FIONREAD, buf)
+    return int.from_bytes(buf, sys.byteorder)
 
 
 def grow_pipe(fd: int, size: int = PIPE_SIZE) -> int:
@@ -186,42 +224,6 @@ def _literal(value: str) -> str:
     if not all(ch in "0123456789ABCDEFabcdef-" for ch in value):
         raise DumpError(f"Unexpected snapshot id {value!r}.")
     return f"'{value}'"
-
-
-class _SideCounter:
-    """Feeds a row counter in its own thread, so counting is off the backup's critical path.
-
-    The chunks (immutable bytes) are shared, not copied. The queue is bounded: if counting
-    falls behind, the dump waits for it, so memory stays flat (at most QUEUED chunks held).
-    The counter's C-level scans overlap with zstd, SHA-256 and AES-GCM, which release the GIL.
-    """
-
-    QUEUED = 4  # chunks of 1 MiB waiting for the counter (8 held 4 MiB more at the peak)
-
-    def __init__(self, counter: dump_rows.RowCounter):
-        self._counter = counter
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUED)
-        self._thread = threading.Thread(target=self._run, name="dump-row-counter", daemon=True)
-        self._thread.start()
-        self._closed = False
-
-    def _run(self) -> None:
-        feed, get = self._counter.feed, self._queue.get
-        while (chunk := get()) is not None:
-            feed(chunk)  # never raises: a parse problem only makes result() None
-
-    def feed(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def result(self) -> dict[str, int] | None:
-        self.close()
-        return self._counter.result()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
-            self._thread.join()
 
 
 def restore(
