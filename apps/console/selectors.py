@@ -86,21 +86,16 @@ def dashboard(*, now=None) -> dict:
     (`statistics`, as apps.backups.selectors.statistics(per_target=False)). A fixed number of queries; no
     backup row comes to Python one by one. The 30-day series are not here: chart_series, fetched by the page."""
     from apps.backups import selectors as backup_selectors
-    from apps.databases.models import DatabaseTarget
     from apps.monitoring import selectors as monitoring
     from apps.recovery import selectors as recovery
 
     now = now or timezone.now()
     # One scan of the backups per target serves the rows' rates and the cards' totals (statistics_of).
     figures = backup_selectors.target_figures(now=now, windows=(7, 30))
-    data = monitoring.dashboard(now=now, size_points=False, figures=figures)
+    # The rows carry their target's id and address (read with the targets, not by a second query of them).
+    data = monitoring.dashboard(now=now, size_points=False, figures=figures, address=True)
     data["statistics"] = backup_selectors.statistics_of(figures, days=30)
-    targets = {row["name"]: row for row in DatabaseTarget.objects.values("pk", "name", "user", "host", "port",
-                                                                          "dbname")}
     for row in data["targets"]:
-        t = targets.get(row["target"])
-        row["target_id"] = t["pk"] if t else None
-        row["where"] = f"{t['user']}@{t['host']}:{t['port']}/{t['dbname']}" if t else ""
         row["light"] = _light(row["last_success_at"], row["rpo_seconds"], now)
     data["documents"] = document_rows(now=now)
     data["plans"] = [recovery.plan_status(p, live=False) for p in recovery.plans()]

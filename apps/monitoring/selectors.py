@@ -123,12 +123,14 @@ def _replication_by_target(*, now, since, newest: int = 20) -> dict[int, tuple] 
 
 
 def target_rows(*, now, size_points: bool = True, figures: dict | None = None, alerts: tuple | None = None,
-                checks: dict | None = None) -> list[dict]:
+                checks: dict | None = None, address: bool = False) -> list[dict]:
     """One row per target: newest and last successful backup, age against the RPO, success rates, replication
     and WAL lag, verification, alerts and DR readiness, in a fixed number of queries whatever the number of
     targets and backups. `size_points`: the size of every succeeded backup of 30 days (the API's `sizes`); the
     console draws its own daily series instead (apps.console.selectors.daily_series) and passes False.
-    `alerts` (_active_alerts()) and `checks` (health checks by probe and subject): when the caller has them."""
+    `alerts` (_active_alerts()) and `checks` (health checks by probe and subject): when the caller has them.
+    `address`: also each row's `target_id` and `where` (user@host:port/dbname), read with the targets (the
+    console's table shows them; a second query of the targets did it before)."""
     from apps.backups import selectors as backup_selectors
     from apps.backups import wal_selectors
     from apps.backups.models import Backup, BackupStatus
@@ -157,7 +159,8 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
     if replication is None:
         annotations.update({f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()})
     targets = [SimpleNamespace(**row) for row in DatabaseTarget.objects.order_by("name").annotate(**annotations)
-               .values("pk", "name", "enabled", "wal_archiving", *annotations)]
+               .values("pk", "name", "enabled", "wal_archiving",
+                       *(("user", "host", "port", "dbname") if address else ()), *annotations)]
     if replication is not None:
         for target in targets:
             target.replication_lag, target.replication_pending = replication.get(target.pk, (None, 0))
@@ -217,6 +220,9 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
             # Ready for a disaster: a backup within the RPO, its latest verification not failed, no critical alert.
             "dr_ready": bool(target.enabled and within_rpo and verified_ok and target.pk not in critical),
         })
+        if address:
+            rows[-1]["target_id"] = target.pk
+            rows[-1]["where"] = f"{target.user}@{target.host}:{target.port}/{target.dbname}"
     return rows
 
 
@@ -254,11 +260,13 @@ def storage_rows(*, checks: dict | None = None) -> list[dict]:
     return rows
 
 
-def dashboard(*, now=None, size_points: bool = True, figures: dict | None = None) -> dict:
-    """`figures`: apps.backups.selectors.target_figures(now=now), when the caller has them already."""
+def dashboard(*, now=None, size_points: bool = True, figures: dict | None = None, address: bool = False) -> dict:
+    """`figures`: apps.backups.selectors.target_figures(now=now), when the caller has them already; `address`:
+    the target rows' `target_id` and `where` (target_rows)."""
     now = now or timezone.now()
     alerts, checks = _active_alerts(), _health_checks()
-    targets = target_rows(now=now, size_points=size_points, figures=figures, alerts=alerts, checks=checks)
+    targets = target_rows(now=now, size_points=size_points, figures=figures, alerts=alerts, checks=checks,
+                          address=address)
     return {
         "generated_at": now,
         "targets": targets,
