@@ -121,6 +121,10 @@ class Ours:
         self.job_seconds: list[float] = []  # the backup itself, without the process's start-up
 
     def init(self, tree: Path) -> None:
+        # The project's bytecode compiled once, as an installed application has it (pip and Debian packages
+        # compile at install): with PYTHONDONTWRITEBYTECODE set and no __pycache__, every timed command compiled
+        # each project module it imports from source again (about 0.3 CPU s of a 3,000-file first backup).
+        run([self.manage[0], "-m", "compileall", "-q", str(ROOT / "apps"), str(ROOT / "backupsite")], self.env)
         run(self.manage + ["migrate", "-v0"], self.env)
         run(self.manage + ["docs_source_add", "bench", "--path", str(tree)], self.env)
 

@@ -234,3 +234,20 @@ def test_a_file_rewritten_in_place_with_its_old_mtime_is_read_again(tmp_path):
     out = tmp_path / "out"
     assert restore_version(version=second, to=str(out)).ok
     assert (out / "a.txt").read_bytes() == b"VERSION TWO"
+
+
+@pytest.mark.parametrize("hint", [None, 0, 1000, 3 << 20, (3 << 20) + 5000])
+def test_chunking_with_a_stale_size_hint_reads_the_whole_file(hint):
+    """The first read asks for the size seen at open plus one; a file that grew (hint too small) or shrank
+    is still read to its end, cut and hashed exactly as without a hint."""
+    import hashlib
+    import io
+
+    from apps.documents import chunking
+
+    data = os.urandom(3 << 20) + b"tail" * 1000
+    got_chunks = []
+    got = chunking.chunks_of(io.BytesIO(data), lambda sha, piece: got_chunks.append(bytes(piece)), size_hint=hint)
+    assert got.size == len(data) and got.sha256 == hashlib.sha256(data).hexdigest()
+    assert b"".join(got_chunks) == data and len(got.chunks) > 1
+    assert got.chunks == chunking.chunks_of(io.BytesIO(data), lambda *_: None).chunks

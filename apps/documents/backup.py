@@ -181,7 +181,7 @@ class VersionWriter:
             if before.st_ino != item.st.st_ino:
                 item.st = before  # replaced since the walk: what we read is the file now at this path
             try:
-                got = chunking.chunks_of(fh, self.packer.add)
+                got = chunking.chunks_of(fh, self.packer.add, size_hint=before.st_size)
             except OSError as exc:
                 return None, f"read failed: {exc.strerror}"
             after = os.fstat(fd)

@@ -22,10 +22,19 @@ class ChunkedFile:
     chunks: list[str] = field(default_factory=list)
 
 
-def chunks_of(fh, consume) -> ChunkedFile:
-    """Read the open binary file `fh` to its end, calling consume(sha256_hex, data) for every chunk in order."""
+def chunks_of(fh, consume, size_hint: int | None = None) -> ChunkedFile:
+    """Read the open binary file `fh` to its end, calling consume(sha256_hex, data) for every chunk in order.
+
+    `size_hint` (the file's size when opened): the first read asks for that many bytes plus one rather than
+    a whole window, so a small file does not cost a 16 MiB allocation (an mmap, page faults, an mremap); a
+    file that grew since is read on to a whole window, as without the hint."""
     out = ChunkedFile()
-    data = fh.read(WINDOW)
+    if size_hint is not None and size_hint + 1 < WINDOW:
+        data = fh.read(size_hint + 1)
+        if len(data) == size_hint + 1:  # it grew: the rest of the window
+            data += fh.read(WINDOW - len(data))
+    else:
+        data = fh.read(WINDOW)
     if len(data) < WINDOW:  # the usual case: the whole file in one read, one pass over its chunks
         if len(data) <= MIN_CHUNK:
             digest = hashlib.sha256(data).hexdigest()

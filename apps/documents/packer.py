@@ -6,6 +6,7 @@ and, once it holds PACK_SIZE raw bytes, encodes and stores it from that thread (
 AES-GCM work outside the GIL on large buffers), so packing runs in parallel with reading.
 """
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from apps.documents import layout
@@ -66,12 +67,18 @@ class Packer:
         return True
 
     def close(self) -> None:
-        """Store the packs still open (from the calling thread)."""
+        """Store the packs still open (one per worker thread that had one): side by side, each from a thread
+        of its own, as the workers store theirs (compression, encryption and the fsync of one pack overlap
+        the others'); returns once every one is stored, and raises the first failure."""
         with self._lock:
-            rest, self._open = list(self._open.values()), {}
-        for pack in rest:
-            if pack.chunks:
+            rest, self._open = [p for p in self._open.values() if p.chunks], {}
+        if len(rest) <= 1:
+            for pack in rest:
                 self._store(pack)
+            return
+        with ThreadPoolExecutor(max_workers=len(rest), thread_name_prefix="docs-pack") as pool:
+            for future in [pool.submit(self._store, pack) for pack in rest]:
+                future.result()
 
     def _store(self, pack: _OpenPack) -> None:
         encoder = Encoder(compression_name=self.compression, keyring=self.keyring, compression_threads=0,
