@@ -67,6 +67,10 @@ else
     .venv/bin/python -m pip install --disable-pip-version-check -q --config-settings editable_mode=compat -e '.[test]'
     touch "$STAMP"
 fi
+# The project's own bytecode, as an installed application has it: where PYTHONDONTWRITEBYTECODE is set, every
+# manage.py command would otherwise compile each module it imports (about 0.3 s of CPU per command). Up-to-date
+# files are skipped, and Python checks each .pyc against its source's mtime, so an edit is never run stale.
+.venv/bin/python -m compileall -q apps backupsite >/dev/null
 
 # --- 4. Azurite ----------------------------------------------------------------------------------
 # Pinned: 3.35.0 is the last release that runs on Debian 12's node 20 (3.36 needs node 21, 3.37 node 22).
