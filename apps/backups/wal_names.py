@@ -19,7 +19,6 @@ _SHAPES = {
 }
 
 
-
 def is_segment_name(name: str) -> bool:
     """A WAL segment's name (24 upper-case hex digits), not a .partial, .backup or .history file's."""
     return _SHAPES["segment"].fullmatch(name) is not None

@@ -64,13 +64,12 @@ def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> str:
         options = str(format_html_join("", '<option value="{}">{}</option>', ((f, f) for f in LOGICAL_FORMATS)))
     for row in rows:
         pk = str(row["target_id"])
-        last = row["last_success_at"]
         name = escape(str(row["target"]))
         status = escape(str(row["status"]))
         row["html"] = mark_safe(_TARGET_ROW.format(
             name=name, light=escape(str(row["light"])), url=escape(target_url.replace(marker, pk)),
             where=escape(str(row["where"])),
-            last=timezone.localtime(last).strftime("%Y-%m-%d %H:%M:%S") if last else "never",
+            last=_when(row["last_success_at"]) or "never",
             rpo=round(row["rpo_seconds"] / 3600), status=status, status_text=status if row["status"] else "—",
             replication=_whole_seconds(row["replication_lag_seconds"]),
             wal=_whole_seconds(row["wal_archive_lag_seconds"]),
