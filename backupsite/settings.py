@@ -199,6 +199,9 @@ BACKUP_COMPRESSION = env.str("BACKUP_COMPRESSION", default="zstd")
 # zstd worker threads (as `zstd -T2`): 2 where there are 2 CPUs or more; 0 compresses in the backup's own thread.
 _zstd_threads = env.str("BACKUP_ZSTD_THREADS", default="").strip()  # empty: the default
 BACKUP_ZSTD_THREADS = max(0, int(_zstd_threads)) if _zstd_threads else (2 if (os.cpu_count() or 1) >= 2 else 0)
+# Processes that write a physical full read from a local data directory to a local location (each a share
+# of the files as an artifact of its own): 2 where there are 2 CPUs or more; 1 writes one base.tar.
+BACKUP_PROCESSES = max(1, env.int("BACKUP_PROCESSES", default=2 if (os.cpu_count() or 1) >= 2 else 1))
 # Directory holding pg_dump, pg_restore, psql, initdb... (empty: use PATH).
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # A backup's lease on its target is renewed by the job heartbeat; one not renewed for this long is stale

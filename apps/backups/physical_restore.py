@@ -12,6 +12,7 @@ The cluster is not started and no recovery settings are written: the caller (PIT
 """
 import os
 import pwd
+import re
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,17 @@ from apps.storage.backends import StorageError
 
 SERVER_USER = "postgres"
 TAR_ARTIFACTS = {BackupKind.FULL: "base.tar", BackupKind.INCREMENTAL: "files.tar"}
+# A full read from the data directory in shares: base.tar, base.1.tar, ... (apps/backups/producers.part_name);
+# the index names the share of each file not in base.tar ("tar").
+SHARE = re.compile(r"^base\.[1-9][0-9]*\.tar$")
+
+
+def tar_artifacts(link: Backup) -> list:
+    """The tars of a link, each holding files no other of them holds: its main tar, then a full's shares."""
+    main = TAR_ARTIFACTS[link.kind]
+    found = [a for a in link.artifacts.all() if a.name == main
+             or (link.kind == BackupKind.FULL and SHARE.match(a.name))]
+    return sorted(found, key=lambda a: (a.name != main, len(a.name), a.name))
 
 
 class ChainError(UserError):
@@ -126,9 +138,12 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
     chain = backup_chain(backup, deep=verify_first, ctx=ctx)
     index = file_index.load(backup, backend=chain[-1]._source_backend)  # the copy just checked
     holders: dict[str, set[str]] = {}
+    tar_of: dict[str, str] = {}  # the files held by a full's share other than base.tar: that share's name
     for entry in index["files"]:
         if entry["type"] == "file":
             holders.setdefault(entry["backup"], set()).add(entry["path"])
+            if entry.get("tar"):
+                tar_of[entry["path"]] = entry["tar"]
     unknown = set(holders) - {b.pk for b in chain}
     if unknown:
         raise ChainError(f"The file index of {backup.pk} refers to backups outside its chain: {sorted(unknown)[:3]}.")
@@ -147,13 +162,15 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         for entry in index["files"]:
             if entry["type"] == "dir":
                 extractor.make_dir(tarstream.safe_relpath(entry["path"]))
-        links = []  # (link, its tar, the files wanted from it: None for all, from the newest)
+        links = []  # (link, one of its tars, the files wanted from that tar: None for all, from the newest)
         for link in chain:
-            wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
-            if wanted is None or wanted:
-                links.append((link, link.artifacts.get(name=TAR_ARTIFACTS[link.kind]), wanted))
+            for tar in tar_artifacts(link):
+                wanted = None if link.pk == backup.pk else {
+                    p for p in holders.get(link.pk, ()) if tar_of.get(p, TAR_ARTIFACTS[link.kind]) == tar.name}
+                if wanted is None or wanted:
+                    links.append((link, tar, wanted))
         if _parallel(links):
-            _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx)
+            _extract_in_processes(extractor, links, holders=holders, tar_of=tar_of, newest=backup, ctx=ctx)
         else:
             # The files are created in a thread of their own, in the order the links will write them.
             order = {b.pk: i for i, b in enumerate(chain)}
@@ -188,8 +205,8 @@ def _lacking(link: Backup, count: int, example: str) -> ChainError:
 
 
 def _parallel(links: list) -> bool:
-    """Whether the links are extracted side by side, one forked process each (apps/documents/forked.py): for
-    a chain of two or more tars, all read from local locations (a child opens its own storage; cloud SDKs are
+    """Whether the tars are extracted side by side, one forked process each (apps/documents/forked.py): for
+    two or more tars (of a chain, or a full's shares), all read from local locations (a child opens its own storage; cloud SDKs are
     left out of forks, as for document restores)."""
     from apps.documents import forked
 
@@ -197,14 +214,15 @@ def _parallel(links: list) -> bool:
             and all(link._source_backend.location.kind == "local" for link, _, _ in links))
 
 
-def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
-                          ctx: JobContext | None) -> None:
+def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], tar_of: dict[str, str],
+                          newest: Backup, ctx: JobContext | None) -> None:
     """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
     streams to authenticate, decompress and write, on two cores).
 
     The links write disjoint files: an older link only the files the newest index says it holds (each path
-    once in that index), the newest everything in its tar, which must then hold none of those (refused if it
-    does: one process would overwrite the other's file). The directories of the index are made before the
+    once in that index), the newest everything in its tars, which must then hold none of those (refused if it
+    does: one process would overwrite the other's file). The shares of a full hold disjoint files, and each
+    child creates ahead (precreate) only the files the index puts in its own tar (`tar_of`). The directories of the index are made before the
     fork. Every frame is authenticated before its bytes are written, in each child as in one process; a child
     that fails reports its error, which is raised here (after every child has stopped), and the caller removes
     the partial directory. Files and counts are the parent's `extractor`'s afterwards; its sync_all makes
@@ -220,7 +238,9 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
         link, artifact, wanted = links[i]
         child = tarstream.Extractor(extractor.root, owner=extractor._owner, sync=True)
         child._made = set(extractor._made)
-        child.precreate([tarstream.safe_relpath(p) for p in (sorted(mine) if wanted is None else sorted(wanted))])
+        own = sorted(p for p in mine if tar_of.get(p, TAR_ARTIFACTS[link.kind]) == artifact.name) \
+            if wanted is None else sorted(wanted)
+        child.precreate([tarstream.safe_relpath(p) for p in own])
         try:
             _extract(child, link=link, artifact=artifact, wanted=wanted, ctx=None, report=report,
                      refuse=others if wanted is None else None)

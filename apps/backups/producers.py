@@ -5,11 +5,14 @@ registered in PRODUCERS; the lease, put, manifest and record steps are shared.
 Producers connect lazily, inside the steps, so a failure to connect (or to unseal
 a password) fails the backup like any other error.
 """
+import functools
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from django.conf import settings
 
-from apps.backups import file_index
+from apps.backups import file_index, steps
 from apps.backups.models import Backup, BackupFormat, BackupKind
 from apps.databases.connection import PgConn
 from apps.databases.engines import logical
@@ -79,7 +82,92 @@ class PhysicalProducer(_PhysicalFields):
             backup_id=self.backup.pk, parent=None, started_at=base.info.started_at, files=base.info.files)])
 
 
-class IncrementalProducer(_PhysicalFields):
+class _WalkFields(_PhysicalFields):
+    """A backup read from the data directory also records its WAL segments and how much it stored."""
+
+    def manifest_fields(self) -> dict:
+        i = self.info
+        return {**super().manifest_fields(), "wal_segment_size": i.wal_segment_size, "wal": i.wal,
+                "stored_files": i.stored_files, "stored_file_bytes": i.stored_bytes}
+
+
+class LocalFullProducer(_WalkFields):
+    """A physical full read from the cluster's data directory on this machine, as pgBackRest takes one: every
+    file of the walk of an incremental (pg_backup_start, files, pg_backup_stop, label, WAL), no parent.
+
+    To a local location with BACKUP_PROCESSES > 1 the files are split by size into that many shares, each a
+    tar written by a forked process of its own (`base.tar`, `base.1.tar`, ...), while this process holds the
+    backup's session; then the label and WAL after pg_backup_stop as the last tar. Otherwise one `base.tar`.
+    """
+
+    def __init__(self, backup: Backup):
+        self.backup = backup
+
+    def artifacts(self) -> Iterator:
+        from apps.databases.engines import incremental, physical
+
+        target = self.backup.database_target
+        walk = incremental.IncrementalBackup(
+            PgConn.for_target(target), data_directory=target.data_directory, parent_index=None,
+            app_name=f"backupsite-backup-{self.backup.pk}", backup_id=self.backup.pk,
+        )
+        processes = _processes(self.backup)
+        if processes < 2:
+            yield physical.ARTIFACT, walk.chunks()
+        else:
+            try:
+                walk.start()
+                shares = split_by_size(walk.listing(), processes)
+                share_of = {rel: part_name(i) for i, share in enumerate(shares) if i
+                            for kind, rel, _ in share if kind == "file"}
+                for entry in walk.info.files:  # the index says which share holds a file not in base.tar
+                    if entry["path"] in share_of:
+                        entry["tar"] = share_of[entry["path"]]
+                # zstd in each process's own thread: the processes already fill the cores.
+                yield steps.InProcesses([(part_name(i), functools.partial(walk.part_chunks, share))
+                                         for i, share in enumerate(shares)], zstd_threads=0)
+                yield part_name(processes), walk.stop_chunks()
+            finally:
+                walk.close()
+        self.info = i = walk.info
+        yield file_index.NAME, iter([file_index.dumps(
+            backup_id=self.backup.pk, parent=None, started_at=i.started_at, files=i.files,
+            wal=i.wal, wal_segment_size=i.wal_segment_size)])
+
+
+def part_name(i: int) -> str:
+    """The artifact of share i of a full read from the data directory: base.tar, base.1.tar, ..."""
+    return "base.tar" if i == 0 else f"base.{i}.tar"
+
+
+def split_by_size(entries: list, n: int) -> list[list]:
+    """`n` shares of the listed files of about equal bytes (the largest first, each to the lightest share), each
+    in listing order and each with every directory."""
+    loads, owner = [0] * n, {}
+    for _kind, rel, st in sorted((e for e in entries if e[0] == "file"), key=lambda e: -e[2].st_size):
+        i = loads.index(min(loads))
+        owner[rel] = i
+        loads[i] += st.st_size + 512
+    return [[e for e in entries if e[0] == "dir" or owner[e[1]] == i] for i in range(n)]
+
+
+def _processes(backup: Backup) -> int:
+    from apps.documents import forked
+
+    if backup.storage_location.kind != "local" or not forked.available():
+        return 1  # a child opens its own storage: cloud SDKs are left out of forks, as for restores
+    return settings.BACKUP_PROCESSES
+
+
+def reads_data_directory(target) -> bool:
+    """Whether a physical full of `target` is read from its data directory here (pg_basebackup otherwise): the
+    target names one, and its global/pg_control is readable by this process."""
+    if not target.data_directory:
+        return False
+    return os.access(Path(target.data_directory) / "global" / "pg_control", os.R_OK)
+
+
+class IncrementalProducer(_WalkFields):
     """The files changed since the parent, the backup label and the WAL to make them consistent; the new index."""
 
     def __init__(self, backup: Backup):
@@ -100,19 +188,17 @@ class IncrementalProducer(_PhysicalFields):
             backup_id=self.backup.pk, parent=self.backup.parent_id, started_at=i.started_at, files=i.files,
             wal=i.wal, wal_segment_size=i.wal_segment_size)])
 
-    def manifest_fields(self) -> dict:
-        i = self.info
-        return {**super().manifest_fields(), "wal_segment_size": i.wal_segment_size, "wal": i.wal,
-                "stored_files": i.stored_files, "stored_file_bytes": i.stored_bytes}
 
-
-PRODUCERS = {"logical": LogicalProducer, "physical": PhysicalProducer, "incremental": IncrementalProducer}
+PRODUCERS = {"logical": LogicalProducer, "physical": PhysicalProducer, "local-full": LocalFullProducer,
+             "incremental": IncrementalProducer}
 
 
 def method_of(backup: Backup) -> str:
     if backup.format != BackupFormat.BASEBACKUP:
         return "logical"
-    return "incremental" if backup.kind == BackupKind.INCREMENTAL else "physical"
+    if backup.kind == BackupKind.INCREMENTAL:
+        return "incremental"
+    return "local-full" if reads_data_directory(backup.database_target) else "physical"
 
 
 def producer_for(backup: Backup):

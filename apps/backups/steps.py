@@ -18,8 +18,8 @@ killed outright leaves a `running` row and a lease nobody renews: the next reque
 for the target reaps it (services.reap_abandoned).
 """
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from django.db import transaction
@@ -52,10 +52,20 @@ class Producer(Protocol):
     def backup_fields(self) -> dict:
         """Columns of the Backup row the kind fills in (server_version, row_counts, lsn_start...)."""
 
+    # Instead of (name, chunks) a producer may yield `InProcesses` (artifacts written side by side, one forked
+    # process each; only for a local storage location, see BackupWriter.put_in_processes).
     # Optional class attributes: `hash_in_thread = True`, the raw SHA-256 of its streams is taken in a thread
     # beside the compression (large streams of bytes chunks: the physical base backup); `zstd_level` and
     # `zstd_threads`, the zstd level and worker threads of its artifacts when the backup is zstd-compressed
     # (default 3 and settings.BACKUP_ZSTD_THREADS).
+
+
+@dataclass(frozen=True)
+class InProcesses:
+    """Artifacts to write side by side: (name, a function returning its raw chunks) each, run in a child."""
+
+    parts: list[tuple[str, Callable[[], Iterator[bytes]]]]
+    zstd_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,50 @@ class BackupWriter:
         artifact = StoredArtifact(name=name, key=key, stats=st)
         self.stored.append(artifact)
         return artifact
+
+    def put_in_processes(self, group: InProcesses, *, hash_in_thread: bool = False,
+                         zstd_level: int | None = None) -> list[StoredArtifact]:
+        """Each artifact of `group` through the same pipeline as `put`, in a forked child of its own (two
+        streams to read, compress, encrypt and hash on two cores; apps/documents/forked.py). A child opens its
+        own storage and touches neither the database nor the job; each object is committed under its key only
+        when complete. Every key is listed for `discard` before the fork, so a child that fails, or dies after
+        its commit, leaves nothing behind the failed backup; a failure of any child fails the backup."""
+        from apps.documents import forked
+
+        zstd = self.backup.compression == "zstd"
+        suffix = compression.SUFFIX[self.backup.compression]
+        keys = [layout.artifact_key(self.slug, self.backup.pk, layout.stored_name(name, suffix, self.keyring is not None))
+                for name, _ in group.parts]
+        self._committed_keys.extend(keys)
+        location, keyring, name_of = self.backup.storage_location, self.keyring, [n for n, _ in group.parts]
+        self.ctx.log("writing " + ", ".join(f"{n} to {location.name}:{k}" for n, k in zip(name_of, keys))
+                     + f" in {len(keys)} processes")
+
+        def work(i: int, report) -> dict:
+            encoder = Encoder(compression_name=self.backup.compression, keyring=keyring, hash_in_thread=hash_in_thread,
+                              compression_level=zstd_level if zstd else None,
+                              compression_threads=group.zstd_threads if zstd else None)
+            try:
+                backends.for_location(location).put_stream(keys[i], encoder.encode(_reported(group.parts[i][1](), report)))
+            except Exception as exc:  # noqa: BLE001 (reported to the parent, which fails the backup)
+                return {"error": f"{name_of[i]}: {exc or type(exc).__name__}"}
+            return {"stats": asdict(encoder.stats)}
+
+        done = sum(a.stats.size_raw for a in self.stored)
+        results = forked.run(list(range(len(keys))), work, on_progress=lambda n: self.ctx.progress(done + n))
+        for name, got in zip(name_of, results):
+            if got is None:
+                raise StepError(f"The process writing {name} died; the backup is not complete.")
+            if "error" in got:
+                raise StepError(f"Writing {got['error']}")
+        stored = []
+        for name, key, got in zip(name_of, keys, results):
+            st = ArtifactStats(**got["stats"])
+            self.ctx.log(f"artifact committed ({name}): {st.size_raw} raw bytes, {st.size_stored} stored, "
+                         f"sha256 {st.sha256_stored}")
+            stored.append(StoredArtifact(name=name, key=key, stats=st))
+        self.stored.extend(stored)
+        return stored
 
     def write_manifest(self, *, fields: dict, finished_at) -> str:
         backup, target = self.backup, self.backup.database_target
@@ -159,7 +213,13 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
                 raise locks.LeaseLost(f"Backup {backup.pk} is no longer pending; not running it.")
             backup.refresh_from_db()
             writer = BackupWriter(backup=backup, ctx=ctx)
-            for name, chunks in producer.artifacts():
+            for item in producer.artifacts():
+                if isinstance(item, InProcesses):
+                    writer.put_in_processes(item, hash_in_thread=getattr(producer, "hash_in_thread", False),
+                                            zstd_level=getattr(producer, "zstd_level", None))
+                    lease.check()
+                    continue
+                name, chunks = item
                 writer.put(name, _fenced(chunks, lease), hash_in_thread=getattr(producer, "hash_in_thread", False),
                            zstd_level=getattr(producer, "zstd_level", None),
                            zstd_threads=getattr(producer, "zstd_threads", None))
@@ -176,6 +236,22 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
     backup.refresh_from_db()
     ctx.progress(backup.size_raw or 0, backup.size_raw or 0, force=True)
     return backup
+
+
+class StepError(Exception):
+    pass
+
+
+def _reported(chunks: Iterator[bytes], report: Callable[[int], None]) -> Iterator[bytes]:
+    """Pass chunks through, reporting their sizes to the parent every few MiB (a forked child's progress)."""
+    pending = 0
+    for chunk in chunks:
+        pending += len(chunk)
+        if pending >= 8 << 20:
+            report(pending)
+            pending = 0
+        yield chunk
+    report(pending)
 
 
 def _fenced(chunks: Iterator[bytes], lease: locks.Lease) -> Iterator[bytes]:

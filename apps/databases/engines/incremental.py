@@ -65,22 +65,42 @@ class IncrementalInfo(BaseBackupInfo):
 
 
 class IncrementalBackup:
-    """Iterate `chunks()` for the tar of changed files, label and WAL; `info` is complete at its clean end."""
+    """Iterate `chunks()` for the tar of changed files, label and WAL; `info` is complete at its clean end.
 
-    def __init__(self, conn: PgConn, *, data_directory: str, app_name: str, backup_id: str, parent_index: dict):
+    Without a `parent_index` the walk is a full backup: every file stored (pgBackRest's way of taking a full
+    when the data directory is on this machine), and its entries carry no `sha256`, as a pg_basebackup full's.
+    In parts, for a full split over processes (apps/backups/producers.LocalFullProducer): `start()`, then
+    `listing()` (nothing read yet), the files' tars (`part_chunks`, in other processes), then `stop_chunks()`
+    for the label and the WAL, and `close()` in any case.
+    """
+
+    def __init__(self, conn: PgConn, *, data_directory: str, app_name: str, backup_id: str,
+                 parent_index: dict | None):
         self.conn, self.app_name, self.backup_id = conn, app_name, backup_id
         self.root = Path(data_directory)
-        self.parent_files = {f["path"]: f for f in parent_index["files"]}
+        self.full = parent_index is None
+        self.parent_files = {} if self.full else {f["path"]: f for f in parent_index["files"]}
         # A file whose mtime is not at least a second older than the parent's start may have changed unseen.
-        self.parent_cutoff = int(parent_index["started_at"]) - 1
+        self.parent_cutoff = 0 if self.full else int(parent_index["started_at"]) - 1
         self.info = IncrementalInfo()
+        self._session = self._cur = None
+        self._start_lsn = ""
 
     def chunks(self) -> Iterator[bytes]:
+        try:
+            self.start()
+            yield from self._walk()
+            yield from self.stop_chunks()
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Check the data directory against the server, reserve the WAL, pg_backup_start (non-exclusive)."""
         if not (self.root / "global" / "pg_control").is_file():
             raise UserError(f"The data directory {self.root} is not readable here (no global/pg_control).")
-        session = catalog.connect(self.conn, app_name=self.app_name)
+        self._session = catalog.connect(self.conn, app_name=self.app_name)
         try:
-            cur = session.cursor()
+            cur = self._cur = self._session.cursor()
             self.info.server = catalog.server_info(cur)
             on_disk = read_system_identifier(self.root)
             if self.info.system_identifier and on_disk != self.info.system_identifier:
@@ -92,29 +112,60 @@ class IncrementalBackup:
             self._reserve_wal(cur)
             self.info.started_at = time.time()
             try:
-                start = cur.execute("SELECT pg_backup_start(%s, true)::text",
-                                    [f"backupsite {self.backup_id}"]).fetchone()[0]
+                self._start_lsn = cur.execute("SELECT pg_backup_start(%s, true)::text",
+                                              [f"backupsite {self.backup_id}"]).fetchone()[0]
             except psycopg.Error as exc:
                 raise IncrementalError(f"pg_backup_start was refused: {catalog.first_line(exc)}") from None
-            yield from self._walk()
-            lsn, label, spcmap = cur.execute(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)").fetchone()
-            mtime = int(time.time())
-            yield from tarstream.file_member("backup_label", size=len(label.encode()), mtime=mtime,
-                                             chunks=[label.encode()])
-            if spcmap:
-                yield from tarstream.file_member("tablespace_map", size=len(spcmap.encode()), mtime=mtime,
-                                                 chunks=[spcmap.encode()])
-            parsed = parse_backup_label(label)
-            self.info.lsn_start = parsed.get("lsn_start", start)
-            self.info.timeline = parsed.get("timeline")
-            self.info.lsn_stop = lsn
-            yield from self._wal(parse_lsn(self.info.lsn_start), parse_lsn(lsn))
-            yield tarstream.end_of_archive()
         except psycopg.Error as exc:
             raise IncrementalError(f"Source database error: {catalog.first_line(exc)}") from None
-        finally:
-            session.close()  # ends a backup still in progress (non-exclusive backups end with their session)
+
+    def stop_chunks(self) -> Iterator[bytes]:
+        """pg_backup_stop; the tar members of its backup_label (and tablespace_map), the WAL, the tar's end."""
+        try:
+            lsn, label, spcmap = self._cur.execute(
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)").fetchone()
+        except psycopg.Error as exc:
+            raise IncrementalError(f"Source database error: {catalog.first_line(exc)}") from None
+        mtime = int(time.time())
+        yield from tarstream.file_member("backup_label", size=len(label.encode()), mtime=mtime,
+                                         chunks=[label.encode()])
+        if spcmap:
+            yield from tarstream.file_member("tablespace_map", size=len(spcmap.encode()), mtime=mtime,
+                                             chunks=[spcmap.encode()])
+        parsed = parse_backup_label(label)
+        self.info.lsn_start = parsed.get("lsn_start", self._start_lsn)
+        self.info.timeline = parsed.get("timeline")
+        self.info.lsn_stop = lsn
+        yield from self._wal(parse_lsn(self.info.lsn_start), parse_lsn(lsn))
+        yield tarstream.end_of_archive()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()  # ends a backup still in progress (non-exclusive backups end with their session)
+            self._session = self._cur = None
+
+    def listing(self) -> list[tuple[str, str, os.stat_result]]:
+        """Every directory and file to back up as (type, rel, stat), in walk order; the full's file index."""
+        out = []
+        for kind, rel, path, st in self._entries():
+            out.append((kind, rel, st))
+            if kind == "dir":
+                self._dir(rel, st)
+            else:
+                self.info.files.append({"path": rel, "type": "file", "size": st.st_size, "mtime": int(st.st_mtime),
+                                        "backup": self.backup_id})
+                self.info.stored_files += 1
+                self.info.stored_bytes += st.st_size
+        return out
+
+    def part_chunks(self, entries: list[tuple[str, str, os.stat_result]]) -> Iterator[bytes]:
+        """One tar of these listed entries (directories and files, as listed), ended."""
+        for kind, rel, st in entries:
+            if kind == "dir":
+                yield tarstream.dir_member(rel, int(st.st_mtime))
+            else:
+                yield from _stored(self.root / rel, rel, st)
+        yield tarstream.end_of_archive()
 
     def _reserve_wal(self, cur) -> None:
         try:
@@ -123,7 +174,8 @@ class IncrementalBackup:
         except psycopg.Error:
             pass  # no REPLICATION: the WAL is copied right after the stop, before it is normally recycled
 
-    def _walk(self) -> Iterator[bytes]:
+    def _entries(self) -> Iterator[tuple[str, str, Path, os.stat_result]]:
+        """("dir" | "file", rel, path, stat) of everything a backup holds, directories before their contents."""
         stack = [("", self.root)]
         while stack:
             rel_dir, directory = stack.pop()
@@ -138,21 +190,28 @@ class IncrementalBackup:
                     continue  # removed meanwhile (a dropped relation): WAL replay agrees
                 if stat.S_ISLNK(st.st_mode):
                     if rel == "pg_wal":  # pg_wal elsewhere (initdb --waldir): an empty directory here
-                        yield self._dir(rel, st)
+                        yield "dir", rel, Path(entry.path), st
                         continue
                     raise IncrementalError(f"{rel} is a link: tablespaces and linked directories are not "
-                                           "supported by incremental backups yet.")
+                                           "supported by backups that read the data directory yet.")
                 if stat.S_ISDIR(st.st_mode):
                     if entry.name.startswith("pgsql_tmp"):
                         continue
-                    yield self._dir(rel, st)
+                    yield "dir", rel, Path(entry.path), st
                     if rel_dir == "" and entry.name in EXCLUDED_DIR_CONTENTS:
                         if entry.name == "pg_wal":
-                            yield self._dir("pg_wal/archive_status", st)
+                            yield "dir", "pg_wal/archive_status", Path(entry.path), st
                         continue
                     stack.append((rel, Path(entry.path)))
                 elif stat.S_ISREG(st.st_mode) and not excluded_file(entry.name) and top not in EXCLUDED_DIR_CONTENTS:
-                    yield from self._file(rel, Path(entry.path), st)
+                    yield "file", rel, Path(entry.path), st
+
+    def _walk(self) -> Iterator[bytes]:
+        for kind, rel, path, st in self._entries():
+            if kind == "dir":
+                yield self._dir(rel, st)
+            else:
+                yield from self._file(rel, path, st)
 
     def _dir(self, rel: str, st: os.stat_result) -> bytes:
         self.info.files.append({"path": rel, "type": "dir", "size": 0, "mtime": int(st.st_mtime),
@@ -166,17 +225,22 @@ class IncrementalBackup:
                 and mtime < self.parent_cutoff):
             self.info.files.append({**old, "path": rel})
             return
-        digest, read = hashlib.sha256(), [0]
-        try:
-            fh = open(path, "rb")
-        except FileNotFoundError:
-            return
-        with fh:
-            yield from tarstream.file_member(rel, size=size, mtime=mtime, chunks=_hashed(fh, digest, size, read))
-        if read[0] < size:  # the file shrank: the zero padding stored is part of its content
-            digest.update(bytes(size - read[0]))
-        self.info.files.append({"path": rel, "type": "file", "size": size, "mtime": mtime,
-                                "backup": self.backup_id, "sha256": digest.hexdigest()})
+        entry = {"path": rel, "type": "file", "size": size, "mtime": mtime, "backup": self.backup_id}
+        if self.full:  # as a pg_basebackup full's index: no per-file hash (the artifact's SHA-256 covers it)
+            yield from _stored(path, rel, st)
+        else:
+            digest, read = hashlib.sha256(), [0]
+            try:
+                fh = open(path, "rb")
+            except FileNotFoundError:
+                return
+            with fh:
+                yield from tarstream.file_member(rel, size=size, mtime=mtime,
+                                                 chunks=_hashed(fh, digest, size, read))
+            if read[0] < size:  # the file shrank: the zero padding stored is part of its content
+                digest.update(bytes(size - read[0]))
+            entry["sha256"] = digest.hexdigest()
+        self.info.files.append(entry)
         self.info.stored_files += 1
         self.info.stored_bytes += size
 
@@ -207,6 +271,18 @@ class IncrementalBackup:
             yield from tarstream.file_member(rel, size=size, mtime=int(time.time()), chunks=_read(fh, size))
         if used is not None:
             self.info.wal.append(path.name)
+
+
+def _stored(path: Path, rel: str, st: os.stat_result) -> Iterator[bytes]:
+    """The tar member of one file of a full, at the size it was listed with; a file removed since (a dropped
+    relation) is stored empty at that size, zero-padded like a file that shrank: WAL replay removes it."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        yield from tarstream.file_member(rel, size=st.st_size, mtime=int(st.st_mtime), chunks=())
+        return
+    with fh:
+        yield from tarstream.file_member(rel, size=st.st_size, mtime=int(st.st_mtime), chunks=_read(fh, st.st_size))
 
 
 def _read(fh, limit: int) -> Iterator[bytes]:
