@@ -128,8 +128,14 @@ def test_physical_full_records_lsns_and_restores_to_a_cluster_equal_to_the_sourc
     from apps.databases.engines.physical import parse_lsn
 
     assert 0 < parse_lsn(full.lsn_start) < parse_lsn(full.lsn_stop)
-    assert sorted(a.name for a in full.artifacts.all()) == ["base.tar", "files.json"]
+    # Read from the data directory (it is readable here): the tar of the files in two halves written by two
+    # processes, then the label, WAL and the tar's end (BACKUP_PROCESSES is 2 on this 2-CPU machine).
+    assert sorted(a.name for a in full.artifacts.all()) == ["base.tar", "base.tar.1", "base.tar.2", "files.json"]
+    parts = {a.name: a for a in full.artifacts.all()}
+    assert abs(parts["base.tar"].size_raw - parts["base.tar.1"].size_raw) <= 1
+    assert parts["base.tar.2"].size_raw < 64 << 20  # label and WAL only
     manifest = json.loads(backends.for_location(full.storage_location).get_bytes(full.manifest_key))
+    assert manifest["wal"] and manifest["wal_segment_size"] == 16 << 20 and manifest["stored_files"] > 500
     assert manifest["lsn_start"] == full.lsn_start and manifest["lsn_stop"] == full.lsn_stop
     assert manifest["system_identifier"] == sysid and manifest["timeline"] == 1
     index = file_index.load(full)
@@ -138,6 +144,7 @@ def test_physical_full_records_lsns_and_restores_to_a_cluster_equal_to_the_sourc
     assert files["global/pg_control"]["type"] == "file" and files["base"]["type"] == "dir"
     assert "backup_label" not in files and not any(p.startswith("pg_wal/0") for p in files)
     assert manifest["file_index"]["files"] == len(index["files"])
+    assert not any(f.get("sha256") for f in files.values())  # as a pg_basebackup full's index
 
     pgdata = scratch / "data"
     result = restore_cmd(full.pk, pgdata)
@@ -151,6 +158,7 @@ def test_physical_full_records_lsns_and_restores_to_a_cluster_equal_to_the_sourc
 
 
 def test_a_role_without_replication_fails_with_a_clear_message(phys, phys_target):
+    phys_target.data_directory = ""  # over the network: pg_basebackup, which needs REPLICATION
     phys_target.user = "noreplica"
     save_target(target=phys_target, actor=SYSTEM)
     job = DatabaseBackupJob.run_now(target=phys_target, method="physical", actor=SYSTEM)
@@ -322,3 +330,56 @@ def test_catalog_sync_rebuilds_a_chain_that_then_restores(phys, phys_target, scr
     assert rebuilt.parent_id == full.pk and rebuilt.system_identifier == full.system_identifier
     result = restore_cmd(inc.pk, scratch / "data")
     assert result["chain"] == [full.pk, inc.pk] and result["files"] > 0
+
+
+def test_a_target_without_a_readable_data_directory_gets_pg_basebackup_and_an_incremental_chains_on_it(
+        phys, phys_target, scratch):
+    """A database reachable only over the network (no data_directory, or one not readable here) gets a
+    pg_basebackup full; the same cluster later named with its data directory takes an incremental on it."""
+    phys_target.data_directory = str(scratch / "not-here")  # set, but no global/pg_control to read here
+    save_target(target=phys_target, actor=SYSTEM)
+    full = backup(phys_target, method="physical")
+    assert sorted(a.name for a in full.artifacts.all()) == ["base.tar", "files.json"]
+    index = file_index.load(full)
+    assert "wal" not in index
+    phys_target.data_directory = str(phys.data)
+    save_target(target=phys_target, actor=SYSTEM)
+    change(phys, "after-basebackup")
+    inc = backup(phys_target, kind="incremental")
+    expected = snapshot(phys)
+    assert inc.parent_id == full.pk
+    result = physical_restore.restore_data_directory(inc, scratch / "data")
+    assert result["chain"] == [full.pk, inc.pk]
+    with started(scratch / "data") as restored:
+        assert snapshot(restored) == expected
+
+
+def test_a_failing_share_fails_the_local_full_and_leaves_nothing_stored(phys, phys_target):
+    """One of the two processes cannot commit its part (a directory stands where its object goes): the
+    backup fails naming it, the other part committed meanwhile is removed, no manifest is written, the
+    backup's session (and with it the backup mode and its temporary slot) is gone, and the next one works."""
+    from apps.backups import layout
+    from apps.jobs.runner import execute
+    from apps.pipeline import compression
+    from apps.pipeline.keys import configured_keyring
+
+    job = DatabaseBackupJob.request(actor=SYSTEM, target=phys_target, method="physical")
+    b = Backup.objects.get(pk=job.args["backup_id"])
+    backend = backends.for_location(b.storage_location)
+    stored = layout.stored_name("base.tar.1", compression.SUFFIX[b.compression], configured_keyring() is not None)
+    obstacle = backend._path(layout.artifact_key(phys_target.name, b.pk, stored))
+    obstacle.mkdir(parents=True)
+    (obstacle / "in-the-way").write_text("x")
+    execute(job)
+    b.refresh_from_db()
+    assert b.status == BackupStatus.FAILED and "base.tar.1" in b.error, b.error
+    assert not b.artifacts.exists()
+    prefix = obstacle.parent
+    left = sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*"))
+    assert left == [obstacle.name, f"{obstacle.name}/in-the-way"], left  # base.tar and any manifest removed
+    with psycopg.connect(**phys.conn().kwargs()) as c:
+        assert not c.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
+                             [f"backupsite-backup-{b.pk}"]).fetchall()
+        assert not c.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'backupsite%'").fetchall()
+    shutil.rmtree(obstacle)
+    assert backup(phys_target, method="physical").status == BackupStatus.SUCCEEDED

@@ -28,17 +28,20 @@ from apps.storage.backends import StorageError
 
 SERVER_USER = "postgres"
 TAR_ARTIFACTS = {BackupKind.FULL: "base.tar", BackupKind.INCREMENTAL: "files.tar"}
-# A full read from the data directory in shares: base.tar, base.1.tar, ... (apps/backups/producers.part_name);
-# the index names the share of each file not in base.tar ("tar").
-SHARE = re.compile(r"^base\.[1-9][0-9]*\.tar$")
+PART = re.compile(r"^base\.tar\.([1-9][0-9]*)$")  # a full's tar written in parts (apps/backups/producers.part_name)
 
 
-def tar_artifacts(link: Backup) -> list:
-    """The tars of a link, each holding files no other of them holds: its main tar, then a full's shares."""
-    main = TAR_ARTIFACTS[link.kind]
-    found = [a for a in link.artifacts.all() if a.name == main
-             or (link.kind == BackupKind.FULL and SHARE.match(a.name))]
-    return sorted(found, key=lambda a: (a.name != main, len(a.name), a.name))
+def tar_parts(link: Backup) -> list:
+    """The artifacts whose decoded bytes, concatenated in this order, are the link's tar: its tar, then (a full
+    read from the data directory by several processes) base.tar.1, base.tar.2, ..."""
+    artifacts = list(link.artifacts.all())
+    main = [a for a in artifacts if a.name == TAR_ARTIFACTS[link.kind]]
+    if link.kind != BackupKind.FULL:
+        return main
+    parts = sorted((int(m.group(1)), a) for a in artifacts if (m := PART.match(a.name)))
+    if [n for n, _ in parts] != list(range(1, len(parts) + 1)):
+        raise ChainError(f"Broken backup chain: backup {link.pk} lacks a part of its tar ({[a.name for _, a in parts]}).")
+    return main + [a for _, a in parts]
 
 
 class ChainError(UserError):
@@ -84,6 +87,7 @@ def _check_link(link: Backup, *, first: bool, newest: Backup, deep: bool, ctx: J
     for name in (TAR_ARTIFACTS[link.kind], file_index.NAME):
         if name not in artifacts:
             raise ChainError(f"{broken} has no {name} in the catalog.")
+    tar_parts(link)  # no part missing in between
     try:  # present with the recorded sizes (and checksums, when deep) in some location
         backend = sources.source_for(link, ctx, deep=deep)
     except UserError as exc:
@@ -138,12 +142,9 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
     chain = backup_chain(backup, deep=verify_first, ctx=ctx)
     index = file_index.load(backup, backend=chain[-1]._source_backend)  # the copy just checked
     holders: dict[str, set[str]] = {}
-    tar_of: dict[str, str] = {}  # the files held by a full's share other than base.tar: that share's name
     for entry in index["files"]:
         if entry["type"] == "file":
             holders.setdefault(entry["backup"], set()).add(entry["path"])
-            if entry.get("tar"):
-                tar_of[entry["path"]] = entry["tar"]
     unknown = set(holders) - {b.pk for b in chain}
     if unknown:
         raise ChainError(f"The file index of {backup.pk} refers to backups outside its chain: {sorted(unknown)[:3]}.")
@@ -162,23 +163,21 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         for entry in index["files"]:
             if entry["type"] == "dir":
                 extractor.make_dir(tarstream.safe_relpath(entry["path"]))
-        links = []  # (link, one of its tars, the files wanted from that tar: None for all, from the newest)
+        links = []  # (link, the parts of its tar, the files wanted from it: None for all, from the newest)
         for link in chain:
-            for tar in tar_artifacts(link):
-                wanted = None if link.pk == backup.pk else {
-                    p for p in holders.get(link.pk, ()) if tar_of.get(p, TAR_ARTIFACTS[link.kind]) == tar.name}
-                if wanted is None or wanted:
-                    links.append((link, tar, wanted))
+            wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
+            if wanted is None or wanted:
+                links.append((link, tar_parts(link), wanted))
         if _parallel(links):
-            _extract_in_processes(extractor, links, holders=holders, tar_of=tar_of, newest=backup, ctx=ctx)
+            _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx)
         else:
             # The files are created in a thread of their own, in the order the links will write them.
             order = {b.pk: i for i, b in enumerate(chain)}
             files = sorted((e for e in index["files"] if e["type"] == "file"), key=lambda e: order[e["backup"]])
             extractor.precreate([tarstream.safe_relpath(e["path"]) for e in files])
-            for link, artifact, wanted in links:
-                note(ctx, f"extracting {artifact.key}" + ("" if wanted is None else f" ({len(wanted)} files)"))
-                _extract(extractor, link=link, artifact=artifact, wanted=wanted, ctx=ctx)
+            for link, parts, wanted in links:
+                note(ctx, f"extracting {_keys(parts)}" + ("" if wanted is None else f" ({len(wanted)} files)"))
+                _extract(extractor, link=link, parts=parts, wanted=wanted, ctx=ctx)
                 if wanted:
                     raise _lacking(link, len(wanted), sorted(wanted)[0])
         _complete_wal(partial, index.get("wal_segment_size"))
@@ -200,13 +199,17 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             "lsn_stop": backup.lsn_stop, "timeline": backup.timeline, "system_identifier": backup.system_identifier}
 
 
+def _keys(parts: list) -> str:
+    return " + ".join(a.key for a in parts)
+
+
 def _lacking(link: Backup, count: int, example: str) -> ChainError:
     return ChainError(f"Backup {link.pk} lacks {count} files its successors rely on (e.g. {example}).")
 
 
 def _parallel(links: list) -> bool:
-    """Whether the tars are extracted side by side, one forked process each (apps/documents/forked.py): for
-    two or more tars (of a chain, or a full's shares), all read from local locations (a child opens its own storage; cloud SDKs are
+    """Whether the links are extracted side by side, one forked process each (apps/documents/forked.py): for
+    a chain of two or more tars, all read from local locations (a child opens its own storage; cloud SDKs are
     left out of forks, as for document restores)."""
     from apps.documents import forked
 
@@ -214,15 +217,14 @@ def _parallel(links: list) -> bool:
             and all(link._source_backend.location.kind == "local" for link, _, _ in links))
 
 
-def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], tar_of: dict[str, str],
-                          newest: Backup, ctx: JobContext | None) -> None:
+def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
+                          ctx: JobContext | None) -> None:
     """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
     streams to authenticate, decompress and write, on two cores).
 
     The links write disjoint files: an older link only the files the newest index says it holds (each path
-    once in that index), the newest everything in its tars, which must then hold none of those (refused if it
-    does: one process would overwrite the other's file). The shares of a full hold disjoint files, and each
-    child creates ahead (precreate) only the files the index puts in its own tar (`tar_of`). The directories of the index are made before the
+    once in that index), the newest everything in its tar, which must then hold none of those (refused if it
+    does: one process would overwrite the other's file). The directories of the index are made before the
     fork. Every frame is authenticated before its bytes are written, in each child as in one process; a child
     that fails reports its error, which is raised here (after every child has stopped), and the caller removes
     the partial directory. Files and counts are the parent's `extractor`'s afterwards; its sync_all makes
@@ -235,14 +237,12 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
     mine = holders.get(newest.pk, set())
 
     def work(i: int, report) -> dict:
-        link, artifact, wanted = links[i]
+        link, parts, wanted = links[i]
         child = tarstream.Extractor(extractor.root, owner=extractor._owner, sync=True)
         child._made = set(extractor._made)
-        own = sorted(p for p in mine if tar_of.get(p, TAR_ARTIFACTS[link.kind]) == artifact.name) \
-            if wanted is None else sorted(wanted)
-        child.precreate([tarstream.safe_relpath(p) for p in own])
+        child.precreate([tarstream.safe_relpath(p) for p in (sorted(mine) if wanted is None else sorted(wanted))])
         try:
-            _extract(child, link=link, artifact=artifact, wanted=wanted, ctx=None, report=report,
+            _extract(child, link=link, parts=parts, wanted=wanted, ctx=None, report=report,
                      refuse=others if wanted is None else None)
             child.drop_unwritten()
         except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
@@ -251,17 +251,17 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
         left = sorted(wanted or ())
         return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else ""}
 
-    total = sum(artifact.size_raw for _, artifact, _ in links)
-    note(ctx, "extracting " + ", ".join(a.key for _, a, _ in links) + f" in {len(links)} processes")
+    total = sum(a.size_raw for _, parts, _ in links for a in parts)
+    note(ctx, "extracting " + ", ".join(_keys(parts) for _, parts, _ in links) + f" in {len(links)} processes")
     if ctx is not None:
         ctx.progress(0, total, force=True)
     results = forked.run(list(range(len(links))), work,
                          on_progress=None if ctx is None else (lambda done: ctx.progress(done, total)))
-    for (link, artifact, _), got in zip(links, results):
+    for (link, parts, _), got in zip(links, results):
         if got is None:
-            raise UserError(f"The process extracting {artifact.key} (backup {link.pk}) died; nothing was restored.")
+            raise UserError(f"The process extracting {_keys(parts)} (backup {link.pk}) died; nothing was restored.")
         if "error" in got:
-            raise (ChainError if got["chain"] else UserError)(f"Restoring backup {link.pk} ({artifact.key}) "
+            raise (ChainError if got["chain"] else UserError)(f"Restoring backup {link.pk} ({_keys(parts)}) "
                                                              f"failed: {got['error']}")
         if got["left"]:
             raise _lacking(link, got["left"], got["example"])
@@ -269,9 +269,10 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
         extractor.bytes += got["bytes"]
 
 
-def _extract(extractor, *, link: Backup, artifact, wanted: set[str] | None, ctx: JobContext | None,
+def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, ctx: JobContext | None,
              report=None, refuse: set[str] | None = None) -> None:
-    """Stream one link's tar into the directory: all of it (`wanted` None), or only the files in `wanted`
+    """Stream one link's tar (the decoded bytes of its `parts`, one after the other, each authenticated and
+    checked to its end as a stream of its own) into the directory: all of it (`wanted` None), or only the files in `wanted`
     (each removed from it as written). `report(n)`: called with the size of each raw chunk (a forked child's
     progress). `refuse`: paths this tar must not hold (those another process writes).
 
@@ -279,6 +280,8 @@ def _extract(extractor, *, link: Backup, artifact, wanted: set[str] | None, ctx:
     stored SHA-256 at the end), one decompresses, this one writes the members (a fourth fsyncs finished
     files). Nothing is written before its frame has been authenticated, and a failure anywhere stops all.
     """
+    import itertools
+
     from apps.databases.engines import tarstream
     from apps.pipeline.readahead import read_ahead
 
@@ -293,10 +296,11 @@ def _extract(extractor, *, link: Backup, artifact, wanted: set[str] | None, ctx:
             raise ChainError(f"Backup {link.pk} holds {rel}, which its file index says an older backup holds.")
         return True
 
-    stream = artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False,
-                             threaded=True)
+    stream = itertools.chain.from_iterable(
+        artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False, threaded=True)
+        for artifact in parts)
     if ctx is not None:
-        ctx.progress(0, artifact.size_raw, force=True)
+        ctx.progress(0, sum(a.size_raw for a in parts), force=True)
     chunks = read_ahead(stream, name=f"restore-{link.pk}")
     tar = tarstream.StreamExtractor(extractor, select=select if wanted is not None else
                                     not_refused if refuse else None)

@@ -95,9 +95,12 @@ class LocalFullProducer(_WalkFields):
     """A physical full read from the cluster's data directory on this machine, as pgBackRest takes one: every
     file of the walk of an incremental (pg_backup_start, files, pg_backup_stop, label, WAL), no parent.
 
-    To a local location with BACKUP_PROCESSES > 1 the files are split by size into that many shares, each a
-    tar written by a forked process of its own (`base.tar`, `base.1.tar`, ...), while this process holds the
-    backup's session; then the label and WAL after pg_backup_stop as the last tar. Otherwise one `base.tar`.
+    To a local location with BACKUP_PROCESSES = n > 1 the tar of the files is cut into n byte ranges of about
+    equal size (anywhere, even inside a file: one large table file is shared too), each written as an
+    artifact by a forked process of its own (`base.tar`, `base.tar.1`, ...), while this process holds the
+    backup's session; then the label, the WAL and the tar's end after pg_backup_stop as the last part. The
+    parts, decoded and concatenated in order, are one tar (physical_restore reads them so). Otherwise one
+    `base.tar`.
     """
 
     def __init__(self, backup: Backup):
@@ -117,15 +120,11 @@ class LocalFullProducer(_WalkFields):
         else:
             try:
                 walk.start()
-                shares = split_by_size(walk.listing(), processes)
-                share_of = {rel: part_name(i) for i, share in enumerate(shares) if i
-                            for kind, rel, _ in share if kind == "file"}
-                for entry in walk.info.files:  # the index says which share holds a file not in base.tar
-                    if entry["path"] in share_of:
-                        entry["tar"] = share_of[entry["path"]]
+                layout = walk.layout(walk.listing())
+                cuts = layout.cuts(processes)
                 # zstd in each process's own thread: the processes already fill the cores.
-                yield steps.InProcesses([(part_name(i), functools.partial(walk.part_chunks, share))
-                                         for i, share in enumerate(shares)], zstd_threads=0)
+                yield steps.InProcesses([(part_name(i), functools.partial(layout.chunks, cuts[i], cuts[i + 1]))
+                                         for i in range(processes)], zstd_threads=0)
                 yield part_name(processes), walk.stop_chunks()
             finally:
                 walk.close()
@@ -136,19 +135,8 @@ class LocalFullProducer(_WalkFields):
 
 
 def part_name(i: int) -> str:
-    """The artifact of share i of a full read from the data directory: base.tar, base.1.tar, ..."""
-    return "base.tar" if i == 0 else f"base.{i}.tar"
-
-
-def split_by_size(entries: list, n: int) -> list[list]:
-    """`n` shares of the listed files of about equal bytes (the largest first, each to the lightest share), each
-    in listing order and each with every directory."""
-    loads, owner = [0] * n, {}
-    for _kind, rel, st in sorted((e for e in entries if e[0] == "file"), key=lambda e: -e[2].st_size):
-        i = loads.index(min(loads))
-        owner[rel] = i
-        loads[i] += st.st_size + 512
-    return [[e for e in entries if e[0] == "dir" or owner[e[1]] == i] for i in range(n)]
+    """Part i of a full's tar written in parts: base.tar, base.tar.1, base.tar.2, ..."""
+    return "base.tar" if i == 0 else f"base.tar.{i}"
 
 
 def _processes(backup: Backup) -> int:

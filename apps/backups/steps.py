@@ -213,16 +213,21 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
                 raise locks.LeaseLost(f"Backup {backup.pk} is no longer pending; not running it.")
             backup.refresh_from_db()
             writer = BackupWriter(backup=backup, ctx=ctx)
-            for item in producer.artifacts():
-                if isinstance(item, InProcesses):
-                    writer.put_in_processes(item, hash_in_thread=getattr(producer, "hash_in_thread", False),
-                                            zstd_level=getattr(producer, "zstd_level", None))
-                    lease.check()
-                    continue
-                name, chunks = item
-                writer.put(name, _fenced(chunks, lease), hash_in_thread=getattr(producer, "hash_in_thread", False),
-                           zstd_level=getattr(producer, "zstd_level", None),
-                           zstd_threads=getattr(producer, "zstd_threads", None))
+            items = producer.artifacts()
+            try:
+                for item in items:
+                    if isinstance(item, InProcesses):
+                        writer.put_in_processes(item, hash_in_thread=getattr(producer, "hash_in_thread", False),
+                                                zstd_level=getattr(producer, "zstd_level", None))
+                        lease.check()
+                        continue
+                    name, chunks = item
+                    writer.put(name, _fenced(chunks, lease), hash_in_thread=getattr(producer, "hash_in_thread", False),
+                               zstd_level=getattr(producer, "zstd_level", None),
+                               zstd_threads=getattr(producer, "zstd_threads", None))
+            finally:
+                if hasattr(items, "close"):
+                    items.close()  # a producer's session (a backup in progress) ends now, not when collected
             lease.check()
             finished = timezone.now()
             mkey = writer.write_manifest(fields=producer.manifest_fields(), finished_at=finished)

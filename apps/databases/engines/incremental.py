@@ -69,9 +69,10 @@ class IncrementalBackup:
 
     Without a `parent_index` the walk is a full backup: every file stored (pgBackRest's way of taking a full
     when the data directory is on this machine), and its entries carry no `sha256`, as a pg_basebackup full's.
-    In parts, for a full split over processes (apps/backups/producers.LocalFullProducer): `start()`, then
-    `listing()` (nothing read yet), the files' tars (`part_chunks`, in other processes), then `stop_chunks()`
-    for the label and the WAL, and `close()` in any case.
+    In steps, for a full written by several processes (apps/backups/producers.LocalFullProducer): `start()`,
+    `listing()` (nothing read yet), its `layout()` whose byte ranges other processes write, `stop_chunks()`
+    for the label, the WAL and the tar's end, and `close()` in any case. The ranges and the stop's chunks,
+    concatenated, are one tar.
     """
 
     def __init__(self, conn: PgConn, *, data_directory: str, app_name: str, backup_id: str,
@@ -158,14 +159,9 @@ class IncrementalBackup:
                 self.info.stored_bytes += st.st_size
         return out
 
-    def part_chunks(self, entries: list[tuple[str, str, os.stat_result]]) -> Iterator[bytes]:
-        """One tar of these listed entries (directories and files, as listed), ended."""
-        for kind, rel, st in entries:
-            if kind == "dir":
-                yield tarstream.dir_member(rel, int(st.st_mtime))
-            else:
-                yield from _stored(self.root / rel, rel, st)
-        yield tarstream.end_of_archive()
+    def layout(self, listed: list[tuple[str, str, os.stat_result]]) -> "TarLayout":
+        """The tar of the listed entries as it will be written (headers made now), to be cut in byte ranges."""
+        return TarLayout(self.root, listed)
 
     def _reserve_wal(self, cur) -> None:
         try:
@@ -271,6 +267,73 @@ class IncrementalBackup:
             yield from tarstream.file_member(rel, size=size, mtime=int(time.time()), chunks=_read(fh, size))
         if used is not None:
             self.info.wal.append(path.name)
+
+
+class TarLayout:
+    """The tar members of listed entries at fixed offsets (each file at its listed size: cut, or zero-padded
+    if it shrank or is gone), so that any byte range of the tar can be written on its own, by another process."""
+
+    def __init__(self, root: Path, listed: list[tuple[str, str, os.stat_result]]):
+        self.root = root
+        self.members = []  # (offset, header, rel or None for a directory, size)
+        pos = 0
+        for kind, rel, st in listed:
+            if kind == "dir":
+                header, size = tarstream.dir_member(rel, int(st.st_mtime)), 0
+            else:
+                size = st.st_size
+                header = _file_header(rel, size, int(st.st_mtime))
+            self.members.append((pos, header, rel if kind == "file" else None, size))
+            pos += len(header) + size + (-size % tarstream.BLOCK)
+        self.size = pos
+
+    def cuts(self, n: int) -> list[int]:
+        """n + 1 offsets cutting the tar into n ranges of about equal size (anywhere, even inside a file)."""
+        return [self.size * i // n for i in range(n + 1)]
+
+    def chunks(self, start: int, stop: int) -> Iterator[bytes]:
+        """The tar's bytes from `start` to `stop`."""
+        for pos, header, rel, size in self.members:
+            end = pos + len(header) + size + (-size % tarstream.BLOCK)
+            if end <= start:
+                continue
+            if pos >= stop:
+                break
+            lo, hi = max(start, pos), min(stop, pos + len(header))
+            if lo < hi:
+                yield header[lo - pos:hi - pos]
+            data = pos + len(header)
+            lo, hi = max(start, data), min(stop, data + size)
+            if lo < hi:
+                yield from _read_range(self.root / rel, lo - data, hi - data)
+            lo, hi = max(start, data + size), min(stop, end)
+            if lo < hi:
+                yield bytes(hi - lo)
+
+
+def _file_header(rel: str, size: int, mtime: int) -> bytes:
+    it = tarstream.file_member(rel, size=size, mtime=mtime, chunks=())
+    return next(it)  # the header comes first; the rest (zeros) is not wanted
+
+
+def _read_range(path: Path, offset: int, end: int) -> Iterator[bytes]:
+    """Bytes offset..end of a file, zero-padded past its end (a file that shrank, or is gone, since listed)."""
+    left = end - offset
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        fh = None
+    if fh is not None:
+        with fh:
+            if offset:
+                fh.seek(offset)
+            while left and (chunk := fh.read(min(CHUNK, left))):
+                left -= len(chunk)
+                yield chunk
+    while left:
+        zeros = min(left, CHUNK)
+        yield bytes(zeros)
+        left -= zeros
 
 
 def _stored(path: Path, rel: str, st: os.stat_result) -> Iterator[bytes]:
