@@ -158,8 +158,14 @@ def test_physical_full_records_lsns_and_restores_to_a_cluster_equal_to_the_sourc
 
 
 def test_a_role_without_replication_fails_with_a_clear_message(phys, phys_target):
-    phys_target.data_directory = ""  # over the network: pg_basebackup, which needs REPLICATION
     phys_target.user = "noreplica"
+    save_target(target=phys_target, actor=SYSTEM)
+    # Read from the data directory: pg_backup_start is what the role may not run.
+    job = DatabaseBackupJob.run_now(target=phys_target, method="physical", actor=SYSTEM)
+    b = Backup.objects.get(pk=job.args["backup_id"])
+    assert b.status == BackupStatus.FAILED and not b.artifacts.exists()
+    assert "pg_backup_start" in b.error and "GRANT EXECUTE" in b.error and "noreplica" in b.error, b.error
+    phys_target.data_directory = ""  # over the network: pg_basebackup, which needs REPLICATION
     save_target(target=phys_target, actor=SYSTEM)
     job = DatabaseBackupJob.run_now(target=phys_target, method="physical", actor=SYSTEM)
     b = Backup.objects.get(pk=job.args["backup_id"])

@@ -116,7 +116,12 @@ class IncrementalBackup:
                 self._start_lsn = cur.execute("SELECT pg_backup_start(%s, true)::text",
                                               [f"backupsite {self.backup_id}"]).fetchone()[0]
             except psycopg.Error as exc:
-                raise IncrementalError(f"pg_backup_start was refused: {catalog.first_line(exc)}") from None
+                hint = ""
+                if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                    hint = (f" A backup read from the data directory needs a role that may run pg_backup_start and "
+                            f"pg_backup_stop (GRANT EXECUTE ON FUNCTION pg_backup_start, pg_backup_stop TO "
+                            f"{self.conn.user}; docs/OPERATIONS.md).")
+                raise IncrementalError(f"pg_backup_start was refused: {catalog.first_line(exc)}.{hint}") from None
         except psycopg.Error as exc:
             raise IncrementalError(f"Source database error: {catalog.first_line(exc)}") from None
 
