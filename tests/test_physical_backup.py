@@ -389,3 +389,17 @@ def test_a_failing_share_fails_the_local_full_and_leaves_nothing_stored(phys, ph
         assert not c.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'backupsite%'").fetchall()
     shutil.rmtree(obstacle)
     assert backup(phys_target, method="physical").status == BackupStatus.SUCCEEDED
+
+
+def test_a_local_full_in_one_process_is_one_base_tar_and_restores(phys, phys_target, scratch, settings):
+    """BACKUP_PROCESSES=1 (or a cloud location): the full read from the data directory is one stream."""
+    settings.BACKUP_PROCESSES = 1
+    full = backup(phys_target, method="physical")
+    expected = snapshot(phys)
+    change(phys, "after-single")
+    assert sorted(a.name for a in full.artifacts.all()) == ["base.tar", "files.json"]
+    assert file_index.load(full)["wal"]  # read from the data directory, not pg_basebackup
+    result = physical_restore.restore_data_directory(full, scratch / "data")
+    assert result["chain"] == [full.pk]
+    with started(scratch / "data") as restored:
+        assert snapshot(restored) == expected
