@@ -96,8 +96,9 @@ def test_the_byte_ranges_of_a_listed_tar_concatenate_to_the_whole_tar(tmp_path):
     expected = dict(contents)
     expected["base/1/5"] = b"shrunk" + bytes(len(contents["base/1/5"]) - 6)
     expected["base/1/7"] = bytes(len(contents["base/1/7"]))
-    for n in (1, 2, 3, 7):
-        cuts = layout.cuts(n)
+    m = layout.members
+    inside = [0, m[5][0] + 100, m[10][0] + m[10][1] + 3, m[12][0] + m[12][1] + m[12][3] + 1, layout.size]
+    for cuts in [layout.cuts(n) for n in (1, 2, 3, 7)] + [inside]:  # cut in a header, in data, in padding
         parts = [b"".join(layout.chunks(a, b)) for a, b in zip(cuts, cuts[1:])]
         assert [len(p) for p in parts] == [b - a for a, b in zip(cuts, cuts[1:])]
         whole = b"".join(parts) + tarstream.end_of_archive()

@@ -276,20 +276,19 @@ class IncrementalBackup:
 
 class TarLayout:
     """The tar members of listed entries at fixed offsets (each file at its listed size: cut, or zero-padded
-    if it shrank or is gone), so that any byte range of the tar can be written on its own, by another process."""
+    if it shrank or is gone), so that any byte range of the tar can be written on its own, by another process.
+    Only each header's length is kept (a header is made again where it is written): memory grows with the
+    number of files by a small tuple each, not by their headers."""
 
     def __init__(self, root: Path, listed: list[tuple[str, str, os.stat_result]]):
         self.root = root
-        self.members = []  # (offset, header, rel or None for a directory, size)
+        self.members = []  # (offset, header length, rel, size: -1 for a directory, mtime)
         pos = 0
         for kind, rel, st in listed:
-            if kind == "dir":
-                header, size = tarstream.dir_member(rel, int(st.st_mtime)), 0
-            else:
-                size = st.st_size
-                header = _file_header(rel, size, int(st.st_mtime))
-            self.members.append((pos, header, rel if kind == "file" else None, size))
-            pos += len(header) + size + (-size % tarstream.BLOCK)
+            size, mtime = (st.st_size if kind == "file" else -1), int(st.st_mtime)
+            header = _header(rel, size, mtime)
+            self.members.append((pos, len(header), rel, size, mtime))
+            pos += len(header) + max(size, 0) + (-max(size, 0) % tarstream.BLOCK)
         self.size = pos
 
     def cuts(self, n: int) -> list[int]:
@@ -298,27 +297,29 @@ class TarLayout:
 
     def chunks(self, start: int, stop: int) -> Iterator[bytes]:
         """The tar's bytes from `start` to `stop`."""
-        for pos, header, rel, size in self.members:
-            end = pos + len(header) + size + (-size % tarstream.BLOCK)
+        for pos, header_len, rel, size, mtime in self.members:
+            data, length = pos + header_len, max(size, 0)
+            end = data + length + (-length % tarstream.BLOCK)
             if end <= start:
                 continue
             if pos >= stop:
                 break
-            lo, hi = max(start, pos), min(stop, pos + len(header))
+            lo, hi = max(start, pos), min(stop, data)
             if lo < hi:
-                yield header[lo - pos:hi - pos]
-            data = pos + len(header)
-            lo, hi = max(start, data), min(stop, data + size)
+                yield _header(rel, size, mtime)[lo - pos:hi - pos]
+            lo, hi = max(start, data), min(stop, data + length)
             if lo < hi:
                 yield from _read_range(self.root / rel, lo - data, hi - data)
-            lo, hi = max(start, data + size), min(stop, end)
+            lo, hi = max(start, data + length), min(stop, end)
             if lo < hi:
                 yield bytes(hi - lo)
 
 
-def _file_header(rel: str, size: int, mtime: int) -> bytes:
-    it = tarstream.file_member(rel, size=size, mtime=mtime, chunks=())
-    return next(it)  # the header comes first; the rest (zeros) is not wanted
+def _header(rel: str, size: int, mtime: int) -> bytes:
+    """The tar header of a directory (size -1) or of a file of `size` bytes, as _dir and _stored write them."""
+    if size < 0:
+        return tarstream.dir_member(rel, mtime)
+    return next(tarstream.file_member(rel, size=size, mtime=mtime, chunks=()))  # the header comes first
 
 
 def _read_range(path: Path, offset: int, end: int) -> Iterator[bytes]:
