@@ -105,13 +105,14 @@ class BackupWriter:
         self.stored.append(artifact)
         return artifact
 
-    def put_in_processes(self, group: InProcesses, *, hash_in_thread: bool = False,
-                         zstd_level: int | None = None) -> list[StoredArtifact]:
+    def put_in_processes(self, group: InProcesses, *, hash_in_thread: bool = False, zstd_level: int | None = None,
+                         check: Callable[[], None] | None = None) -> list[StoredArtifact]:
         """Each artifact of `group` through the same pipeline as `put`, in a forked child of its own (two
         streams to read, compress, encrypt and hash on two cores; apps/documents/forked.py). A child opens its
         own storage and touches neither the database nor the job; each object is committed under its key only
         when complete. Every key is listed for `discard` before the fork, so a child that fails, or dies after
-        its commit, leaves nothing behind the failed backup; a failure of any child fails the backup."""
+        its commit, leaves nothing behind the failed backup; a failure of any child fails the backup.
+        `check()` runs at each progress report: what it raises (a lost lease) stops the children at once."""
         from apps.documents import forked
 
         zstd = self.backup.compression == "zstd"
@@ -130,11 +131,17 @@ class BackupWriter:
             try:
                 backends.for_location(location).put_stream(keys[i], encoder.encode(_reported(group.parts[i][1](), report)))
             except Exception as exc:  # noqa: BLE001 (reported to the parent, which fails the backup)
-                return {"error": f"{name_of[i]}: {exc or type(exc).__name__}"}
+                return {"error": f"{name_of[i]}: {str(exc) or type(exc).__name__}"}
             return {"stats": asdict(encoder.stats)}
 
         done = sum(a.stats.size_raw for a in self.stored)
-        results = forked.run(list(range(len(keys))), work, on_progress=lambda n: self.ctx.progress(done + n))
+
+        def progress(n: int) -> None:
+            if check is not None:
+                check()  # raised here, forked.run kills the children and re-raises
+            self.ctx.progress(done + n)
+
+        results = forked.run(list(range(len(keys))), work, on_progress=progress)
         for name, got in zip(name_of, results):
             if got is None:
                 raise StepError(f"The process writing {name} died; the backup is not complete.")
@@ -218,7 +225,7 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
                 for item in items:
                     if isinstance(item, InProcesses):
                         writer.put_in_processes(item, hash_in_thread=getattr(producer, "hash_in_thread", False),
-                                                zstd_level=getattr(producer, "zstd_level", None))
+                                                zstd_level=getattr(producer, "zstd_level", None), check=lease.check)
                         lease.check()
                         continue
                     name, chunks = item
