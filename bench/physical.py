@@ -552,7 +552,8 @@ def render(info: dict, dbs: dict, ops: list[Op], tools: list[str], started: str,
         "- pgBackRest: posix repository in a temporary directory, `compress-type=zst` (level 3), `process-max=2`, "
         "`start-fast=y`, archive-push as `archive_command`, run as postgres. Ours: `manage.py` as postgres against a "
         "SQLite metadata database and local storage, zstd + AES-256-GCM, `wal_push` as `archive_command` (the line "
-        "`archive_config --spool` prints). Anchor: `pg_basebackup -Ft -D - -X fetch --checkpoint=fast | zstd -3 -T2 > file`.",
+        "`archive_config --spool` prints); the target has its `--data-directory`, so the full reads it (two writer "
+        "processes, `BACKUP_PROCESSES` default) where a tree before that takes pg_basebackup. Anchor: `pg_basebackup -Ft -D - -X fetch --checkpoint=fast | zstd -3 -T2 > file`.",
         "- Databases: " + "; ".join(
             f"{name}: pgbench scale {d['scale']}, pg_database_size {mb(d['db_bytes'])} MiB"
             + (f" (documents table {mb(d['doc_bytes'])} MiB, {d['doc_rows']:,} rows, {d['attachments']:,} with a "
