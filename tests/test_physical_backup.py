@@ -132,7 +132,8 @@ def test_physical_full_records_lsns_and_restores_to_a_cluster_equal_to_the_sourc
     # processes, then the label, WAL and the tar's end (BACKUP_PROCESSES is 2 on this 2-CPU machine).
     assert sorted(a.name for a in full.artifacts.all()) == ["base.tar", "base.tar.1", "base.tar.2", "files.json"]
     parts = {a.name: a for a in full.artifacts.all()}
-    assert abs(parts["base.tar"].size_raw - parts["base.tar.1"].size_raw) <= 1
+    halves = parts["base.tar"].size_raw, parts["base.tar.1"].size_raw  # cut by estimated work, about halves
+    assert min(halves) > 0.25 * sum(halves), halves
     assert parts["base.tar.2"].size_raw < 64 << 20  # label and WAL only
     manifest = json.loads(backends.for_location(full.storage_location).get_bytes(full.manifest_key))
     assert manifest["wal"] and manifest["wal_segment_size"] == 16 << 20 and manifest["stored_files"] > 500

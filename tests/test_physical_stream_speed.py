@@ -98,7 +98,9 @@ def test_the_byte_ranges_of_a_listed_tar_concatenate_to_the_whole_tar(tmp_path):
     expected["base/1/7"] = bytes(len(contents["base/1/7"]))
     m = layout.members
     inside = [0, m[5][0] + 100, m[10][0] + m[10][1] + 3, m[12][0] + m[12][1] + m[12][3] + 1, layout.size]
-    for cuts in [layout.cuts(n) for n in (1, 2, 3, 7)] + [inside]:  # cut in a header, in data, in padding
+    balanced = [layout.balanced_cuts(n, every=4096, sample=1024) for n in (2, 3)]  # by estimated work
+    assert all(c[0] == 0 and c[-1] == layout.size and c == sorted(c) and len(c) == len(set(c)) for c in balanced)
+    for cuts in [layout.cuts(n) for n in (1, 2, 3, 7)] + [inside] + balanced:  # in a header, data, padding
         parts = [b"".join(layout.chunks(a, b)) for a, b in zip(cuts, cuts[1:])]
         assert [len(p) for p in parts] == [b - a for a, b in zip(cuts, cuts[1:])]
         whole = b"".join(parts) + tarstream.end_of_archive()

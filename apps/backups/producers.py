@@ -96,7 +96,8 @@ class LocalFullProducer(_WalkFields):
     file of the walk of an incremental (pg_backup_start, files, pg_backup_stop, label, WAL), no parent.
 
     To a local location with BACKUP_PROCESSES = n > 1 the tar of the files is cut into n byte ranges of about
-    equal size (anywhere, even inside a file: one large table file is shared too), each written as an
+    equal work (anywhere, even inside a file: one large table file is shared too; TarLayout.balanced_cuts
+    samples how well each region compresses), each written as an
     artifact by a forked process of its own (`base.tar`, `base.tar.1`, ...), while this process holds the
     backup's session; then the label, the WAL and the tar's end after pg_backup_stop as the last part. The
     parts, decoded and concatenated in order, are one tar (physical_restore reads them so). Otherwise one
@@ -121,7 +122,7 @@ class LocalFullProducer(_WalkFields):
             try:
                 walk.start()
                 layout = walk.layout(walk.listing())
-                cuts = layout.cuts(processes)
+                cuts = layout.balanced_cuts(processes)
                 # zstd in each process's own thread: the processes already fill the cores.
                 yield steps.InProcesses([(part_name(i), functools.partial(layout.chunks, cuts[i], cuts[i + 1]))
                                          for i in range(processes)], zstd_threads=0)

@@ -9,7 +9,9 @@ restores on its own. A temporary replication slot, when the role may create one,
 being recycled meanwhile. The output is one tar stream; `info.files` is the new file index (every file
 of the cluster → the backup holding its content).
 """
+import bisect
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -31,6 +33,9 @@ from apps.databases.engines.physical import (
 )
 
 CHUNK = 1 << 20
+# Reading a page-cached file and its raw SHA-256, per byte (about 0.7 s for 840 MiB here): the part of a
+# writer's work that does not depend on how well the bytes compress (TarLayout.balanced_cuts).
+READ_HASH_SECONDS_PER_BYTE = 0.8e-9
 ARTIFACT = "files.tar"
 WAL_PAGE = 8192
 # Directories whose contents PostgreSQL documents as not needed in a backup (the directory itself is kept).
@@ -290,14 +295,45 @@ class TarLayout:
             self.members.append((pos, len(header), rel, size, mtime))
             pos += len(header) + max(size, 0) + (-max(size, 0) % tarstream.BLOCK)
         self.size = pos
+        self._offsets = [m[0] for m in self.members]
 
     def cuts(self, n: int) -> list[int]:
         """n + 1 offsets cutting the tar into n ranges of about equal size (anywhere, even inside a file)."""
         return [self.size * i // n for i in range(n + 1)]
 
+    def balanced_cuts(self, n: int, *, every: int = 8 << 20, sample: int = 64 << 10) -> list[int]:
+        """n + 1 offsets cutting the tar into n ranges of about equal work, anywhere. The work of each `every`
+        bytes is estimated from the CPU time zstd level 1 takes on a `sample` of them (rows that compress 30:1
+        cost a third less than rows that compress 10:1: equal halves of pgbench took 1.2 and 1.7 s), plus a
+        per-byte cost for reading and hashing; about 1 % of the data is read for it."""
+        import zstandard
+
+        if n < 2 or self.size < 2 * every:
+            return self.cuts(n)
+        compressor = zstandard.ZstdCompressor(level=1)
+        regions = []  # (start, end, estimated seconds)
+        for start in range(0, self.size, every):
+            end = min(self.size, start + every)
+            data = b"".join(self.chunks(start, min(end, start + sample)))
+            t = time.process_time()
+            compressor.compress(data)
+            per_byte = (time.process_time() - t) / max(1, len(data)) + READ_HASH_SECONDS_PER_BYTE
+            regions.append((start, end, (end - start) * per_byte))
+        share = sum(w for *_, w in regions) / n
+        cuts, done = [0], 0.0
+        for start, end, w in regions:
+            while len(cuts) < n and done + w >= share * len(cuts):
+                cuts.append(start + int((end - start) * (share * len(cuts) - done) / w) if w else start)
+            done += w
+        while len(cuts) < n:
+            cuts.append(self.size)
+        cuts.append(self.size)
+        return cuts
+
     def chunks(self, start: int, stop: int) -> Iterator[bytes]:
         """The tar's bytes from `start` to `stop`."""
-        for pos, header_len, rel, size, mtime in self.members:
+        first = max(0, bisect.bisect_right(self._offsets, start) - 1)
+        for pos, header_len, rel, size, mtime in itertools.islice(self.members, first, None):
             data, length = pos + header_len, max(size, 0)
             end = data + length + (-length % tarstream.BLOCK)
             if end <= start:
