@@ -235,7 +235,7 @@ class _Reader:
             if chunk:
                 return memoryview(chunk if type(chunk) is bytes else bytes(chunk))
 
-    def view(self, n: int):
+    def view(self, n: int) -> memoryview:
         chunk, pos = self._chunk, self._pos
         if len(chunk) - pos >= n:
             out = chunk[pos:pos + n]
