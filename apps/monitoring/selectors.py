@@ -90,36 +90,74 @@ def _replication(*, now, since, newest: int = 20) -> dict:
     }
 
 
-def _replication_by_target(*, now, since, newest: int = 20) -> dict[int, tuple] | None:
-    """What _replication computes, for every target in one PostgreSQL query: each target's `newest` replicas by a
-    LATERAL join (an index walk of its newest succeeded backups), aggregated once, instead of two correlated
-    subqueries that each found them again and joined them back (about 20 ms of PostgreSQL for 100 targets).
-    {target id: (worst lag as a timedelta or None, replicas not present)}; None on other databases (SQLite:
-    the two subqueries of _replication). Same conditions as _replication; tests/test_prod_queries.py compares
-    both with the per-row reference on each database."""
+def _target_facts(*, now, since, newest: int = 20) -> tuple[list, dict, dict] | None:
+    """Every target's row facts in one PostgreSQL query, written once here (no queryset composed per request: the
+    ORM's composing of the three queries it replaces cost more Python than the rest of the rows): the target's
+    columns, its newest succeeded and newest failed backup (each an index lookup on (target, status,
+    -created_at)), its newest verification, and what _replication computes (each target's `newest` replicas by a
+    LATERAL index walk of its newest succeeded backups, aggregated once).
+    Returns (targets as SimpleNamespace ordered by name, {backup id: (id, created_at, status, kind, format,
+    finished_at)}, {verification id: SimpleNamespace(backup_id, level, result, created_at)}), the shapes the
+    ORM path of target_rows builds; None on other databases (SQLite: that ORM path). tests/test_prod_queries.py
+    compares both with the per-row reference on each database."""
     from django.db import connection
 
     from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus
     from apps.databases.models import DatabaseTarget
+    from apps.verification.models import VerificationRun
 
     if connection.vendor != "postgresql":
         return None
+    q = connection.ops.quote_name
+    columns = ", ".join(f"t.{q(DatabaseTarget._meta.get_field(f).column)}"
+                        for f in ("id", "name", "enabled", "wal_archiving", "user", "host", "port", "dbname"))
+    b_table, r_table = Backup._meta.db_table, Replica._meta.db_table
+
+    def newest_backup(alias):
+        return f"""LEFT JOIN LATERAL (
+            SELECT b.id, b.created_at, b.status, b.kind, b.format, b.finished_at FROM {b_table} b
+            WHERE b.database_target_id = t.id AND b.status = %s ORDER BY b.created_at DESC, b.id DESC LIMIT 1
+        ) {alias} ON true"""
+
     sql = f"""
-        SELECT t.id,
-               MAX(CASE WHEN x.location_id <> x.storage_location_id
-                        THEN COALESCE(x.copied_at, %s) - x.finished_at END),
-               COUNT(*) FILTER (WHERE x.status <> %s)
+        SELECT {columns}, ok.*, ko.*, v.id, v.backup_id, v.level, v.result, v.created_at, rep.lag, rep.pending
         FROM {DatabaseTarget._meta.db_table} t
+        {newest_backup("ok")}
+        {newest_backup("ko")}
+        LEFT JOIN LATERAL (
+            SELECT v.id, v.backup_id, v.level, v.result, v.created_at
+            FROM {VerificationRun._meta.db_table} v JOIN {b_table} b ON b.id = v.backup_id
+            WHERE b.database_target_id = t.id ORDER BY v.created_at DESC, v.id DESC LIMIT 1
+        ) v ON true
         CROSS JOIN LATERAL (
-            SELECT r.location_id, b.storage_location_id, r.copied_at, b.finished_at, r.status
-            FROM {Backup._meta.db_table} b JOIN {Replica._meta.db_table} r ON r.backup_id = b.id
-            WHERE b.database_target_id = t.id AND b.status = %s AND b.finished_at >= %s AND r.status <> %s
-            ORDER BY b.created_at DESC, r.id DESC LIMIT %s) x
-        GROUP BY t.id"""
+            SELECT MAX(CASE WHEN x.location_id <> x.storage_location_id
+                            THEN COALESCE(x.copied_at, %s) - x.finished_at END) AS lag,
+                   COUNT(*) FILTER (WHERE x.status <> %s) AS pending
+            FROM (SELECT r.location_id, b.storage_location_id, r.copied_at, b.finished_at, r.status
+                  FROM {b_table} b JOIN {r_table} r ON r.backup_id = b.id
+                  WHERE b.database_target_id = t.id AND b.status = %s AND b.finished_at >= %s AND r.status <> %s
+                  ORDER BY b.created_at DESC, r.id DESC LIMIT %s) x
+        ) rep
+        ORDER BY t.{q(DatabaseTarget._meta.get_field("name").column)}"""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, ReplicaStatus.PRESENT, BackupStatus.SUCCEEDED, since, ReplicaStatus.DELETED,
-                             newest])
-        return {pk: (lag, pending) for pk, lag, pending in cursor.fetchall()}
+        cursor.execute(sql, [BackupStatus.SUCCEEDED, BackupStatus.FAILED, now, ReplicaStatus.PRESENT,
+                             BackupStatus.SUCCEEDED, since, ReplicaStatus.DELETED, newest])
+        fetched = cursor.fetchall()
+    targets, backups, verifications = [], {}, {}
+    for row in fetched:
+        pk, name, enabled, wal_archiving, user, host, port, dbname = row[:8]
+        ok, ko, verification, (lag, pending) = row[8:14], row[14:20], row[20:25], row[25:]
+        for newest_row in (ok, ko):
+            if newest_row[0] is not None:
+                backups[newest_row[0]] = newest_row
+        if verification[0] is not None:
+            verifications[verification[0]] = SimpleNamespace(
+                backup_id=verification[1], level=verification[2], result=verification[3], created_at=verification[4])
+        targets.append(SimpleNamespace(
+            pk=pk, name=name, enabled=enabled, wal_archiving=wal_archiving, user=user, host=host, port=port,
+            dbname=dbname, last_succeeded_id=ok[0], last_failed_id=ko[0], verification_id=verification[0],
+            replication_lag=lag, replication_pending=pending))
+    return targets, backups, verifications
 
 
 def target_rows(*, now, size_points: bool = True, figures: dict | None = None, alerts: tuple | None = None,
@@ -151,25 +189,23 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
     newest = Backup.objects.filter(database_target=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")
     last_verification = VerificationRun.objects.filter(backup__database_target=OuterRef("pk")).order_by(
         "-created_at", "-pk")
-    replication = _replication_by_target(now=now, since=since[30])
-    # The row needs the name, the switches and the pk (thresholds): values, not a model instance per target
-    # (the WAL status, for the targets that archive, reads the model: loaded for those only).
-    annotations = {f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished}
-    annotations["verification_id"] = Subquery(last_verification.values("pk")[:1])
-    if replication is None:
+    facts = _target_facts(now=now, since=since[30])
+    if facts is not None:  # PostgreSQL: the targets with their newest backups, verification and replication
+        targets, backups, verifications = facts
+    else:
+        # The row needs the name, the switches and the pk (thresholds): values, not a model instance per target
+        # (the WAL status, for the targets that archive, reads the model: loaded for those only).
+        annotations = {f"last_{s}_id": Subquery(newest.filter(status=s)[:1]) for s in finished}
+        annotations["verification_id"] = Subquery(last_verification.values("pk")[:1])
         annotations.update({f"replication_{k}": v for k, v in _replication(now=now, since=since[30]).items()})
-    targets = [SimpleNamespace(**row) for row in DatabaseTarget.objects.order_by("name").annotate(**annotations)
-               .values("pk", "name", "enabled", "wal_archiving",
-                       *(("user", "host", "port", "dbname") if address else ()), *annotations)]
-    if replication is not None:
-        for target in targets:
-            target.replication_lag, target.replication_pending = replication.get(target.pk, (None, 0))
+        targets = [SimpleNamespace(**row) for row in DatabaseTarget.objects.order_by("name").annotate(**annotations)
+                   .values("pk", "name", "enabled", "wal_archiving", "user", "host", "port", "dbname", *annotations)]
+        backups = {row[0]: row for row in Backup.objects.filter(
+            pk__in=[getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
+            .values_list("pk", "created_at", "status", "kind", "format", "finished_at")}
+        verifications = VerificationRun.objects.in_bulk([t.verification_id for t in targets if t.verification_id])
     archiving = DatabaseTarget.objects.in_bulk([t.pk for t in targets if t.wal_archiving]) \
         if any(t.wal_archiving for t in targets) else {}
-    backups = {row[0]: row for row in Backup.objects.filter(
-        pk__in=[getattr(t, f"last_{s}_id") for t in targets for s in finished if getattr(t, f"last_{s}_id")])
-        .values_list("pk", "created_at", "status", "kind", "format", "finished_at")}
-    verifications = VerificationRun.objects.in_bulk([t.verification_id for t in targets if t.verification_id])
     sizes_by_target: dict[int, list] = {}
     if size_points:
         for target_id, at, kind, stored, raw in (
