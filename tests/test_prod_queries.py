@@ -286,3 +286,79 @@ def test_dashboard_rows_of_archiving_targets_carry_their_wal_status(db):
     assert rows["wal-on"]["wal_archive_lag_seconds"] == status["archive_lag_seconds"] is not None
     assert rows["wal-on"]["wal_gaps"] == status["gaps"] == 1
     assert rows["wal-off"]["wal_archive_lag_seconds"] is None and rows["wal-off"]["wal_gaps"] is None
+
+
+def test_dashboard_newest_backups_verifications_and_storage_equal_the_per_row_results(db):
+    """The target rows' newest backup and verification and the storage rows' bytes per tier and WAL (one written
+    query each on PostgreSQL, ORM queries on SQLite) are what reading the rows one by one gives: targets with
+    succeeded and failed backups in either order, none at all, several verifications; replicas in two tiers,
+    the default tier, corrupt ones counted, deleted and pending ones not; WAL in one location only."""
+    from apps.backups import wal_names
+    from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus, WalSegment
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.storage.models import StorageLocation
+    from apps.verification.models import VerificationRun
+
+    now = timezone.now()
+    primary = StorageLocation.objects.create(name="nb-primary", kind="local", path="/nonexistent/p",
+                                             used_bytes=500, capacity_bytes=2000, is_primary=True)
+    cold = StorageLocation.objects.create(name="nb-cold", kind="local", path="/nonexistent/c", storage_class="GLACIER")
+    StorageLocation.objects.create(name="nb-empty", kind="local", path="/nonexistent/e", enabled=False)
+    targets = [DatabaseTarget.objects.create(name=f"nb-{n}", host=f"h{n}", port=5400 + n, dbname=f"d{n}", user="u")
+               for n in range(4)]
+    pattern = {0: [BackupStatus.SUCCEEDED, BackupStatus.FAILED], 1: [BackupStatus.FAILED, BackupStatus.SUCCEEDED],
+               2: [BackupStatus.RUNNING, BackupStatus.SUCCEEDED, BackupStatus.SUCCEEDED], 3: []}
+    for t, statuses in pattern.items():
+        for i, status in enumerate(statuses):
+            at = now - timedelta(hours=10 - i)
+            b = Backup.objects.create(database_target=targets[t], status=status, storage_location=primary,
+                                      started_at=at - timedelta(minutes=1), finished_at=at, size_stored=10 + i)
+            Backup.objects.filter(pk=b.pk).update(created_at=at - timedelta(minutes=2))
+            for v in range(i + 1):
+                run = VerificationRun.objects.create(backup=b, level="checksum", result=["passed", "failed"][v % 2])
+                VerificationRun.objects.filter(pk=run.pk).update(created_at=at + timedelta(minutes=v + 3 * t))
+            for loc, status_, tier, size in ((primary, ReplicaStatus.PRESENT, "", 100 + i),
+                                             (cold, [ReplicaStatus.PRESENT, ReplicaStatus.CORRUPT,
+                                                     ReplicaStatus.DELETED, ReplicaStatus.PENDING][(t + i) % 4],
+                                              ["GLACIER", "STANDARD_IA"][i % 2], 1000 * (t + 1) + i)):
+                Replica.objects.create(backup=b, location=loc, status=status_, storage_class=tier, bytes=size)
+    for segno in (1, 2):
+        WalSegment.objects.create(database_target=targets[0], storage_location=cold,
+                                  name=wal_names.segment_name(1, segno, 1 << 20), timeline=1,
+                                  start_lsn=wal_names.format_lsn(segno << 20), key=f"k{segno}", size_raw=1 << 20,
+                                  size_stored=7 * segno, sha256_raw="x", sha256_stored="x", compression="zstd",
+                                  cipher="none")
+
+    rows = {r["target"]: r for r in selectors.target_rows(now=now, size_points=False, address=True)}
+    assert list(rows) == sorted(rows) and set(rows) == {t.name for t in targets}
+    for t in targets:
+        newest = (Backup.objects.filter(database_target=t, status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])
+                  .order_by("-created_at", "-pk").first())
+        want_backup = {"id": newest.pk, "status": newest.status, "kind": newest.kind, "format": newest.format,
+                       "finished_at": newest.finished_at} if newest else None
+        verification = VerificationRun.objects.filter(backup__database_target=t).order_by("-created_at", "-pk").first()
+        want_verification = {"backup_id": verification.backup_id, "level": verification.level,
+                             "result": verification.result, "at": verification.created_at} if verification else None
+        row = rows[t.name]
+        assert row["last_backup"] == want_backup and row["status"] == (newest.status if newest else None), t.name
+        assert row["last_verification"] == want_verification, t.name
+        assert row["target_id"] == t.pk and row["where"] == f"u@{t.host}:{t.port}/{t.dbname}"
+    assert rows["nb-0"]["status"] == "failed" and rows["nb-1"]["status"] == "succeeded"
+    assert rows["nb-3"]["last_backup"] is None and rows["nb-3"]["last_verification"] is None
+    assert rows["nb-2"]["last_verification"]["result"] == "passed"  # the newest of three runs: passed, failed, passed
+
+    tiers: dict = {}
+    for r in Replica.objects.filter(status__in=[ReplicaStatus.PRESENT, ReplicaStatus.CORRUPT]):
+        by = tiers.setdefault(r.location.name, {})
+        by[r.storage_class or "default"] = by.get(r.storage_class or "default", 0) + r.bytes
+    storage = {s["location"]: s for s in selectors.storage_rows(checks={})}
+    assert list(storage) == ["nb-cold", "nb-empty", "nb-primary"]
+    assert storage["nb-cold"]["bytes_by_tier"] == {**tiers["nb-cold"], "wal": 21}
+    assert storage["nb-primary"]["bytes_by_tier"] == tiers["nb-primary"] == {"default": 100 + 101 + 100 + 101 + 102
+                                                                            + 100 + 101}
+    assert storage["nb-empty"]["bytes_by_tier"] == {} and storage["nb-empty"]["enabled"] is False
+    assert len(tiers["nb-cold"]) == 2 and all(type(n) is int for s in storage.values()
+                                              for n in s["bytes_by_tier"].values())
+    assert (storage["nb-primary"]["used_percent"], storage["nb-primary"]["is_primary"]) == (25.0, True)
+    assert storage["nb-cold"]["storage_class"] == "GLACIER" and storage["nb-primary"]["storage_class"] is None

@@ -270,18 +270,64 @@ def _health_checks(probes=("target_reachable", "storage_reachable")) -> dict[str
     return out
 
 
-def storage_rows(*, checks: dict | None = None) -> list[dict]:
+_LOCATION_COLUMNS = ("pk", "name", "kind", "storage_class", "is_primary", "enabled", "used_bytes", "capacity_bytes")
+
+
+def _storage_figures() -> tuple[list, dict, dict]:
+    """The storage locations (the columns storage_rows shows, as SimpleNamespace; by name), the bytes of present
+    or corrupt replicas per location and tier ({location id: {tier or "default": bytes}}) and the stored WAL bytes
+    per location: on PostgreSQL one query written once (the tier and WAL sums joined as aggregates; the ORM's
+    three queries cost ~3 ms of composing), elsewhere those three ORM queries."""
+    from django.db import connection
+
     from apps.backups.models import Replica, ReplicaStatus, WalSegment
     from apps.storage.models import StorageLocation
 
+    kept = [ReplicaStatus.PRESENT, ReplicaStatus.CORRUPT]
     tiers: dict[int, dict[str, int]] = {}
-    for loc, tier, n in (Replica.objects.filter(status__in=[ReplicaStatus.PRESENT, ReplicaStatus.CORRUPT])
-                         .values_list("location", "storage_class").annotate(n=Sum("bytes")).order_by()):
+
+    def add(loc, tier, n):
         tiers.setdefault(loc, {})[tier or "default"] = tiers.get(loc, {}).get(tier or "default", 0) + (n or 0)
-    wal = dict(WalSegment.objects.values_list("storage_location").annotate(n=Sum("size_stored")).order_by())
+
+    if connection.vendor != "postgresql":
+        for loc, tier, n in (Replica.objects.filter(status__in=kept).values_list("location", "storage_class")
+                             .annotate(n=Sum("bytes")).order_by()):
+            add(loc, tier, n)
+        wal = dict(WalSegment.objects.values_list("storage_location").annotate(n=Sum("size_stored")).order_by())
+        return ([SimpleNamespace(**row) for row in StorageLocation.objects.order_by("name").values(*_LOCATION_COLUMNS)],
+                tiers, wal)
+    q = connection.ops.quote_name
+    columns = ", ".join(f"l.{q(StorageLocation._meta.get_field('id' if f == 'pk' else f).column)}"
+                        for f in _LOCATION_COLUMNS)
+    sql = f"""
+        SELECT {columns}, tiers.sums, wal.n
+        FROM {StorageLocation._meta.db_table} l
+        LEFT JOIN (SELECT location_id, json_agg(json_build_array(storage_class, n) ORDER BY storage_class) AS sums
+                   FROM (SELECT location_id, storage_class, SUM(bytes) AS n FROM {Replica._meta.db_table}
+                         WHERE status IN (%s, %s) GROUP BY location_id, storage_class) s
+                   GROUP BY location_id) tiers ON tiers.location_id = l.id
+        LEFT JOIN (SELECT storage_location_id, SUM(size_stored) AS n FROM {WalSegment._meta.db_table}
+                   GROUP BY storage_location_id) wal ON wal.storage_location_id = l.id
+        ORDER BY l.{q(StorageLocation._meta.get_field("name").column)}"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, kept)
+        rows = cursor.fetchall()
+    locations, wal = [], {}
+    for row in rows:
+        loc = SimpleNamespace(**dict(zip(_LOCATION_COLUMNS, row)))
+        locations.append(loc)
+        for tier, n in row[-2] or ():
+            add(loc.pk, tier, int(n))
+        if row[-1] is not None:
+            wal[loc.pk] = int(row[-1])
+    return locations, tiers, wal
+
+
+def storage_rows(*, checks: dict | None = None) -> list[dict]:
+    locations, tiers, wal = _storage_figures()
     reachable = (checks if checks is not None else _health_checks()).get("storage_reachable", {})
     rows = []
-    for loc in StorageLocation.objects.order_by("name"):
+    for loc in locations:
         by_tier = tiers.get(loc.pk, {})
         if wal.get(loc.pk):
             by_tier = {**by_tier, "wal": wal[loc.pk]}
