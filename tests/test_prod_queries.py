@@ -362,3 +362,34 @@ def test_dashboard_newest_backups_verifications_and_storage_equal_the_per_row_re
                                               for n in s["bytes_by_tier"].values())
     assert (storage["nb-primary"]["used_percent"], storage["nb-primary"]["is_primary"]) == (25.0, True)
     assert storage["nb-cold"]["storage_class"] == "GLACIER" and storage["nb-primary"]["storage_class"] is None
+
+
+def test_document_source_rows_equal_the_per_row_results(db):
+    """documents.selectors.source_rows (one written query on PostgreSQL, the ORM's elsewhere): per source by name,
+    its succeeded versions, last success and the files and bytes of its newest succeeded version; a source
+    with no succeeded version has 0 / None."""
+    from apps.documents import selectors as doc_selectors
+    from apps.documents.models import DocumentSource, DocumentVersion, VersionStatus
+    from apps.storage.models import StorageLocation
+
+    loc = StorageLocation.objects.create(name="sr-loc", kind="local", path="/nonexistent/s")
+    now = timezone.now()
+    sources = [DocumentSource.objects.create(name=n, root_path="/nonexistent") for n in ("sr-b", "sr-a", "sr-c")]
+    statuses = [VersionStatus.SUCCEEDED, VersionStatus.FAILED, VersionStatus.SUCCEEDED, VersionStatus.FAILED]
+    for s, source in enumerate(sources[:2]):
+        for i, status in enumerate(statuses[s:]):
+            v = DocumentVersion.objects.create(source=source, status=status, storage_location=loc,
+                                               finished_at=now - timedelta(hours=5 - i), files=10 * s + i,
+                                               bytes_total=1000 * s + i)
+            DocumentVersion.objects.filter(pk=v.pk).update(created_at=now - timedelta(hours=5 - i))
+    DocumentVersion.objects.create(source=sources[2], status=VersionStatus.FAILED, storage_location=loc, files=3)
+    want = []
+    for source in sorted(sources, key=lambda x: x.name):
+        ok = list(DocumentVersion.objects.filter(source=source, status=VersionStatus.SUCCEEDED)
+                  .order_by("-created_at", "-pk"))
+        want.append({"source": source.name, "versions": len(ok),
+                     "last_success_at": max((v.finished_at for v in ok), default=None),
+                     "files": ok[0].files if ok else 0, "bytes_total": ok[0].bytes_total if ok else 0,
+                     "source_id": source.pk})
+    assert doc_selectors.source_rows(with_ids=True) == want
+    assert [w["versions"] for w in want] == [1, 2, 0] and want[1]["files"] == 2 and want[0]["bytes_total"] == 1001
