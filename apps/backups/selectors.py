@@ -88,10 +88,11 @@ def _figures_rows(now, windows: tuple[int, ...]):
                                         *(f"n{d}" for d in windows)))
     recent = "".join(", COUNT(*) FILTER (WHERE created_at >= %s)" for _ in windows)
     with connection.cursor() as cursor:
+        # The last finished_at only of succeeded groups: the only one read (each datetime loaded costs).
         cursor.execute(f"""SELECT database_target_id, status, COUNT(*), SUM(size_stored), SUM(size_raw),
-                                  MAX(finished_at){recent}
+                                  CASE WHEN status = %s THEN MAX(finished_at) END{recent}
                            FROM {Backup._meta.db_table} WHERE database_target_id IS NOT NULL
-                           GROUP BY database_target_id, status""", since)
+                           GROUP BY database_target_id, status""", [BackupStatus.SUCCEEDED, *since])
         return [(target, status, n, None if stored is None else int(stored), None if raw is None else int(raw),
                  *rest) for target, status, n, stored, raw, *rest in cursor.fetchall()]
 
