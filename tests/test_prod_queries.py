@@ -393,3 +393,40 @@ def test_document_source_rows_equal_the_per_row_results(db):
                      "source_id": source.pk})
     assert doc_selectors.source_rows(with_ids=True) == want
     assert [w["versions"] for w in want] == [1, 2, 0] and want[1]["files"] == 2 and want[0]["bytes_total"] == 1001
+
+
+def test_dashboard_short_lists_are_the_rows_the_orm_gives(db):
+    """console.selectors.recent_lists (two written statements on PostgreSQL, the ORM's querysets elsewhere): the
+    recent jobs and backups tables it yields are byte for byte the ones the ORM's model instances give, with and
+    without a requesting user, a target, a size, a finish time or a verification."""
+    from django.contrib.auth.models import User
+
+    from apps.backups.models import Backup, BackupStatus
+    from apps.console import selectors
+    from apps.console.views import _short_lists_html
+    from apps.databases.models import DatabaseTarget
+    from apps.jobs.models import Job, JobStatus
+    from apps.storage.models import StorageLocation
+
+    user = User.objects.create_user("lists-<u>", password="lists-password-1234")
+    now = timezone.now()
+    for n in range(18):
+        job = Job.objects.create(type=f"t<{n % 3}>", status=[JobStatus.RUNNING, JobStatus.FAILED][n % 2],
+                                 progress_done=1000 ** (n % 4), requested_by=user if n % 3 else None, via="api")
+        Job.objects.filter(pk=job.pk).update(created_at=now - timedelta(minutes=n))
+    loc = StorageLocation.objects.create(name="sl-loc", kind="local", path="/nonexistent/sl")
+    target = DatabaseTarget.objects.create(name="sl-<t>", host="h", port=1, dbname="d", user="u")
+    for n in range(23):
+        b = Backup.objects.create(database_target=None if n % 5 == 1 else target, storage_location=loc,
+                                  status=[BackupStatus.SUCCEEDED, BackupStatus.RUNNING][n % 2],
+                                  finished_at=None if n % 2 else now - timedelta(hours=n),
+                                  size_stored=None if n % 4 == 3 else 1536 * n,
+                                  last_verified_at=now - timedelta(minutes=n) if n % 3 == 0 else None,
+                                  last_verified_level="restore", last_verification_result=["passed", "failed"][n % 2])
+        Backup.objects.filter(pk=b.pk).update(created_at=now - timedelta(minutes=n))
+    jobs, backups = selectors.recent_lists(jobs=15, backups=20)
+    assert len(jobs) == 15 and len(backups) == 20
+    want = _short_lists_html(list(Job.objects.select_related("requested_by")[:15]),
+                             list(Backup.objects.select_related("database_target")[:20]))
+    assert _short_lists_html(jobs, backups) == want
+    assert "lists-&lt;u&gt;" in want[0] and "<td>None</td>" in want[1] and "sl-&lt;t&gt;" in want[1]

@@ -123,13 +123,9 @@ def _short_lists_html(jobs, backups) -> tuple[str, str]:
 @console_page
 def dashboard(request):
     # The short lists load the columns their tables show (not job logs and results, backup checksums, errors).
-    recent_jobs = list(job_selectors.jobs().only("id", "type", "status", "progress_done", "via", "created_at",
-                                                 "requested_by__username")[:15])
+    recent_jobs, recent_backups = selectors.recent_lists(jobs=15, backups=20)
     data = selectors.dashboard()
     can_operate = request_has_role(request, OPERATOR)
-    recent_backups = backup_selectors.backups().select_related(None).select_related("database_target").only(
-        "id", "database_target__name", "format", "status", "size_stored", "finished_at", "created_at",
-        "last_verified_at", "last_verification_result", "last_verified_level")[:20]
     job_rows_html, backup_rows_html = _short_lists_html(recent_jobs, recent_backups)
     context = {
         "data": data,
