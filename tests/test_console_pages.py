@@ -432,7 +432,7 @@ def test_dashboard_job_and_backup_rows_are_what_the_template_loops_wrote(world):
 
 
 def test_header_approvals_check_is_what_has_perm_decides_for_every_kind_of_user():
-    """The header's Approvals link asks Django's ModelBackend.with_perm (one EXISTS) instead of loading every
+    """The header's Approvals link asks one written EXISTS (ModelBackend's rules) instead of loading every
     permission through `perms`: the same answer as user.has_perm for each way of holding the permission (role
     groups, a group of one's own, a direct grant, superuser) or not holding it (inactive, no group), and the
     link is shown exactly then."""
