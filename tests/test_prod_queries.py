@@ -430,3 +430,26 @@ def test_dashboard_short_lists_are_the_rows_the_orm_gives(db):
                              list(Backup.objects.select_related("database_target")[:20]))
     assert _short_lists_html(jobs, backups) == want
     assert "lists-&lt;u&gt;" in want[0] and "<td>None</td>" in want[1] and "sl-&lt;t&gt;" in want[1]
+
+
+def test_dashboard_rpo_of_each_target_follows_its_threshold_rows(db):
+    """The rows' RPO is the backup_age rule's parameters for the target: its own row, else the default row, else
+    the built-in hours (looked up once for the targets without a row of their own, per target for the others)."""
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.monitoring.models import AlertRule
+    from apps.monitoring.rules import registry
+
+    own, other, off = (DatabaseTarget.objects.create(name=n, host="h", port=1, dbname="d", user="u")
+                       for n in ("rpo-own", "rpo-other", "rpo-off"))
+    built_in = registry.get("backup_age").defaults["rpo_hours"]
+
+    def rpo_hours():
+        return {r["target"]: r["rpo_seconds"] / 3600
+                for r in selectors.target_rows(now=timezone.now(), size_points=False)}
+
+    assert rpo_hours() == {"rpo-own": built_in, "rpo-other": built_in, "rpo-off": built_in}
+    AlertRule.objects.create(type="backup_age", params={"rpo_hours": 5})
+    AlertRule.objects.create(type="backup_age", database_target=own, params={"rpo_hours": 2})
+    AlertRule.objects.create(type="backup_age", database_target=off, enabled=False)
+    assert rpo_hours() == {"rpo-own": 2, "rpo-other": 5, "rpo-off": built_in}

@@ -177,6 +177,8 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
     from apps.verification.models import VerificationRun
 
     rpo = registry.get("backup_age")(Thresholds())
+    # The RPO of every target without a threshold row of its own is the default scope's: looked up once.
+    default_rpo, scoped = rpo.params(), rpo.thresholds.scoped_targets(rpo)
     finished = [BackupStatus.SUCCEEDED, BackupStatus.FAILED]
     since = {days: now - timedelta(days=days) for days in (7, 30)}
     # Success rates of 7 and 30 days and the last success, aggregated per target in one scan (the console passes
@@ -223,7 +225,7 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
     for target in targets:
         last = target.last  # (id, status, kind, format, finished_at) of the newest finished backup, or None
         last_ok_at = counts.get(target.pk, {}).get("last")
-        params = rpo.params(target=target) or rpo.defaults
+        params = (rpo.params(target=target) if target.pk in scoped else default_rpo) or rpo.defaults
         rpo_seconds = params["rpo_hours"] * 3600
         age = (now - last_ok_at).total_seconds() if last_ok_at else None
         sizes = sizes_by_target.get(target.pk, [])[-500:]
