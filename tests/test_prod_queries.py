@@ -294,7 +294,13 @@ def test_dashboard_newest_backups_verifications_and_storage_equal_the_per_row_re
     succeeded and failed backups in either order, none at all, several verifications; replicas in two tiers,
     the default tier, corrupt ones counted, deleted and pending ones not; WAL in one location only."""
     from apps.backups import wal_names
-    from apps.backups.models import Backup, BackupStatus, Replica, ReplicaStatus, WalSegment
+    from apps.backups.models import (
+        Backup,
+        BackupStatus,
+        Replica,
+        ReplicaStatus,
+        WalSegment,
+    )
     from apps.databases.models import DatabaseTarget
     from apps.monitoring import selectors
     from apps.storage.models import StorageLocation
@@ -440,8 +446,8 @@ def test_dashboard_rpo_of_each_target_follows_its_threshold_rows(db):
     from apps.monitoring.models import AlertRule
     from apps.monitoring.rules import registry
 
-    own, other, off = (DatabaseTarget.objects.create(name=n, host="h", port=1, dbname="d", user="u")
-                       for n in ("rpo-own", "rpo-other", "rpo-off"))
+    own, _other, off = (DatabaseTarget.objects.create(name=n, host="h", port=1, dbname="d", user="u")
+                        for n in ("rpo-own", "rpo-other", "rpo-off"))
     built_in = registry.get("backup_age").defaults["rpo_hours"]
 
     def rpo_hours():
