@@ -459,3 +459,38 @@ def test_dashboard_rpo_of_each_target_follows_its_threshold_rows(db):
     AlertRule.objects.create(type="backup_age", database_target=own, params={"rpo_hours": 2})
     AlertRule.objects.create(type="backup_age", database_target=off, enabled=False)
     assert rpo_hours() == {"rpo-own": 2, "rpo-other": 5, "rpo-off": built_in}
+
+
+def test_dashboard_health_and_delivery_figures_equal_the_orm_reading(db):
+    """The dashboard's health checks (reachable per target and location, True / False / None when never checked)
+    and delivery counts, read by statements written once, are what the models say, on SQLite and PostgreSQL."""
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.monitoring.models import (
+        Delivery,
+        DeliveryStatus,
+        HealthCheck,
+        NotificationChannel,
+    )
+    from apps.storage.models import StorageLocation
+
+    now = timezone.now()
+    for name in ("hc-up", "hc-down", "hc-never"):
+        DatabaseTarget.objects.create(name=name, host="h", port=1, dbname="d", user="u")
+    for name in ("hcl-up", "hcl-down"):
+        StorageLocation.objects.create(name=name, kind="local", path=f"/nonexistent/{name}")
+    for probe, subject, ok in (("target_reachable", "hc-up", True), ("target_reachable", "hc-down", False),
+                               ("storage_reachable", "hcl-up", True), ("storage_reachable", "hcl-down", False),
+                               ("other_probe", "hc-never", True)):
+        HealthCheck.objects.create(probe=probe, subject=subject, ok=ok, checked_at=now)
+    channel = NotificationChannel.objects.create(name="hc-channel", kind="webhook")
+    for status in [DeliveryStatus.PENDING] * 3 + [DeliveryStatus.FAILED] * 2 + [DeliveryStatus.SENT]:
+        Delivery.objects.create(channel=channel, event="test", status=status, next_attempt_at=now)
+    data = selectors.dashboard(now=now, size_points=False)
+    reachable = {r["target"]: r["reachable"] for r in data["targets"]}
+    assert reachable == {"hc-up": True, "hc-down": False, "hc-never": None}
+    assert all(v is None or type(v) is bool for v in reachable.values())  # booleans in the API's JSON, not 0 / 1
+    assert {s["location"]: s["reachable"] for s in data["storage"]} == {"hcl-up": True, "hcl-down": False}
+    assert data["deliveries"] == {"pending": Delivery.objects.filter(status=DeliveryStatus.PENDING).count(),
+                                  "failed": Delivery.objects.filter(status=DeliveryStatus.FAILED).count()} \
+        == {"pending": 3, "failed": 2}
