@@ -105,6 +105,13 @@ def give(path: Path, mode: int) -> None:
     path.chmod(mode)
 
 
+def give_tree(root: Path) -> None:
+    """The server user's: `root` and everything under it (what a root process left in a shared directory)."""
+    for dirpath, dirs, files in os.walk(root):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirs + files)]:
+            give_to_server_user(Path(name))
+
+
 def postgres_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     give(path, 0o700)
@@ -451,6 +458,10 @@ class Ours(Tool):
         for path in (keys, self.env_file):
             give(path, 0o600)
         self.python = server_user_python(home)
+        # server_user_python may make a venv by running the system Python as root, with PYTHONPYCACHEPREFIX set
+        # (see main): the standard library's bytecode directories it made there are root's, and every command of
+        # ours (and every wal_push / wal_fetch the server runs) then recompiled ~130 modules, ~0.4 s of CPU each.
+        give_tree(Path(os.environ["PYTHONPYCACHEPREFIX"]))
         # PostgreSQL runs archive_command and restore_command with the environment it was started with
         # (PYTHONPYCACHEPREFIX, see main); the commands run here get the same, plus the environment file.
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",

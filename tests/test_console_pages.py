@@ -429,3 +429,42 @@ def test_dashboard_job_and_backup_rows_are_what_the_template_loops_wrote(world):
     assert backup_rows == engine.from_string(_BACKUP_LOOP).render({"backups": backups})[2:]
     assert "lists-&lt;op&gt;" in job_rows and "x&lt;&amp;&gt;" in job_rows and "status-failed" in backup_rows
     assert "status-succeeded" in backup_rows and ">never<" in backup_rows and "<td>None</td>" in backup_rows
+
+
+def test_header_approvals_check_is_what_has_perm_decides_for_every_kind_of_user():
+    """The header's Approvals link asks one written EXISTS (ModelBackend's rules) instead of loading every
+    permission through `perms`: the same answer as user.has_perm for each way of holding the permission (role
+    groups, a group of one's own, a direct grant, superuser) or not holding it (inactive, no group), and the
+    link is shown exactly then."""
+    from django.contrib.auth.models import Group, Permission, User
+
+    from apps.console.templatetags.console_nav import has_model_perm
+
+    perm = "approvals.change_approvalrequest"
+    change = Permission.objects.get(content_type__app_label="approvals", codename="change_approvalrequest")
+    users = {role: make_user(f"nav-{role}", role) for role in ("viewer", "operator", "admin")}
+    users["nobody"] = make_user("nav-nobody", None)
+    users["direct"] = make_user("nav-direct", "viewer")
+    users["direct"].user_permissions.add(change)
+    users["own-group"] = make_user("nav-own-group", None)
+    own = Group.objects.create(name="nav-approvers")
+    own.permissions.add(change)
+    users["own-group"].groups.add(own)
+    users["superuser"] = User.objects.create_superuser("nav-super", password="nav-super-pw-1234")
+    users["inactive-admin"] = make_user("nav-inactive-admin", "admin")
+    users["inactive-super"] = User.objects.create_superuser("nav-inactive-super", password="nav-super-pw-1234")
+    for name in ("inactive-admin", "inactive-super"):
+        users[name].is_active = False
+        users[name].save()
+    decided = {}
+    for name, user in users.items():
+        fresh = User.objects.get(pk=user.pk)  # no permission cache from an earlier call
+        decided[name] = has_model_perm(fresh, perm)
+        assert decided[name] == User.objects.get(pk=user.pk).has_perm(perm), name
+    assert decided == {"viewer": False, "operator": False, "admin": True, "nobody": False, "direct": True,
+                       "own-group": True, "superuser": True, "inactive-admin": False, "inactive-super": False}
+    for name in ("viewer", "admin", "direct"):
+        client = Client()
+        client.force_login(users[name])
+        page = client.get("/").content.decode()
+        assert ('href="/approvals/">Approvals</a>' in page) == decided[name], name

@@ -40,6 +40,38 @@ def test_round_trip_and_hashes(compression, keyring):
     assert dec.stats.sha256_raw == enc.stats.sha256_raw
 
 
+@pytest.mark.parametrize("keyring", [KEYRING, None], ids=["encrypted", "plain"])
+def test_stored_chunks_of_any_size_and_kind_decode_the_same(keyring):
+    """Frames are read as views of the stored chunks where they fit in one, joined where they span several:
+    chunks of one byte, of odd sizes, empty ones, larger than a frame, and a producer that reuses one bytearray
+    for every chunk (a view of it would be overwritten) all decode to the same bytes, hashes checked."""
+    raw = b"".join(chunks(700_000))
+    enc, stored = encode(chunks(700_000), keyring=keyring, frame_size=16 * 1024)
+
+    def cut(sizes):
+        pos, i = 0, 0
+        while pos < len(stored):
+            n = sizes[i % len(sizes)]
+            i += 1
+            yield stored[pos:pos + n]
+            pos += n
+
+    def reused(size):
+        buf = bytearray(size)
+        for pos in range(0, len(stored), size):
+            piece = stored[pos:pos + size]
+            buf[:len(piece)] = piece
+            yield buf if len(piece) == size else bytearray(piece)
+            buf[:] = bytes(size)  # the producer overwrites its buffer before the next chunk
+
+    feeds = [cut([1]), cut([0, 5, 16 * 1024 + 21, 7, 0, 3 * 16 * 1024]), cut([1 << 20]), reused(4093)]
+    for feed in feeds:
+        dec = Decoder(keyring=keyring, expected_sha256_stored=enc.stats.sha256_stored,
+                      expected_sha256_raw=enc.stats.sha256_raw)
+        assert b"".join(dec.decode(feed)) == raw
+        assert dec.stats.size_stored == len(stored) and dec.stats.sha256_stored == enc.stats.sha256_stored
+
+
 def test_empty_stream_round_trips():
     enc, stored = encode([], keyring=KEYRING)
     assert b"".join(Decoder(keyring=KEYRING).decode([stored])) == b""

@@ -286,3 +286,211 @@ def test_dashboard_rows_of_archiving_targets_carry_their_wal_status(db):
     assert rows["wal-on"]["wal_archive_lag_seconds"] == status["archive_lag_seconds"] is not None
     assert rows["wal-on"]["wal_gaps"] == status["gaps"] == 1
     assert rows["wal-off"]["wal_archive_lag_seconds"] is None and rows["wal-off"]["wal_gaps"] is None
+
+
+def test_dashboard_newest_backups_verifications_and_storage_equal_the_per_row_results(db):
+    """The target rows' newest backup and verification and the storage rows' bytes per tier and WAL (one written
+    query each on PostgreSQL, ORM queries on SQLite) are what reading the rows one by one gives: targets with
+    succeeded and failed backups in either order, none at all, several verifications; replicas in two tiers,
+    the default tier, corrupt ones counted, deleted and pending ones not; WAL in one location only."""
+    from apps.backups import wal_names
+    from apps.backups.models import (
+        Backup,
+        BackupStatus,
+        Replica,
+        ReplicaStatus,
+        WalSegment,
+    )
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.storage.models import StorageLocation
+    from apps.verification.models import VerificationRun
+
+    now = timezone.now()
+    primary = StorageLocation.objects.create(name="nb-primary", kind="local", path="/nonexistent/p",
+                                             used_bytes=500, capacity_bytes=2000, is_primary=True)
+    cold = StorageLocation.objects.create(name="nb-cold", kind="local", path="/nonexistent/c", storage_class="GLACIER")
+    StorageLocation.objects.create(name="nb-empty", kind="local", path="/nonexistent/e", enabled=False)
+    targets = [DatabaseTarget.objects.create(name=f"nb-{n}", host=f"h{n}", port=5400 + n, dbname=f"d{n}", user="u")
+               for n in range(4)]
+    pattern = {0: [BackupStatus.SUCCEEDED, BackupStatus.FAILED], 1: [BackupStatus.FAILED, BackupStatus.SUCCEEDED],
+               2: [BackupStatus.RUNNING, BackupStatus.SUCCEEDED, BackupStatus.SUCCEEDED], 3: []}
+    for t, statuses in pattern.items():
+        for i, status in enumerate(statuses):
+            at = now - timedelta(hours=10 - i)
+            b = Backup.objects.create(database_target=targets[t], status=status, storage_location=primary,
+                                      started_at=at - timedelta(minutes=1), finished_at=at, size_stored=10 + i)
+            Backup.objects.filter(pk=b.pk).update(created_at=at - timedelta(minutes=2))
+            for v in range(i + 1):
+                run = VerificationRun.objects.create(backup=b, level="checksum", result=["passed", "failed"][v % 2])
+                VerificationRun.objects.filter(pk=run.pk).update(created_at=at + timedelta(minutes=v + 3 * t))
+            for loc, status_, tier, size in ((primary, ReplicaStatus.PRESENT, "", 100 + i),
+                                             (cold, [ReplicaStatus.PRESENT, ReplicaStatus.CORRUPT,
+                                                     ReplicaStatus.DELETED, ReplicaStatus.PENDING][(t + i) % 4],
+                                              ["GLACIER", "STANDARD_IA"][i % 2], 1000 * (t + 1) + i)):
+                Replica.objects.create(backup=b, location=loc, status=status_, storage_class=tier, bytes=size)
+    for segno in (1, 2):
+        WalSegment.objects.create(database_target=targets[0], storage_location=cold,
+                                  name=wal_names.segment_name(1, segno, 1 << 20), timeline=1,
+                                  start_lsn=wal_names.format_lsn(segno << 20), key=f"k{segno}", size_raw=1 << 20,
+                                  size_stored=7 * segno, sha256_raw="x", sha256_stored="x", compression="zstd",
+                                  cipher="none")
+
+    rows = {r["target"]: r for r in selectors.target_rows(now=now, size_points=False, address=True)}
+    assert list(rows) == sorted(rows) and set(rows) == {t.name for t in targets}
+    for t in targets:
+        newest = (Backup.objects.filter(database_target=t, status__in=[BackupStatus.SUCCEEDED, BackupStatus.FAILED])
+                  .order_by("-created_at", "-pk").first())
+        want_backup = {"id": newest.pk, "status": newest.status, "kind": newest.kind, "format": newest.format,
+                       "finished_at": newest.finished_at} if newest else None
+        verification = VerificationRun.objects.filter(backup__database_target=t).order_by("-created_at", "-pk").first()
+        want_verification = {"backup_id": verification.backup_id, "level": verification.level,
+                             "result": verification.result, "at": verification.created_at} if verification else None
+        row = rows[t.name]
+        assert row["last_backup"] == want_backup and row["status"] == (newest.status if newest else None), t.name
+        assert row["last_verification"] == want_verification, t.name
+        assert row["target_id"] == t.pk and row["where"] == f"u@{t.host}:{t.port}/{t.dbname}"
+    assert rows["nb-0"]["status"] == "failed" and rows["nb-1"]["status"] == "succeeded"
+    assert rows["nb-3"]["last_backup"] is None and rows["nb-3"]["last_verification"] is None
+    assert rows["nb-2"]["last_verification"]["result"] == "passed"  # the newest of three runs: passed, failed, passed
+
+    tiers: dict = {}
+    for r in Replica.objects.filter(status__in=[ReplicaStatus.PRESENT, ReplicaStatus.CORRUPT]):
+        by = tiers.setdefault(r.location.name, {})
+        by[r.storage_class or "default"] = by.get(r.storage_class or "default", 0) + r.bytes
+    storage = {s["location"]: s for s in selectors.storage_rows(checks={})}
+    assert list(storage) == ["nb-cold", "nb-empty", "nb-primary"]
+    assert storage["nb-cold"]["bytes_by_tier"] == {**tiers["nb-cold"], "wal": 21}
+    assert storage["nb-primary"]["bytes_by_tier"] == tiers["nb-primary"] == {"default": 100 + 101 + 100 + 101 + 102
+                                                                            + 100 + 101}
+    assert storage["nb-empty"]["bytes_by_tier"] == {} and storage["nb-empty"]["enabled"] is False
+    assert len(tiers["nb-cold"]) == 2 and all(type(n) is int for s in storage.values()
+                                              for n in s["bytes_by_tier"].values())
+    assert (storage["nb-primary"]["used_percent"], storage["nb-primary"]["is_primary"]) == (25.0, True)
+    assert storage["nb-cold"]["storage_class"] == "GLACIER" and storage["nb-primary"]["storage_class"] is None
+
+
+def test_document_source_rows_equal_the_per_row_results(db):
+    """documents.selectors.source_rows (one written query on PostgreSQL, the ORM's elsewhere): per source by name,
+    its succeeded versions, last success and the files and bytes of its newest succeeded version; a source
+    with no succeeded version has 0 / None."""
+    from apps.documents import selectors as doc_selectors
+    from apps.documents.models import DocumentSource, DocumentVersion, VersionStatus
+    from apps.storage.models import StorageLocation
+
+    loc = StorageLocation.objects.create(name="sr-loc", kind="local", path="/nonexistent/s")
+    now = timezone.now()
+    sources = [DocumentSource.objects.create(name=n, root_path="/nonexistent") for n in ("sr-b", "sr-a", "sr-c")]
+    statuses = [VersionStatus.SUCCEEDED, VersionStatus.FAILED, VersionStatus.SUCCEEDED, VersionStatus.FAILED]
+    for s, source in enumerate(sources[:2]):
+        for i, status in enumerate(statuses[s:]):
+            v = DocumentVersion.objects.create(source=source, status=status, storage_location=loc,
+                                               finished_at=now - timedelta(hours=5 - i), files=10 * s + i,
+                                               bytes_total=1000 * s + i)
+            DocumentVersion.objects.filter(pk=v.pk).update(created_at=now - timedelta(hours=5 - i))
+    DocumentVersion.objects.create(source=sources[2], status=VersionStatus.FAILED, storage_location=loc, files=3)
+    want = []
+    for source in sorted(sources, key=lambda x: x.name):
+        ok = list(DocumentVersion.objects.filter(source=source, status=VersionStatus.SUCCEEDED)
+                  .order_by("-created_at", "-pk"))
+        want.append({"source": source.name, "versions": len(ok),
+                     "last_success_at": max((v.finished_at for v in ok), default=None),
+                     "files": ok[0].files if ok else 0, "bytes_total": ok[0].bytes_total if ok else 0,
+                     "source_id": source.pk})
+    assert doc_selectors.source_rows(with_ids=True) == want
+    assert [w["versions"] for w in want] == [1, 2, 0] and want[1]["files"] == 2 and want[0]["bytes_total"] == 1001
+
+
+def test_dashboard_short_lists_are_the_rows_the_orm_gives(db):
+    """console.selectors.recent_lists (two written statements on PostgreSQL, the ORM's querysets elsewhere): the
+    recent jobs and backups tables it yields are byte for byte the ones the ORM's model instances give, with and
+    without a requesting user, a target, a size, a finish time or a verification."""
+    from django.contrib.auth.models import User
+
+    from apps.backups.models import Backup, BackupStatus
+    from apps.console import selectors
+    from apps.console.views import _short_lists_html
+    from apps.databases.models import DatabaseTarget
+    from apps.jobs.models import Job, JobStatus
+    from apps.storage.models import StorageLocation
+
+    user = User.objects.create_user("lists-<u>", password="lists-password-1234")
+    now = timezone.now()
+    for n in range(18):
+        job = Job.objects.create(type=f"t<{n % 3}>", status=[JobStatus.RUNNING, JobStatus.FAILED][n % 2],
+                                 progress_done=1000 ** (n % 4), requested_by=user if n % 3 else None, via="api")
+        Job.objects.filter(pk=job.pk).update(created_at=now - timedelta(minutes=n))
+    loc = StorageLocation.objects.create(name="sl-loc", kind="local", path="/nonexistent/sl")
+    target = DatabaseTarget.objects.create(name="sl-<t>", host="h", port=1, dbname="d", user="u")
+    for n in range(23):
+        b = Backup.objects.create(database_target=None if n % 5 == 1 else target, storage_location=loc,
+                                  status=[BackupStatus.SUCCEEDED, BackupStatus.RUNNING][n % 2],
+                                  finished_at=None if n % 2 else now - timedelta(hours=n),
+                                  size_stored=None if n % 4 == 3 else 1536 * n,
+                                  last_verified_at=now - timedelta(minutes=n) if n % 3 == 0 else None,
+                                  last_verified_level="restore", last_verification_result=["passed", "failed"][n % 2])
+        Backup.objects.filter(pk=b.pk).update(created_at=now - timedelta(minutes=n))
+    jobs, backups = selectors.recent_lists(jobs=15, backups=20)
+    assert len(jobs) == 15 and len(backups) == 20
+    want = _short_lists_html(list(Job.objects.select_related("requested_by")[:15]),
+                             list(Backup.objects.select_related("database_target")[:20]))
+    assert _short_lists_html(jobs, backups) == want
+    assert "lists-&lt;u&gt;" in want[0] and "<td>None</td>" in want[1] and "sl-&lt;t&gt;" in want[1]
+
+
+def test_dashboard_rpo_of_each_target_follows_its_threshold_rows(db):
+    """The rows' RPO is the backup_age rule's parameters for the target: its own row, else the default row, else
+    the built-in hours (looked up once for the targets without a row of their own, per target for the others)."""
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.monitoring.models import AlertRule
+    from apps.monitoring.rules import registry
+
+    own, _other, off = (DatabaseTarget.objects.create(name=n, host="h", port=1, dbname="d", user="u")
+                        for n in ("rpo-own", "rpo-other", "rpo-off"))
+    built_in = registry.get("backup_age").defaults["rpo_hours"]
+
+    def rpo_hours():
+        return {r["target"]: r["rpo_seconds"] / 3600
+                for r in selectors.target_rows(now=timezone.now(), size_points=False)}
+
+    assert rpo_hours() == {"rpo-own": built_in, "rpo-other": built_in, "rpo-off": built_in}
+    AlertRule.objects.create(type="backup_age", params={"rpo_hours": 5})
+    AlertRule.objects.create(type="backup_age", database_target=own, params={"rpo_hours": 2})
+    AlertRule.objects.create(type="backup_age", database_target=off, enabled=False)
+    assert rpo_hours() == {"rpo-own": 2, "rpo-other": 5, "rpo-off": built_in}
+
+
+def test_dashboard_health_and_delivery_figures_equal_the_orm_reading(db):
+    """The dashboard's health checks (reachable per target and location, True / False / None when never checked)
+    and delivery counts, read by statements written once, are what the models say, on SQLite and PostgreSQL."""
+    from apps.databases.models import DatabaseTarget
+    from apps.monitoring import selectors
+    from apps.monitoring.models import (
+        Delivery,
+        DeliveryStatus,
+        HealthCheck,
+        NotificationChannel,
+    )
+    from apps.storage.models import StorageLocation
+
+    now = timezone.now()
+    for name in ("hc-up", "hc-down", "hc-never"):
+        DatabaseTarget.objects.create(name=name, host="h", port=1, dbname="d", user="u")
+    for name in ("hcl-up", "hcl-down"):
+        StorageLocation.objects.create(name=name, kind="local", path=f"/nonexistent/{name}")
+    for probe, subject, ok in (("target_reachable", "hc-up", True), ("target_reachable", "hc-down", False),
+                               ("storage_reachable", "hcl-up", True), ("storage_reachable", "hcl-down", False),
+                               ("other_probe", "hc-never", True)):
+        HealthCheck.objects.create(probe=probe, subject=subject, ok=ok, checked_at=now)
+    channel = NotificationChannel.objects.create(name="hc-channel", kind="webhook")
+    for status in [DeliveryStatus.PENDING] * 3 + [DeliveryStatus.FAILED] * 2 + [DeliveryStatus.SENT]:
+        Delivery.objects.create(channel=channel, event="test", status=status, next_attempt_at=now)
+    data = selectors.dashboard(now=now, size_points=False)
+    reachable = {r["target"]: r["reachable"] for r in data["targets"]}
+    assert reachable == {"hc-up": True, "hc-down": False, "hc-never": None}
+    assert all(v is None or type(v) is bool for v in reachable.values())  # booleans in the API's JSON, not 0 / 1
+    assert {s["location"]: s["reachable"] for s in data["storage"]} == {"hcl-up": True, "hcl-down": False}
+    assert data["deliveries"] == {"pending": Delivery.objects.filter(status=DeliveryStatus.PENDING).count(),
+                                  "failed": Delivery.objects.filter(status=DeliveryStatus.FAILED).count()} \
+        == {"pending": 3, "failed": 2}

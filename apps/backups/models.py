@@ -69,7 +69,14 @@ class Backup(UlidModel):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["database_target", "status", "-created_at"])]
+        indexes = [
+            models.Index(fields=["database_target", "status", "-created_at"]),
+            # The dashboard's figures per target and status (apps.backups.selectors.target_figures) read this index
+            # alone on PostgreSQL (an index-only scan in its order: no heap tuple, no hash), about half the CPU of a
+            # scan of the table's wide rows. `include` is PostgreSQL's; elsewhere a plain (target, status) index.
+            models.Index(fields=["database_target", "status"],
+                         include=["created_at", "finished_at", "size_stored", "size_raw"], name="backup_figures_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.database_target or '?'} {self.kind}/{self.format} {self.id}"

@@ -56,12 +56,7 @@ def target_figures(*, now=None, windows: tuple[int, ...] = (7, 30)) -> dict[int,
     empty = {"total": 0, **{f"status_{s}": 0 for s in BackupStatus.values}, **{f"ok{d}": 0 for d in windows},
              **{f"finished{d}": 0 for d in windows}, "stored": None, "raw": None, "last": None}
     out: dict[int, dict] = {}
-    for target, status, n, stored, raw, last, *recent in (
-            Backup.objects.filter(database_target__isnull=False).values("database_target", "status")
-            .annotate(n=Count("pk"), stored=Sum("size_stored"), raw=Sum("size_raw"), last=Max("finished_at"),
-                      **{f"n{d}": Count("pk", filter=Q(created_at__gte=now - timedelta(days=d))) for d in windows})
-            .order_by().values_list("database_target", "status", "n", "stored", "raw", "last",
-                                    *(f"n{d}" for d in windows))):
+    for target, status, n, stored, raw, last, *recent in _figures_rows(now, windows):
         row = out.get(target)
         if row is None:
             row = out[target] = dict(empty)
@@ -76,6 +71,34 @@ def target_figures(*, now=None, windows: tuple[int, ...] = (7, 30)) -> dict[int,
         if status == ok:
             row["stored"], row["raw"], row["last"] = stored, raw, last
     return out
+
+
+def _figures_rows(now, windows: tuple[int, ...]):
+    """(target id, status, count, stored and raw bytes, last finished_at, count created within each window) per
+    target and status. On PostgreSQL the statement is written once here (composing the aggregate queryset was
+    about 2 ms of Python per dashboard), in the order of backup_figures_idx, which holds every column it reads:
+    an index-only scan, grouped as it is read (~3.5 ms of PostgreSQL for 10,000 backups against ~7 for a hashed
+    scan of the table; the visibility map, which autovacuum keeps, decides how many heap pages are still read);
+    elsewhere the ORM's."""
+    from django.db import connection
+
+    since = [now - timedelta(days=d) for d in windows]
+    if connection.vendor != "postgresql":
+        return (Backup.objects.filter(database_target__isnull=False).values("database_target", "status")
+                .annotate(n=Count("pk"), stored=Sum("size_stored"), raw=Sum("size_raw"), last=Max("finished_at"),
+                          **{f"n{d}": Count("pk", filter=Q(created_at__gte=at)) for d, at in zip(windows, since)})
+                .order_by().values_list("database_target", "status", "n", "stored", "raw", "last",
+                                        *(f"n{d}" for d in windows)))
+    recent = "".join(", COUNT(*) FILTER (WHERE created_at >= %s)" for _ in windows)
+    with connection.cursor() as cursor:
+        # The last finished_at only of succeeded groups: the only one read (each datetime loaded costs).
+        cursor.execute(f"""SELECT database_target_id, status, COUNT(*), SUM(size_stored), SUM(size_raw),
+                                  CASE WHEN status = %s THEN MAX(finished_at) END{recent}
+                           FROM {Backup._meta.db_table} WHERE database_target_id IS NOT NULL
+                           GROUP BY database_target_id, status ORDER BY database_target_id, status""",
+                       [BackupStatus.SUCCEEDED, *since])
+        return [(target, status, n, None if stored is None else int(stored), None if raw is None else int(raw),
+                 *rest) for target, status, n, stored, raw, *rest in cursor.fetchall()]
 
 
 def statistics_of(figures: dict[int, dict], *, days: int = 30) -> dict:

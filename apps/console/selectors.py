@@ -1,6 +1,7 @@
 """Reads of the console pages that span apps: each composes the apps' own selectors (monitoring's dashboard,
 documents' statistics, recovery's plan status, the WAL recovery window) into what one page shows."""
 from datetime import timedelta
+from types import SimpleNamespace
 
 from django.db.models import DurationField, ExpressionWrapper, F, Max
 from django.db.models.functions import TruncDate
@@ -100,6 +101,49 @@ def dashboard(*, now=None) -> dict:
     data["documents"] = document_rows(now=now)
     data["plans"] = [recovery.plan_status(p, live=False) for p in recovery.plans()]
     return data
+
+
+_JOB_COLUMNS = ("pk", "type", "status", "progress_done", "requested_by", "via", "created_at")
+_BACKUP_COLUMNS = ("pk", "database_target", "format", "status", "size_stored", "finished_at", "last_verified_at",
+                   "last_verification_result", "last_verified_level")
+
+
+def recent_lists(*, jobs: int = 15, backups: int = 20) -> tuple[list, list]:
+    """The dashboard's short lists, newest first: the last `jobs` jobs and `backups` backups with the columns their
+    tables show (attributes as on the models; `requested_by` and `database_target` are the user's and target's
+    names, or None, as the template printed them). On PostgreSQL two statements written once (the two composed
+    querysets and their model instances were ~4 ms a page); elsewhere the ORM's, as models."""
+    from django.db import connection
+
+    from apps.backups import selectors as backup_selectors
+    from apps.backups.models import Backup
+    from apps.databases.models import DatabaseTarget
+    from apps.jobs import selectors as job_selectors
+    from apps.jobs.models import Job
+
+    if connection.vendor != "postgresql":
+        return (list(job_selectors.jobs().only("id", "type", "status", "progress_done", "via", "created_at",
+                                               "requested_by__username")[:jobs]),
+                list(backup_selectors.backups().select_related(None).select_related("database_target").only(
+                    "id", "database_target__name", "format", "status", "size_stored", "finished_at", "created_at",
+                    "last_verified_at", "last_verification_result", "last_verified_level")[:backups]))
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model()
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT j.id, j.type, j.status, j.progress_done, u.{q(user.USERNAME_FIELD)}, j.via, j.created_at
+            FROM {Job._meta.db_table} j LEFT JOIN {user._meta.db_table} u ON u.id = j.requested_by_id
+            ORDER BY j.created_at DESC LIMIT %s""", [jobs])
+        job_rows = [SimpleNamespace(**dict(zip(_JOB_COLUMNS, row))) for row in cursor.fetchall()]
+        cursor.execute(f"""
+            SELECT b.id, t.name, b.format, b.status, b.size_stored, b.finished_at, b.last_verified_at,
+                   b.last_verification_result, b.last_verified_level
+            FROM {Backup._meta.db_table} b LEFT JOIN {DatabaseTarget._meta.db_table} t ON t.id = b.database_target_id
+            ORDER BY b.created_at DESC LIMIT %s""", [backups])
+        backup_rows = [SimpleNamespace(**dict(zip(_BACKUP_COLUMNS, row))) for row in cursor.fetchall()]
+    return job_rows, backup_rows
 
 
 def dashboard_charts(data: dict) -> dict:

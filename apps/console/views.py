@@ -57,6 +57,7 @@ def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> str:
     from django.utils.safestring import mark_safe
 
     marker = "987654321"
+    tz = timezone.get_current_timezone()
     target_url = reverse("console:target", args=[marker])
     backup_now_url = reverse("console:backup-now", args=[marker])
     if can_operate:
@@ -69,7 +70,7 @@ def _target_rows_html(request, rows: list[dict], *, can_operate: bool) -> str:
         row["html"] = mark_safe(_TARGET_ROW.format(
             name=name, light=escape(str(row["light"])), url=escape(target_url.replace(marker, pk)),
             where=escape(str(row["where"])),
-            last=_when(row["last_success_at"]) or "never",
+            last=_when(row["last_success_at"], tz=tz) or "never",
             rpo=round(row["rpo_seconds"] / 3600), status=status, status_text=status if row["status"] else "—",
             replication=_whole_seconds(row["replication_lag_seconds"]),
             wal=_whole_seconds(row["wal_archive_lag_seconds"]),
@@ -87,9 +88,10 @@ _BACKUP_ROW = ('\n  <tr>\n    <td><a href="{url}">{pk}</a></td>\n    <td>{target
                '    <td class="last-verified">{verified}</td>\n  </tr>\n  ')
 
 
-def _when(value, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    """The `date:"Y-m-d H:i:s"` filter (or "Y-m-d H:i" with fmt) of an aware datetime; "" for None."""
-    return timezone.localtime(value).strftime(fmt) if value else ""
+def _when(value, fmt: str = "%Y-%m-%d %H:%M:%S", tz=None) -> str:
+    """The `date:"Y-m-d H:i:s"` filter (or "Y-m-d H:i" with fmt) of an aware datetime; "" for None. `tz`: the
+    current time zone when the caller looked it up once for many values (a lookup per value was most of this)."""
+    return timezone.localtime(value, tz).strftime(fmt) if value else ""
 
 
 def _short_lists_html(jobs, backups) -> tuple[str, str]:
@@ -101,35 +103,32 @@ def _short_lists_html(jobs, backups) -> tuple[str, str]:
 
     marker = "0" * 26  # a ULID, as the two URLs take
     job_url, backup_url = reverse("console:job", args=[marker]), reverse("console:backup", args=[marker])
+    tz = timezone.get_current_timezone()
     job_rows = "".join(_JOB_ROW.format(
         url=escape(job_url.replace(marker, str(j.pk))), pk=escape(str(j.pk)), type=escape(str(j.type)),
         status=escape(str(j.status)), done=escape(filesizeformat(j.progress_done)),
-        by=escape(str(j.requested_by or j.via)), created=_when(j.created_at)) for j in jobs)
+        by=escape(str(j.requested_by or j.via)), created=_when(j.created_at, tz=tz)) for j in jobs)
     backup_rows = []
     for b in backups:
         verified = "never"
         if b.last_verified_at:
             verified = '<span class="status-{}">{} ({})</span>'.format(
                 "succeeded" if b.last_verification_result == "passed" else "failed",
-                _when(b.last_verified_at, "%Y-%m-%d %H:%M"), escape(str(b.last_verified_level)))
+                _when(b.last_verified_at, "%Y-%m-%d %H:%M", tz), escape(str(b.last_verified_level)))
         backup_rows.append(_BACKUP_ROW.format(
             url=escape(backup_url.replace(marker, str(b.pk))), pk=escape(str(b.pk)),
             target=escape(str(b.database_target)), format=escape(str(b.format)), status=escape(str(b.status)),
             size=escape(filesizeformat("" if b.size_stored is None else b.size_stored)),
-            finished=_when(b.finished_at), verified=verified))
+            finished=_when(b.finished_at, tz=tz), verified=verified))
     return mark_safe(job_rows), mark_safe("".join(backup_rows))
 
 
 @console_page
 def dashboard(request):
     # The short lists load the columns their tables show (not job logs and results, backup checksums, errors).
-    recent_jobs = list(job_selectors.jobs().only("id", "type", "status", "progress_done", "via", "created_at",
-                                                 "requested_by__username")[:15])
+    recent_jobs, recent_backups = selectors.recent_lists(jobs=15, backups=20)
     data = selectors.dashboard()
     can_operate = request_has_role(request, OPERATOR)
-    recent_backups = backup_selectors.backups().select_related(None).select_related("database_target").only(
-        "id", "database_target__name", "format", "status", "size_stored", "finished_at", "created_at",
-        "last_verified_at", "last_verification_result", "last_verified_level")[:20]
     job_rows_html, backup_rows_html = _short_lists_html(recent_jobs, recent_backups)
     context = {
         "data": data,

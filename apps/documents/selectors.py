@@ -54,17 +54,38 @@ def source_rows(*, with_ids: bool = False) -> list[dict]:
     """Each source by name: its succeeded versions, last success, and the files and bytes of its newest succeeded
     version (0 without one), in one query (the newest version by subquery, not one query per source).
     `with_ids`: also its `source_id` (the console links to it)."""
+    return [{"source": name, "versions": n, "last_success_at": last, "files": files or 0,
+             "bytes_total": bytes_total or 0, **({"source_id": pk} if with_ids else {})}
+            for pk, name, n, last, files, bytes_total in _source_figures()]
+
+
+def _source_figures() -> list[tuple]:
+    """(id, name, succeeded versions, last success, files and bytes of the newest succeeded version) per source by
+    name. On PostgreSQL the statement is written once here (composing the annotated queryset cost ~3 ms of the
+    dashboard's Python, even with no source); elsewhere the ORM's."""
+    from django.db import connection
+
     ok = VersionStatus.SUCCEEDED
-    latest = DocumentVersion.objects.filter(source=OuterRef("pk"), status=ok).order_by("-created_at", "-id")
-    return [{"source": row["name"], "versions": row["n"], "last_success_at": row["last"],
-             "files": row["latest_files"] or 0, "bytes_total": row["latest_bytes"] or 0,
-             **({"source_id": row["pk"]} if with_ids else {})}
-            for row in DocumentSource.objects.annotate(
-                n=Count("versions", filter=Q(versions__status=ok)),
-                last=Max("versions__finished_at", filter=Q(versions__status=ok)),
-                latest_files=Subquery(latest.values("files")[:1]),
-                latest_bytes=Subquery(latest.values("bytes_total")[:1]))
-            .order_by("name").values("pk", "name", "n", "last", "latest_files", "latest_bytes")]
+    if connection.vendor != "postgresql":
+        latest = DocumentVersion.objects.filter(source=OuterRef("pk"), status=ok).order_by("-created_at", "-id")
+        return list(DocumentSource.objects.annotate(
+            n=Count("versions", filter=Q(versions__status=ok)),
+            last=Max("versions__finished_at", filter=Q(versions__status=ok)),
+            latest_files=Subquery(latest.values("files")[:1]),
+            latest_bytes=Subquery(latest.values("bytes_total")[:1]))
+            .order_by("name").values_list("pk", "name", "n", "last", "latest_files", "latest_bytes"))
+    versions = DocumentVersion._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT s.id, s.name, COUNT(v.id) FILTER (WHERE v.status = %s),
+                   MAX(v.finished_at) FILTER (WHERE v.status = %s), newest.files, newest.bytes_total
+            FROM {DocumentSource._meta.db_table} s
+            LEFT JOIN {versions} v ON v.source_id = s.id
+            LEFT JOIN LATERAL (SELECT files, bytes_total FROM {versions} n WHERE n.source_id = s.id AND n.status = %s
+                               ORDER BY n.created_at DESC, n.id DESC LIMIT 1) newest ON true
+            GROUP BY s.id, s.name, newest.files, newest.bytes_total
+            ORDER BY s.name""", [ok, ok, ok])
+        return cursor.fetchall()
 
 
 def statistics(*, days: int = 30) -> dict:

@@ -22,3 +22,8 @@ class Thresholds:
             if row.severity:
                 params["severity"] = row.severity
         return params
+
+    def scoped_targets(self, rule) -> set:
+        """The ids of the targets with a row of their own for `rule`: every other target has the default scope's
+        parameters (lookup(rule)), which a caller with many targets may then look up once."""
+        return {target for (kind, target, location) in self._rows if kind == rule.type and target is not None}

@@ -213,36 +213,67 @@ class _ThreadedHash:
 
 
 class _Reader:
-    """Exact-size reads over an iterator of chunks, hashing everything consumed."""
+    """Exact-size reads over an iterator of chunks, hashing everything consumed.
+
+    `view(n)` hands out a read that lies inside one chunk as a memoryview of it (no copy: a frame's payload
+    goes straight to the cipher), and joins one that spans chunks once; `read(n)` is the same as bytes. A
+    chunk that is not `bytes` (a buffer its producer might reuse) is copied once when it arrives.
+    """
 
     def __init__(self, chunks: Iterable[bytes]):
         self._it = iter(chunks)
-        self._buf = bytearray()
+        self._chunk = memoryview(b"")  # the current chunk; its bytes before _pos are consumed
+        self._pos = 0
         self.hash = hashlib.sha256()  # None once the caller decided not to hash (Decoder hash_stored=False)
         self.consumed = 0
 
-    def read(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            try:
-                self._buf += next(self._it)
-            except StopIteration:
-                break
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+    def _next(self) -> memoryview | None:
+        while True:
+            chunk = next(self._it, None)
+            if chunk is None:
+                return None
+            if chunk:
+                return memoryview(chunk if type(chunk) is bytes else bytes(chunk))
+
+    def view(self, n: int) -> memoryview:
+        chunk, pos = self._chunk, self._pos
+        if len(chunk) - pos >= n:
+            out = chunk[pos:pos + n]
+            self._pos = pos + n
+        else:
+            parts, have = [chunk[pos:]], len(chunk) - pos
+            self._chunk, self._pos = memoryview(b""), 0
+            while have < n:
+                nxt = self._next()
+                if nxt is None:
+                    break
+                need = n - have
+                if len(nxt) > need:
+                    parts.append(nxt[:need])
+                    self._chunk, self._pos = nxt, need
+                    have = n
+                else:
+                    parts.append(nxt)
+                    have += len(nxt)
+            out = memoryview(b"".join(parts))
         if self.hash is not None:
             self.hash.update(out)
         self.consumed += len(out)
         return out
 
+    def read(self, n: int) -> bytes:
+        return self.view(n).tobytes()
+
     def at_end(self) -> bool:
         return not self.read_ahead()
 
     def read_ahead(self) -> bool:
-        while not self._buf:
-            try:
-                self._buf += next(self._it)
-            except StopIteration:
-                return False
+        if len(self._chunk) > self._pos:
+            return True
+        nxt = self._next()
+        if nxt is None:
+            return False
+        self._chunk, self._pos = nxt, 0
         return True
 
 
@@ -404,7 +435,7 @@ class Decoder:
             flag, length = _FRAME_HEAD.unpack(head)
             if flag not in (FLAG_MORE, FLAG_FINAL) or length > MAX_FRAME:
                 raise ArtifactError(f"Frame {counter} has a corrupt header.")
-            payload = reader.read(length)
+            payload = reader.view(length)  # no copy: the cipher reads it where it arrived
             if len(payload) != length:
                 raise ArtifactError("Artifact is truncated inside a frame.")
             if aead is not None:
@@ -414,6 +445,8 @@ class Decoder:
                     raise ArtifactError(
                         f"Frame {counter} fails authentication: the artifact is corrupt or altered."
                     ) from None
+            elif not isinstance(payload, bytes):
+                payload = payload.tobytes()  # unencrypted: handed on as bytes, as before
             counter += 1
             if payload:
                 yield payload
