@@ -392,6 +392,41 @@ def test_a_failing_share_fails_the_local_full_and_leaves_nothing_stored(phys, ph
     assert backup(phys_target, method="physical").status == BackupStatus.SUCCEEDED
 
 
+def test_a_lease_lost_while_the_writer_processes_run_leaves_no_partial_upload(phys, phys_target, monkeypatch):
+    """Another holder takes the target's lease while the two processes write: the parent finds it at a progress
+    report and SIGKILLs them mid-upload. Their unfinished `.partial-<job>-` files go with the failed backup."""
+    from apps.backups import locks, steps
+    from apps.jobs.runner import execute
+
+    real = steps.BackupWriter.put_in_processes
+    taken = []
+
+    def taken_over_meanwhile(self, group, *, check=None, **kw):
+        lease = check.__self__
+
+        def check_after_a_takeover():
+            if not taken:  # the first progress report: a child has written 8 MiB and holds its partial file
+                taken.append(locks._rows(lease.target).update(backup_lock="01OTHERHOLDER0000000000000"))
+                lease.beat()  # the real renewal finds the lease gone
+            lease.check()
+
+        return real(self, group, check=check_after_a_takeover, **kw)
+
+    monkeypatch.setattr(steps.BackupWriter, "put_in_processes", taken_over_meanwhile)
+    job = DatabaseBackupJob.request(actor=SYSTEM, target=phys_target, method="physical")
+    b = Backup.objects.get(pk=job.args["backup_id"])
+    execute(job)
+    b.refresh_from_db()
+    assert taken == [1]
+    assert b.status == BackupStatus.FAILED and "lease" in b.error, b.error
+    assert not b.artifacts.exists()
+    root = backends.for_location(b.storage_location).root
+    assert not [p for p in root.rglob("*") if b.pk in p.as_posix() or ".partial-" in p.name]
+    locks.release(target=phys_target, backup_id="01OTHERHOLDER0000000000000")
+    monkeypatch.undo()
+    assert backup(phys_target, method="physical").status == BackupStatus.SUCCEEDED
+
+
 def test_a_local_full_in_one_process_is_one_base_tar_and_restores(phys, phys_target, scratch, settings):
     """BACKUP_PROCESSES=1 (or a cloud location): the full read from the data directory is one stream."""
     settings.BACKUP_PROCESSES = 1

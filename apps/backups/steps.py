@@ -26,7 +26,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.backups import layout, locks
-from apps.backups.models import Backup, BackupArtifact, BackupStatus, Replica, ReplicaStatus
+from apps.backups.models import (
+    Backup,
+    BackupArtifact,
+    BackupStatus,
+    Replica,
+    ReplicaStatus,
+)
+from apps.jobs import liveness
 from apps.jobs import services as jobs
 from apps.jobs.progress import JobContext, drop_broken_connection
 from apps.pipeline import compression, manifest
@@ -141,12 +148,18 @@ class BackupWriter:
                 check()  # raised here, forked.run kills the children and re-raises
             self.ctx.progress(done + n)
 
-        results = forked.run(list(range(len(keys))), work, on_progress=progress)
-        for name, got in zip(name_of, results):
-            if got is None:
-                raise StepError(f"The process writing {name} died; the backup is not complete.")
-            if "error" in got:
-                raise StepError(f"Writing {got['error']}")
+        try:
+            results = forked.run(list(range(len(keys))), work, on_progress=progress)
+            for name, got in zip(name_of, results):
+                if got is None:
+                    raise StepError(f"The process writing {name} died; the backup is not complete.")
+                if "error" in got:
+                    raise StepError(f"Writing {got['error']}")
+        except BaseException:
+            # A child killed mid-upload (a lost lease stops them with SIGKILL) cannot remove its partial file;
+            # the children are gone now, and no other upload of this job runs meanwhile.
+            self._remove_partials(location)
+            raise
         stored = []
         for name, key, got in zip(name_of, keys, results):
             st = ArtifactStats(**got["stats"])
@@ -155,6 +168,14 @@ class BackupWriter:
             stored.append(StoredArtifact(name=name, key=key, stats=st))
         self.stored.extend(stored)
         return stored
+
+    def _remove_partials(self, location) -> None:
+        job_id = liveness.current_job()
+        try:
+            for key in backends.for_location(location).remove_partials(job_id) if job_id else []:
+                log.warning("Removed %s, the unfinished upload of a writer process of job %s", key, job_id)
+        except OSError as exc:  # never read as an artifact; the dead-job sweep may still remove it
+            log.error("Could not remove the unfinished uploads of job %s: %s", job_id, exc)
 
     def write_manifest(self, *, fields: dict, finished_at) -> str:
         backup, target = self.backup, self.backup.database_target
