@@ -67,7 +67,10 @@
     if (typeof Chart === "undefined") return;
     const data = JSON.parse(el.textContent);
     const palette = ["#3b6fd8", "#17803d", "#dc6803", "#b42318", "#7a5af8", "#0e9384", "#c11574"];
-    const axis = { type: "linear", ticks: { callback: v => new Date(v).toISOString().slice(5, 10) } };
+    // The 30 days the series cover, whatever the points: one point alone made Chart.js pad the axis by months.
+    const day = 86400000, now = Date.now();
+    const axis = { type: "linear", min: now - 31 * day, max: now, ticks: { stepSize: 7 * day,
+      callback: v => new Date(v).toISOString().slice(5, 10) } };
     function line(id, key, label, series) {
       const canvas = document.getElementById(id);
       if (!canvas) return;
