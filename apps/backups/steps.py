@@ -93,14 +93,19 @@ class BackupWriter:
         self.stored: list[StoredArtifact] = []
         self._committed_keys: list[str] = []
 
+    def _encoder(self, *, hash_in_thread: bool, zstd_level: int | None, zstd_threads: int | None) -> Encoder:
+        zstd = self.backup.compression == "zstd"
+        return Encoder(compression_name=self.backup.compression, keyring=self.keyring, hash_in_thread=hash_in_thread,
+                       compression_level=zstd_level if zstd else None, compression_threads=zstd_threads if zstd else None)
+
+    def _key(self, name: str) -> str:
+        stored_name = layout.stored_name(name, compression.SUFFIX[self.backup.compression], self.keyring is not None)
+        return layout.artifact_key(self.slug, self.backup.pk, stored_name)
+
     def put(self, name: str, raw_chunks: Iterator[bytes], *, hash_in_thread: bool = False,
             zstd_level: int | None = None, zstd_threads: int | None = None) -> StoredArtifact:
-        zstd = self.backup.compression == "zstd"
-        encoder = Encoder(compression_name=self.backup.compression, keyring=self.keyring,
-                          hash_in_thread=hash_in_thread, compression_level=zstd_level if zstd else None,
-                          compression_threads=zstd_threads if zstd else None)
-        stored_name = layout.stored_name(name, compression.SUFFIX[self.backup.compression], self.keyring is not None)
-        key = layout.artifact_key(self.slug, self.backup.pk, stored_name)
+        encoder = self._encoder(hash_in_thread=hash_in_thread, zstd_level=zstd_level, zstd_threads=zstd_threads)
+        key = self._key(name)
         self.ctx.log(f"writing {name} to {self.backup.storage_location.name}:{key}")
         done = sum(a.stats.size_raw for a in self.stored)
         info = self.backend.put_stream(key, encoder.encode(self.ctx.count(raw_chunks, start=done)))
@@ -122,19 +127,15 @@ class BackupWriter:
         `check()` runs at each progress report: what it raises (a lost lease) stops the children at once."""
         from apps.documents import forked
 
-        zstd = self.backup.compression == "zstd"
-        suffix = compression.SUFFIX[self.backup.compression]
-        keys = [layout.artifact_key(self.slug, self.backup.pk, layout.stored_name(name, suffix, self.keyring is not None))
-                for name, _ in group.parts]
+        keys = [self._key(name) for name, _ in group.parts]
         self._committed_keys.extend(keys)
-        location, keyring, name_of = self.backup.storage_location, self.keyring, [n for n, _ in group.parts]
+        location, name_of = self.backup.storage_location, [n for n, _ in group.parts]
         self.ctx.log("writing " + ", ".join(f"{n} to {location.name}:{k}" for n, k in zip(name_of, keys))
                      + f" in {len(keys)} processes")
 
         def work(i: int, report) -> dict:
-            encoder = Encoder(compression_name=self.backup.compression, keyring=keyring, hash_in_thread=hash_in_thread,
-                              compression_level=zstd_level if zstd else None,
-                              compression_threads=group.zstd_threads if zstd else None)
+            encoder = self._encoder(hash_in_thread=hash_in_thread, zstd_level=zstd_level,
+                                    zstd_threads=group.zstd_threads)
             try:
                 backends.for_location(location).put_stream(keys[i], encoder.encode(_reported(group.parts[i][1](), report)))
             except Exception as exc:  # noqa: BLE001 (reported to the parent, which fails the backup)
