@@ -355,7 +355,7 @@ def _header(rel: str, size: int, mtime: int) -> bytes:
     """The tar header of a directory (size -1) or of a file of `size` bytes, as _dir and _stored write them."""
     if size < 0:
         return tarstream.dir_member(rel, mtime)
-    return next(tarstream.file_member(rel, size=size, mtime=mtime, chunks=()))  # the header comes first
+    return tarstream.file_header(rel, size=size, mtime=mtime)
 
 
 def _read_range(path: Path, offset: int, end: int) -> Iterator[bytes]:
@@ -381,13 +381,7 @@ def _read_range(path: Path, offset: int, end: int) -> Iterator[bytes]:
 def _stored(path: Path, rel: str, st: os.stat_result) -> Iterator[bytes]:
     """The tar member of one file of a full, at the size it was listed with; a file removed since (a dropped
     relation) is stored empty at that size, zero-padded like a file that shrank: WAL replay removes it."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        yield from tarstream.file_member(rel, size=st.st_size, mtime=int(st.st_mtime), chunks=())
-        return
-    with fh:
-        yield from tarstream.file_member(rel, size=st.st_size, mtime=int(st.st_mtime), chunks=_read(fh, st.st_size))
+    return tarstream.file_member(rel, size=st.st_size, mtime=int(st.st_mtime), chunks=_read_range(path, 0, st.st_size))
 
 
 def _read(fh, limit: int) -> Iterator[bytes]:

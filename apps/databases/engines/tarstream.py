@@ -189,15 +189,20 @@ def dir_member(path: str, mtime: int, mode: int = 0o700) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
 
 
+def file_header(path: str, *, size: int, mtime: int, mode: int = 0o600) -> bytes:
+    """The tar header file_member writes first."""
+    info = tarfile.TarInfo(path)
+    info.size, info.mtime, info.mode = size, mtime, mode
+    return info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
+
+
 def file_member(path: str, *, size: int, mtime: int, chunks: Iterable[bytes], mode: int = 0o600) -> Iterator[bytes]:
     """Header, exactly `size` bytes of data (cut, or zero-padded if the source shrank), padding.
 
     A file of a running cluster may change while it is read; WAL replay from the backup's start
     repairs it, as for pg_basebackup, which pads a file that shrank the same way.
     """
-    info = tarfile.TarInfo(path)
-    info.size, info.mtime, info.mode = size, mtime, mode
-    yield info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
+    yield file_header(path, size=size, mtime=mtime, mode=mode)
     left = size
     for chunk in chunks:
         if len(chunk) > left:
