@@ -5,6 +5,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
+from apps.core.selectors import fetch_all
 
 
 def backups(*, target: str | None = None, status: str | None = None, kind: str | None = None) -> QuerySet[Backup]:
@@ -90,15 +91,14 @@ def _figures_rows(now, windows: tuple[int, ...]):
                 .order_by().values_list("database_target", "status", "n", "stored", "raw", "last",
                                         *(f"n{d}" for d in windows)))
     recent = "".join(", COUNT(*) FILTER (WHERE created_at >= %s)" for _ in windows)
-    with connection.cursor() as cursor:
-        # The last finished_at only of succeeded groups: the only one read (each datetime loaded costs).
-        cursor.execute(f"""SELECT database_target_id, status, COUNT(*), SUM(size_stored), SUM(size_raw),
+    # The last finished_at only of succeeded groups: the only one read (each datetime loaded costs).
+    rows = fetch_all(f"""SELECT database_target_id, status, COUNT(*), SUM(size_stored), SUM(size_raw),
                                   CASE WHEN status = %s THEN MAX(finished_at) END{recent}
                            FROM {Backup._meta.db_table} WHERE database_target_id IS NOT NULL
                            GROUP BY database_target_id, status ORDER BY database_target_id, status""",
                        [BackupStatus.SUCCEEDED, *since])
-        return [(target, status, n, None if stored is None else int(stored), None if raw is None else int(raw),
-                 *rest) for target, status, n, stored, raw, *rest in cursor.fetchall()]
+    return [(target, status, n, None if stored is None else int(stored), None if raw is None else int(raw), *rest)
+            for target, status, n, stored, raw, *rest in rows]
 
 
 def statistics_of(figures: dict[int, dict], *, days: int = 30) -> dict:

@@ -7,6 +7,8 @@ from django.db.models import DurationField, ExpressionWrapper, F, Max
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from apps.core.selectors import fetch_all
+
 
 def _rpo_hours() -> int:
     """The backup_age rule's built-in RPO (a class attribute: no threshold rows to read for it)."""
@@ -131,18 +133,15 @@ def recent_lists(*, jobs: int = 15, backups: int = 20) -> tuple[list, list]:
 
     user = get_user_model()
     q = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(f"""
+    job_rows = [SimpleNamespace(**dict(zip(_JOB_COLUMNS, row))) for row in fetch_all(f"""
             SELECT j.id, j.type, j.status, j.progress_done, u.{q(user.USERNAME_FIELD)}, j.via, j.created_at
             FROM {Job._meta.db_table} j LEFT JOIN {user._meta.db_table} u ON u.id = j.requested_by_id
-            ORDER BY j.created_at DESC LIMIT %s""", [jobs])
-        job_rows = [SimpleNamespace(**dict(zip(_JOB_COLUMNS, row))) for row in cursor.fetchall()]
-        cursor.execute(f"""
+            ORDER BY j.created_at DESC LIMIT %s""", [jobs])]
+    backup_rows = [SimpleNamespace(**dict(zip(_BACKUP_COLUMNS, row))) for row in fetch_all(f"""
             SELECT b.id, t.name, b.format, b.status, b.size_stored, b.finished_at, b.last_verified_at,
                    b.last_verification_result, b.last_verified_level
             FROM {Backup._meta.db_table} b LEFT JOIN {DatabaseTarget._meta.db_table} t ON t.id = b.database_target_id
-            ORDER BY b.created_at DESC LIMIT %s""", [backups])
-        backup_rows = [SimpleNamespace(**dict(zip(_BACKUP_COLUMNS, row))) for row in cursor.fetchall()]
+            ORDER BY b.created_at DESC LIMIT %s""", [backups])]
     return job_rows, backup_rows
 
 

@@ -4,6 +4,7 @@ from datetime import timedelta
 from django.db.models import Count, Max, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
+from apps.core.selectors import fetch_all
 from apps.documents import manifest
 from apps.documents.models import (
     DocumentPack,
@@ -75,8 +76,7 @@ def _source_figures() -> list[tuple]:
             latest_bytes=Subquery(latest.values("bytes_total")[:1]))
             .order_by("name").values_list("pk", "name", "n", "last", "latest_files", "latest_bytes"))
     versions = DocumentVersion._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f"""
+    return fetch_all(f"""
             SELECT s.id, s.name, COUNT(v.id) FILTER (WHERE v.status = %s),
                    MAX(v.finished_at) FILTER (WHERE v.status = %s), newest.files, newest.bytes_total
             FROM {DocumentSource._meta.db_table} s
@@ -85,7 +85,6 @@ def _source_figures() -> list[tuple]:
                                ORDER BY n.created_at DESC, n.id DESC LIMIT 1) newest ON true
             GROUP BY s.id, s.name, newest.files, newest.bytes_total
             ORDER BY s.name""", [ok, ok, ok])
-        return cursor.fetchall()
 
 
 def statistics(*, days: int = 30) -> dict:

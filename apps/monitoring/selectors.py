@@ -18,6 +18,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.core.selectors import fetch_all
 from apps.monitoring.models import (
     ACTIVE,
     Alert,
@@ -44,17 +45,6 @@ def alerts(*, status: str | None = None, severity: str | None = None, target: st
     return qs
 
 
-def _fetch(sql: str, params: list) -> list[tuple]:
-    """Rows of a small statement written once, the same on SQLite and PostgreSQL (plain columns, counts and
-    GROUP BY; no dates): the dashboard's fixed small reads, whose composed querysets cost about 1 ms of Python
-    each, several times the query itself."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
 def open_alerts_by_severity() -> dict[str, int]:
     rows = dict(Alert.objects.filter(status__in=ACTIVE).values_list("severity").annotate(n=Count("pk")).order_by())
     return {s: rows.get(s, 0) for s in reversed(Severity.values)}
@@ -66,7 +56,7 @@ def _active_alerts() -> tuple[dict[int, int], set[int], dict[str, int]]:
     by_target: dict[int, int] = {}
     critical: set[int] = set()
     by_severity = {s: 0 for s in reversed(Severity.values)}
-    for target, severity, n in _fetch(f"""
+    for target, severity, n in fetch_all(f"""
             SELECT database_target_id, severity, COUNT(*) FROM {Alert._meta.db_table}
             WHERE status IN ({", ".join(["%s"] * len(ACTIVE))}) GROUP BY database_target_id, severity""",
                                       list(ACTIVE)):
@@ -155,10 +145,8 @@ def _target_facts(*, now, since, newest: int = 20) -> tuple[list, dict, dict] | 
                   ORDER BY b.created_at DESC, r.id DESC LIMIT %s) x
         ) rep
         ORDER BY t.{q(DatabaseTarget._meta.get_field("name").column)}"""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [BackupStatus.SUCCEEDED, BackupStatus.FAILED, now, ReplicaStatus.PRESENT,
-                             BackupStatus.SUCCEEDED, since, ReplicaStatus.DELETED, newest])
-        fetched = cursor.fetchall()
+    fetched = fetch_all(sql, [BackupStatus.SUCCEEDED, BackupStatus.FAILED, now, ReplicaStatus.PRESENT,
+                              BackupStatus.SUCCEEDED, since, ReplicaStatus.DELETED, newest])
     targets, verifications = [], {}
     for row in fetched:
         pk, name, enabled, wal_archiving, user, host, port, dbname = row[:8]
@@ -283,7 +271,7 @@ def target_rows(*, now, size_points: bool = True, figures: dict | None = None, a
 def _health_checks(probes=("target_reachable", "storage_reachable")) -> dict[str, dict[str, SimpleNamespace]]:
     """The latest health check of each subject, by probe (its `ok`): one query for the dashboard's two probes."""
     out: dict[str, dict[str, SimpleNamespace]] = {p: {} for p in probes}
-    for probe, subject, ok in _fetch(f"""SELECT probe, subject, ok FROM {HealthCheck._meta.db_table}
+    for probe, subject, ok in fetch_all(f"""SELECT probe, subject, ok FROM {HealthCheck._meta.db_table}
                                          WHERE probe IN ({", ".join(["%s"] * len(probes))})""", list(probes)):
         out[probe][subject] = SimpleNamespace(ok=bool(ok))  # SQLite gives 0 / 1
     return out
@@ -328,9 +316,7 @@ def _storage_figures() -> tuple[list, dict, dict]:
         LEFT JOIN (SELECT storage_location_id, SUM(size_stored) AS n FROM {WalSegment._meta.db_table}
                    GROUP BY storage_location_id) wal ON wal.storage_location_id = l.id
         ORDER BY l.{q(StorageLocation._meta.get_field("name").column)}"""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, kept)
-        rows = cursor.fetchall()
+    rows = fetch_all(sql, kept)
     locations, wal = [], {}
     for row in rows:
         loc = SimpleNamespace(**dict(zip(_LOCATION_COLUMNS, row)))
@@ -373,7 +359,7 @@ def dashboard(*, now=None, size_points: bool = True, figures: dict | None = None
         "targets": targets,
         "storage": storage_rows(checks=checks),
         "open_alerts_by_severity": alerts[2],
-        "deliveries": dict(zip(("pending", "failed"), _fetch(f"""
+        "deliveries": dict(zip(("pending", "failed"), fetch_all(f"""
             SELECT COUNT(CASE WHEN status = %s THEN 1 END), COUNT(CASE WHEN status = %s THEN 1 END)
             FROM {Delivery._meta.db_table}""", [DeliveryStatus.PENDING, DeliveryStatus.FAILED])[0], strict=True)),
         "dr_ready_targets": sum(1 for t in targets if t["dr_ready"]),

@@ -13,7 +13,8 @@ from django import template
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
+
+from apps.core.selectors import fetch_all
 
 register = template.Library()
 
@@ -46,6 +47,4 @@ def has_model_perm(user, perm: str) -> bool:
     if user.is_superuser:
         return True
     app_label, codename = perm.split(".")
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(), [app_label, codename, user.pk, user.pk])
-        return bool(cursor.fetchone()[0])
+    return bool(fetch_all(_sql(), [app_label, codename, user.pk, user.pk])[0][0])
