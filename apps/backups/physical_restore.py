@@ -208,42 +208,111 @@ def _lacking(link: Backup, count: int, example: str) -> ChainError:
 
 
 def _parallel(links: list) -> bool:
-    """Whether the links are extracted side by side, one forked process each (apps/documents/forked.py): for
-    a chain of two or more tars, all read from local locations (a child opens its own storage; cloud SDKs are
-    left out of forks, as for document restores)."""
+    """Whether the tars are extracted side by side, in forked processes (apps/documents/forked.py): a chain of
+    two or more tars, or a full whose parts record where each starts (`tar_parts`), all read from local
+    locations (a child opens its own storage; cloud SDKs are left out of forks, as for document restores)."""
     from apps.documents import forked
 
-    return (len(links) > 1 and forked.available()
-            and all(link._source_backend.location.kind == "local" for link, _, _ in links))
+    return (forked.available() and all(link._source_backend.location.kind == "local" for link, _, _ in links)
+            and (len(links) > 1 or any(_part_records(link, parts) for link, parts, _ in links)))
+
+
+# Processes extracting the parts of one full: as many as cores, at least two (on 2 cores, two halves of a full
+# side by side; with an incremental's process beside them, three; docs/BENCHMARKS.md).
+PART_PROCESSES = max(2, os.cpu_count() or 1)
+
+
+def _part_records(link: Backup, parts: list) -> list[dict] | None:
+    """Where each part of a full's tar starts (`tar_parts` of its file index, authenticated like the index), one
+    record per part in order; None for a full in one part, or one written before the record (its parts are
+    then one chained stream, extracted in one process)."""
+    if link.kind != BackupKind.FULL or len(parts) < 2:
+        return None
+    if not hasattr(link, "_tar_parts"):
+        link._full_index = file_index.load(link, backend=link._source_backend)
+        records = link._full_index.get("tar_parts")
+        members = [r.get("member") for r in records or ()]
+        if records is not None and ([r.get("name") for r in records] != [a.name for a in parts]
+                                    or records[0]["offset"] != 0 or records[0]["left"] or records[0]["pad"]
+                                    or members != sorted(members) or members[-1] > len(link._full_index["files"])):
+            raise ChainError(f"Broken backup chain: the part records of backup {link.pk} do not match its parts.")
+        link._tar_parts = records
+    return link._tar_parts
+
+
+def _groups(parts: list, processes: int) -> list[tuple[int, int]]:
+    """The parts as at most `processes` runs of consecutive parts [i, j), of about equal raw size (the small last
+    part, label and WAL, goes with the one before it)."""
+    runs = [(i, i + 1, a.size_raw) for i, a in enumerate(parts)]
+    while len(runs) > max(1, processes):
+        k = min(range(len(runs) - 1), key=lambda k: runs[k][2] + runs[k + 1][2])
+        runs[k:k + 2] = [(runs[k][0], runs[k + 1][1], runs[k][2] + runs[k + 1][2])]
+    return [(i, j) for i, j, _ in runs]
+
+
+def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup) -> list[dict]:
+    """What each forked process extracts: a link's whole tar, or (a full with part records) a run of its parts
+    from one recorded start to the next. A file whose data a cut splits between two processes is made here,
+    before the fork, at its full size (Extractor.create_shared): both open it without truncating."""
+    from apps.databases.engines import tarstream
+
+    units = []
+    for link, parts, wanted in links:
+        records = _part_records(link, parts)
+        if records is None:
+            files = sorted(holders.get(newest.pk, set())) if wanted is None else sorted(wanted)
+            units.append({"link": link, "parts": parts, "wanted": wanted, "files": files, "start": None, "end": None})
+            continue
+        entries = link._full_index["files"]  # the full's own index: in the tar's order, record["member"] indexes it
+        if wanted is not None and (missing := wanted - {e["path"] for e in entries if e["type"] == "file"}):
+            raise _lacking(link, len(missing), sorted(missing)[0])
+        for i, j in _groups(parts, PART_PROCESSES):
+            first = records[i]["member"]
+            last = records[j]["member"] if j < len(records) else len(entries)
+            files = [e["path"] for e in entries[first:last] if e["type"] == "file"]
+            if wanted is not None:
+                files = [p for p in files if p in wanted]
+            start = {**records[i], "write": wanted is None or records[i]["path"] in wanted}
+            if i and start["left"] and start["write"]:
+                extractor.create_shared(tarstream.safe_relpath(start["path"]),
+                                        start["file_offset"] + start["left"])
+            units.append({"link": link, "parts": parts[i:j], "wanted": None if wanted is None else set(files),
+                          "files": files, "start": start if i else None,
+                          "end": records[j] if j < len(records) else None})
+    return units
 
 
 def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
                           ctx: JobContext | None) -> None:
     """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
-    streams to authenticate, decompress and write, on two cores).
+    streams to authenticate, decompress and write, on two cores), and the parts of a full that records where
+    each starts by up to PART_PROCESSES children (each from its first part's recorded start to the next run's:
+    a file cut between two runs is written by both, at their offsets).
 
     The links write disjoint files: an older link only the files the newest index says it holds (each path
     once in that index), the newest everything in its tar, which must then hold none of those (refused if it
     does: one process would overwrite the other's file). The directories of the index are made before the
     fork. Every frame is authenticated before its bytes are written, in each child as in one process; a child
-    that fails reports its error, which is raised here (after every child has stopped), and the caller removes
-    the partial directory. Files and counts are the parent's `extractor`'s afterwards; its sync_all makes
-    them durable.
+    that fails reports its error, which is raised here (after every child has stopped) with its parts named,
+    and the caller removes the partial directory. Files and counts are the parent's `extractor`'s afterwards;
+    its sync_all makes them durable.
     """
     from apps.databases.engines import tarstream
     from apps.documents import forked
 
     others = set().union(*(paths for pk, paths in holders.items() if pk != newest.pk))
-    mine = holders.get(newest.pk, set())
+    units = _units(extractor, links, holders=holders, newest=newest)
 
     def work(i: int, report) -> dict:
-        link, parts, wanted = links[i]
+        unit = units[i]
+        link, wanted = unit["link"], unit["wanted"]
         child = tarstream.Extractor(extractor.root, owner=extractor._owner, sync=True)
-        child._made = set(extractor._made)
-        child.precreate([tarstream.safe_relpath(p) for p in (sorted(mine) if wanted is None else sorted(wanted))])
+        child._made, child.shared = set(extractor._made), set(extractor.shared)
+        child.precreate([tarstream.safe_relpath(p) for p in unit["files"]])
         try:
-            _extract(child, link=link, parts=parts, wanted=wanted, ctx=None, report=report,
-                     refuse=others if wanted is None else None)
+            _extract(child, link=link, parts=unit["parts"], wanted=wanted, ctx=None, report=report,
+                     refuse=others if wanted is None and link.pk == newest.pk else None,
+                     start=unit["start"], end=unit["end"])
             child.drop_unwritten()
         except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
             child.close()
@@ -252,12 +321,13 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
         return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else ""}
 
     total = sum(a.size_raw for _, parts, _ in links for a in parts)
-    note(ctx, "extracting " + ", ".join(_keys(parts) for _, parts, _ in links) + f" in {len(links)} processes")
+    note(ctx, "extracting " + ", ".join(_keys(u["parts"]) for u in units) + f" in {len(units)} processes")
     if ctx is not None:
         ctx.progress(0, total, force=True)
-    results = forked.run(list(range(len(links))), work,
+    results = forked.run(list(range(len(units))), work,
                          on_progress=None if ctx is None else (lambda done: ctx.progress(done, total)))
-    for (link, parts, _), got in zip(links, results):
+    for unit, got in zip(units, results):
+        link, parts = unit["link"], unit["parts"]
         if got is None:
             raise UserError(f"The process extracting {_keys(parts)} (backup {link.pk}) died; nothing was restored.")
         if "error" in got:
@@ -270,11 +340,12 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
 
 
 def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, ctx: JobContext | None,
-             report=None, refuse: set[str] | None = None) -> None:
+             report=None, refuse: set[str] | None = None, start: dict | None = None, end: dict | None = None) -> None:
     """Stream one link's tar (the decoded bytes of its `parts`, one after the other, each authenticated and
     checked to its end as a stream of its own) into the directory: all of it (`wanted` None), or only the files in `wanted`
     (each removed from it as written). `report(n)`: called with the size of each raw chunk (a forked child's
-    progress). `refuse`: paths this tar must not hold (those another process writes).
+    progress). `refuse`: paths this tar must not hold (those another process writes). `start`, `end`: part
+    records (tarstream.StreamExtractor) when `parts` are a run of a full's parts that begins or ends inside it.
 
     Three threads, each a few MiB ahead of the next: one reads and authenticates (AES-GCM per frame, the
     stored SHA-256 at the end), one decompresses, this one writes the members (a fourth fsyncs finished
@@ -303,7 +374,7 @@ def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, c
         ctx.progress(0, sum(a.size_raw for a in parts), force=True)
     chunks = read_ahead(stream, name=f"restore-{link.pk}")
     tar = tarstream.StreamExtractor(extractor, select=select if wanted is not None else
-                                    not_refused if refuse else None)
+                                    not_refused if refuse else None, start=start, end=end)
     try:
         for chunk in ctx.count(chunks) if ctx is not None else chunks:
             tar.feed(chunk)

@@ -100,8 +100,9 @@ class LocalFullProducer(_WalkFields):
     samples how well each region compresses), each written as an
     artifact by a forked process of its own (`base.tar`, `base.tar.1`, ...), while this process holds the
     backup's session; then the label, the WAL and the tar's end after pg_backup_stop as the last part. The
-    parts, decoded and concatenated in order, are one tar (physical_restore reads them so). Otherwise one
-    `base.tar`.
+    parts, decoded and concatenated in order, are one tar; the file index records where each part starts
+    (`tar_parts`: a cut inside a file's data is resumable there), so that physical_restore extracts the parts
+    side by side. Otherwise one `base.tar`.
     """
 
     def __init__(self, backup: Backup):
@@ -116,13 +117,16 @@ class LocalFullProducer(_WalkFields):
             app_name=f"backupsite-backup-{self.backup.pk}", backup_id=self.backup.pk,
         )
         processes = _processes(self.backup)
+        parts = {}  # where each part of the tar starts: "tar_parts" of the file index (docs/FORMAT.md)
         if processes < 2:
             yield physical.ARTIFACT, walk.chunks()
         else:
             try:
                 walk.start()
                 layout = walk.layout(walk.listing())
-                cuts = layout.balanced_cuts(processes)
+                cuts = layout.balanced_cuts(processes)  # never inside a header
+                parts["tar_parts"] = [{"name": part_name(i), **layout.part_start(cut)}
+                                      for i, cut in enumerate(cuts)]  # the last: label, WAL, end, at layout.size
                 # zstd in each process's own thread: the processes already fill the cores.
                 yield steps.InProcesses([(part_name(i), functools.partial(layout.chunks, cuts[i], cuts[i + 1]))
                                          for i in range(processes)], zstd_threads=0)
@@ -132,7 +136,7 @@ class LocalFullProducer(_WalkFields):
         self.info = i = walk.info
         yield file_index.NAME, iter([file_index.dumps(
             backup_id=self.backup.pk, parent=None, started_at=i.started_at, files=i.files,
-            wal=i.wal, wal_segment_size=i.wal_segment_size)])
+            wal=i.wal, wal_segment_size=i.wal_segment_size, **parts)])
 
 
 def part_name(i: int) -> str:

@@ -298,8 +298,46 @@ class TarLayout:
         self._offsets = [m[0] for m in self.members]
 
     def cuts(self, n: int) -> list[int]:
-        """n + 1 offsets cutting the tar into n ranges of about equal size (anywhere, even inside a file)."""
-        return [self.size * i // n for i in range(n + 1)]
+        """n + 1 offsets cutting the tar into n ranges of about equal size (anywhere, even inside a file's data,
+        never inside a header: such a cut is moved to the header's start)."""
+        return self._at_headers([self.size * i // n for i in range(n + 1)])
+
+    def _at_headers(self, cuts: list[int]) -> list[int]:
+        """The cuts, each one that falls inside a member's header moved to that header's start (a part then
+        starts in a file's data or padding, or at a header: what its extractor can begin with, part_start)."""
+        out = []
+        for cut in cuts:
+            i = bisect.bisect_right(self._offsets, cut) - 1
+            if 0 <= i < len(self.members) and cut < self.size:
+                pos, header_len = self.members[i][:2]
+                if pos < cut < pos + header_len:
+                    cut = pos
+            out.append(cut)
+        return out
+
+    def part_start(self, cut: int) -> dict:
+        """What an extractor starting at tar offset `cut` needs (docs/FORMAT.md, "tar_parts"): `member`, the
+        position (in the listing, so in the file index) of the first member whose header lies at or after the
+        cut; and when the cut falls inside a member's data or padding, that member's `path`, `mtime`, the
+        `file_offset` of the cut in its data, the data bytes `left` after it and the `pad` bytes after those."""
+        record = {"offset": cut, "member": len(self.members), "path": "", "mtime": 0, "file_offset": 0,
+                  "left": 0, "pad": 0}
+        if cut >= self.size:
+            return record
+        i = bisect.bisect_right(self._offsets, cut) - 1
+        pos, header_len, rel, size, mtime = self.members[i]
+        if cut == pos:
+            record["member"] = i
+            return record
+        data, length = pos + header_len, max(size, 0)
+        if cut < data:
+            raise ValueError(f"A cut at {cut} falls inside the tar header of {rel}.")
+        record.update(member=i + 1, path=rel, mtime=mtime)
+        if cut < data + length:
+            record.update(file_offset=cut - data, left=data + length - cut, pad=-length % tarstream.BLOCK)
+        else:
+            record.update(file_offset=length, pad=data + length + (-length % tarstream.BLOCK) - cut)
+        return record
 
     def balanced_cuts(self, n: int, *, every: int = 8 << 20, sample: int = 64 << 10) -> list[int]:
         """n + 1 offsets cutting the tar into n ranges of about equal work, anywhere. The work of each `every`
@@ -328,7 +366,7 @@ class TarLayout:
         while len(cuts) < n:
             cuts.append(self.size)
         cuts.append(self.size)
-        return cuts
+        return self._at_headers(cuts)
 
     def chunks(self, start: int, stop: int) -> Iterator[bytes]:
         """The tar's bytes from `start` to `stop`."""

@@ -263,6 +263,9 @@ class Extractor:
         self._precreator = None
         self._precreated: set[PurePosixPath] = set()  # made empty by the precreator
         self._opened: set[PurePosixPath] = set()  # opened for writing by open_file
+        # Files written by two processes at different offsets (a full's tar cut inside them): made once, by
+        # create_shared, before the processes start; open_file never truncates them.
+        self.shared: set[PurePosixPath] = set()
         self._stop_precreating = None
         if sync:
             from concurrent.futures import ThreadPoolExecutor
@@ -281,18 +284,35 @@ class Extractor:
         if parent.parts and parent not in self._made:
             self.make_dir(parent)
         mode = (mode & 0o777) | 0o600
-        fd = os.open(os.path.join(self.root, *rel.parts), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                     mode)
+        shared = rel in self.shared
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (0 if shared else os.O_TRUNC)
+        fd = os.open(os.path.join(self.root, *rel.parts), flags, mode)
         self._opened.add(rel)
         try:
             if self._owner is not None:
                 os.fchown(fd, *self._owner)
-            if mode != 0o600 and self._precreator is not None:
-                os.fchmod(fd, mode)  # it may have been made (0600) by the precreator: O_CREAT's mode did not apply
+            if mode != 0o600 and (self._precreator is not None or shared):
+                os.fchmod(fd, mode)  # it may have been made (0600) beforehand: O_CREAT's mode did not apply
         except BaseException:
             os.close(fd)
             raise
         return fd
+
+    def create_shared(self, rel: PurePosixPath, size: int) -> None:
+        """Make the file at `rel` (its directory made already), `size` bytes long, before the processes that each
+        write a range of it start; open_file then opens it without truncating (the later opener would otherwise
+        wipe what the other wrote)."""
+        if rel.parent.parts and rel.parent not in self._made:
+            self.make_dir(rel.parent)
+        fd = os.open(os.path.join(self.root, *rel.parts), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                     0o600)
+        try:
+            if self._owner is not None:
+                os.fchown(fd, *self._owner)
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        self.shared.add(rel)
 
     def precreate(self, rels: list[PurePosixPath]) -> None:
         """Create these files (empty, mode 0600, owned as `owner`) in a background thread, ahead of the writer.
@@ -395,13 +415,36 @@ class StreamExtractor(TarScanner):
     layer). `select(relpath, member)` (optional) says which regular files to write; the others are skipped
     by count. Every member's path is checked (absolute, escaping: refused) whether selected or not, and a
     link, device or other special member is refused, as by Extractor.write. Directories are always made.
+
+    A part of a tar cut anywhere but inside a header (a full written in parts, docs/FORMAT.md "tar_parts"):
+    `start` says where the stream begins, a record {"path", "mtime", "file_offset", "left", "pad"} (inside
+    the data or padding of `path`: `left` data bytes, written at `file_offset` when `start["write"]`, then
+    `pad` bytes; all zero and "" at a header). `end`, the next part's start record, says where it must end
+    (None: at the end-of-archive marker, as a whole tar).
     """
 
-    def __init__(self, extractor: "Extractor", select=None):
+    def __init__(self, extractor: "Extractor", select=None, *, start: dict | None = None, end: dict | None = None):
         super().__init__()
-        self.extractor, self.select = extractor, select
+        self.extractor, self.select, self.end = extractor, select, end
         self._fd: int | None = None
         self._current: Member | None = None
+        self._continued = False  # the current member began in an earlier part (counted there)
+        self._skipped = 0  # its data bytes before this stream began
+        if start is not None and (start["left"] or start["pad"]):
+            rel = safe_relpath(start["path"])
+            member = Member(path=str(rel), type="file", size=start["file_offset"] + start["left"],
+                            mtime=start["mtime"])
+            self.members.append(member)
+            self._data_left, self._pad_left = start["left"], start["pad"]
+            if start["left"] and start.get("write", True):
+                fd = self.extractor.open_file(rel, 0o600)  # a shared file: made before, never truncated
+                try:
+                    os.lseek(fd, start["file_offset"], os.SEEK_SET)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd, self._current, self._sink = fd, member, True
+                self._continued, self._skipped = True, start["file_offset"]
 
     def _on_member(self, member: Member) -> bool:
         rel = safe_relpath(member.path)
@@ -433,16 +476,43 @@ class StreamExtractor(TarScanner):
             os.close(fd)
             raise
         self.extractor.done(fd)
-        self.extractor.files += 1
-        self.extractor.bytes += member.size
+        self.extractor.files += 0 if self._continued else 1  # a continued member: counted where its header was
+        self.extractor.bytes += member.size - self._skipped
+        self._continued, self._skipped = False, 0
 
     def close(self) -> None:
-        """The stream has ended: refuse one that stops inside a member or before the end-of-archive marker."""
+        """The stream has ended: refuse one that stops inside a member or before the end-of-archive marker, or
+        (a part followed by another, `end`) anywhere but exactly where the next part begins."""
+        if self.end is not None:
+            self._close_part()
+            return
         inside = self._current.path if self._current is not None else None
         self.abort()
         if not self.ended:
             raise TarError("The backup's tar stream ends inside " + (inside or "the archive, before its end marker")
                            + ".")
+
+    def _close_part(self) -> None:
+        end = self.end
+        inside = self.members[-1].path if (self._data_left or self._pad_left) and self.members else ""
+        if (self.ended or self._header or self._collect is not None
+                or (inside, self._data_left, self._pad_left) != (end["path"], end["left"], end["pad"])):
+            self.abort()
+            where = (f"inside {inside}, {self._data_left} data and {self._pad_left} padding bytes before its end"
+                     if inside else "at the archive's end marker" if self.ended else "at a member's header")
+            raise TarError(f"This part of the backup's tar ends {where}, not where the next part begins "
+                           f"({end['path'] or 'at a header'}).")
+        if self._fd is not None:  # the member goes on in the next part: what this part holds of it is written
+            fd, member = self._fd, self._current
+            self._fd = self._current = None
+            try:
+                os.utime(fd, (member.mtime, member.mtime))  # after our writes; the other writer's come after its own
+            except BaseException:
+                os.close(fd)
+                raise
+            self.extractor.done(fd)
+            self.extractor.files += 0 if self._continued else 1
+            self.extractor.bytes += member.size - self._data_left - self._skipped
 
     def abort(self) -> None:
         if self._fd is not None:
