@@ -439,3 +439,85 @@ def test_a_local_full_in_one_process_is_one_base_tar_and_restores(phys, phys_tar
     assert result["chain"] == [full.pk]
     with started(scratch / "data") as restored:
         assert snapshot(restored) == expected
+
+
+def _static_files(data: Path, before: float) -> dict[str, int]:
+    """Files of a data directory not written since `before` (so the same in a backup taken after it)."""
+    out = {}
+    for p in data.rglob("*"):
+        rel = str(p.relative_to(data))
+        if p.is_file() and not rel.startswith(("pg_wal", "pg_stat", "pg_logical", "pg_xact", "global/pg_control")) \
+                and p.stat().st_mtime < before:
+            out[rel] = p.stat().st_size
+    return out
+
+
+def test_a_full_in_parts_is_extracted_part_by_part_in_parallel_byte_identical(phys, phys_target, scratch, monkeypatch):
+    """The file index records where each part starts; the restore extracts the parts in forked processes side
+    by side (a file a cut falls inside is written by two of them, at their offsets) to the same bytes."""
+    with psycopg.connect(**phys.conn("shop").kwargs(), autocommit=True) as c:
+        c.execute("CHECKPOINT")
+    time.sleep(1.1)
+    before = time.time() - 1
+    full = backup(phys_target, method="physical")
+    expected = snapshot(phys)
+    static = _static_files(phys.data, before)
+    records = file_index.load(full)["tar_parts"]
+    assert [r["name"] for r in records] == ["base.tar", "base.tar.1", "base.tar.2"]
+    cut = records[1]
+    assert cut["left"] > 0 and cut["file_offset"] > 0, cut  # this cluster's cut falls inside a table's file
+    assert (phys.data / cut["path"]).stat().st_size == cut["file_offset"] + cut["left"]
+    assert records[2]["path"] == "" and records[2]["member"] == len(file_index.load(full)["files"])
+
+    processes = []
+    from apps.documents import forked
+
+    real_run = forked.run
+    monkeypatch.setattr(forked, "run", lambda parts, work, **kw: processes.append(len(parts)) or real_run(
+        parts, work, **kw))
+    pgdata = scratch / "data"
+    result = physical_restore.restore_data_directory(full, pgdata)
+    assert processes == [2]  # base.tar | base.tar.1 + base.tar.2, side by side
+    assert result["files"] == len([f for f in file_index.load(full)["files"] if f["type"] == "file"]) + 1 + len(
+        file_index.load(full)["wal"])  # + backup_label, the WAL; the split file counted once
+    listed = {f["path"] for f in file_index.load(full)["files"] if f["type"] == "file"}
+    static = {rel: size for rel, size in static.items() if rel in listed}  # not postmaster.opts and the like
+    assert len(static) > 500 and cut["path"] in static
+    for rel in static:
+        assert (pgdata / rel).read_bytes() == (phys.data / rel).read_bytes(), rel
+    with started(pgdata) as restored:
+        assert snapshot(restored) == expected
+
+    # One corrupt part fails the restore, the part named, nothing left.
+    backend = backends.for_location(full.storage_location)
+    part = full.artifacts.get(name="base.tar.1")
+    saved = backend.get_bytes(part.key)
+    data = bytearray(saved)
+    data[len(data) // 3] ^= 0x01
+    backend.put_bytes(part.key, bytes(data))
+    other = scratch / "other"
+    try:
+        with pytest.raises(UserError, match=f"Restoring backup {full.pk} \\(.*base.tar.1.*\\) failed: .*authentication"):
+            physical_restore.restore_data_directory(full, other, verify_first=False)
+    finally:
+        backend.put_bytes(part.key, saved)
+    assert not other.exists() and not (scratch / "other.partial").exists()
+
+
+def test_a_full_without_part_records_restores_as_one_stream(phys, phys_target, scratch, monkeypatch):
+    """A full in parts written before the records (no "tar_parts" in its index): its parts are one chained
+    stream, extracted by one process, as before."""
+    real_dumps = file_index.dumps
+    monkeypatch.setattr(file_index, "dumps", lambda **kw: real_dumps(**{k: v for k, v in kw.items()
+                                                                         if k != "tar_parts"}))
+    full = backup(phys_target, method="physical")
+    monkeypatch.undo()
+    expected = snapshot(phys)
+    assert "tar_parts" not in file_index.load(full) and full.artifacts.filter(name="base.tar.1").exists()
+    from apps.documents import forked
+
+    monkeypatch.setattr(forked, "run", lambda *a, **kw: pytest.fail("an old full is extracted in one process"))
+    result = physical_restore.restore_data_directory(full, scratch / "data")
+    assert result["chain"] == [full.pk]
+    with started(scratch / "data") as restored:
+        assert snapshot(restored) == expected
