@@ -265,7 +265,7 @@ def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Back
             continue
         entries = link._full_index["files"]  # the full's own index: in the tar's order, record["member"] indexes it
         if wanted is not None and (missing := wanted - {e["path"] for e in entries if e["type"] == "file"}):
-            raise _lacking(link, len(missing), sorted(missing)[0])
+            raise _lacking(link, len(missing), min(missing))
         for i, j in _groups(parts, PART_PROCESSES):
             first = records[i]["member"]
             last = records[j]["member"] if j < len(records) else len(entries)
