@@ -233,7 +233,7 @@ def _part_records(link: Backup, parts: list) -> list[dict] | None:
         records = link._full_index.get("tar_parts")
         members = [r.get("member") for r in records or ()]
         if records is not None and ([r.get("name") for r in records] != [a.name for a in parts]
-                                    or records[0]["offset"] != 0 or records[0]["left"] or records[0]["pad"]
+                                    or records[0]["offset"] != 0 or members[0] != 0 or records[0]["left"] or records[0]["pad"]
                                     or members != sorted(members) or members[-1] > len(link._full_index["files"])):
             raise ChainError(f"Broken backup chain: the part records of backup {link.pk} do not match its parts.")
         link._tar_parts = records
