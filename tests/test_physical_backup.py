@@ -452,7 +452,8 @@ def _static_files(data: Path, before: float) -> dict[str, int]:
     return out
 
 
-def test_a_full_in_parts_is_extracted_part_by_part_in_parallel_byte_identical(phys, phys_target, scratch, monkeypatch):
+def test_a_full_in_parts_is_extracted_part_by_part_in_parallel_byte_identical(phys, phys_target, scratch,
+                                                                               monkeypatch):
     """The file index records where each part starts; the restore extracts the parts in forked processes side
     by side (a file a cut falls inside is written by two of them, at their offsets) to the same bytes."""
     with psycopg.connect(**phys.conn("shop").kwargs(), autocommit=True) as c:
@@ -497,7 +498,8 @@ def test_a_full_in_parts_is_extracted_part_by_part_in_parallel_byte_identical(ph
     backend.put_bytes(part.key, bytes(data))
     other = scratch / "other"
     try:
-        with pytest.raises(UserError, match=f"Restoring backup {full.pk} \\(.*base.tar.1.*\\) failed: .*authentication"):
+        with pytest.raises(UserError,
+                           match=f"Restoring backup {full.pk} \\(.*base.tar.1.*\\) failed: .*authentication"):
             physical_restore.restore_data_directory(full, other, verify_first=False)
     finally:
         backend.put_bytes(part.key, saved)

@@ -232,8 +232,9 @@ def _part_records(link: Backup, parts: list) -> list[dict] | None:
         link._full_index = file_index.load(link, backend=link._source_backend)
         records = link._full_index.get("tar_parts")
         members = [r.get("member") for r in records or ()]
+        first = records[0] if records else {}
         if records is not None and ([r.get("name") for r in records] != [a.name for a in parts]
-                                    or records[0]["offset"] != 0 or members[0] != 0 or records[0]["left"] or records[0]["pad"]
+                                    or (first["offset"], first["member"], first["left"], first["pad"]) != (0, 0, 0, 0)
                                     or members != sorted(members) or members[-1] > len(link._full_index["files"])):
             raise ChainError(f"Broken backup chain: the part records of backup {link.pk} do not match its parts.")
         link._tar_parts = records
@@ -340,7 +341,8 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
 
 
 def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, ctx: JobContext | None,
-             report=None, refuse: set[str] | None = None, start: dict | None = None, end: dict | None = None) -> None:
+             report=None, refuse: set[str] | None = None, start: dict | None = None,
+             end: dict | None = None) -> None:
     """Stream one link's tar (the decoded bytes of its `parts`, one after the other, each authenticated and
     checked to its end as a stream of its own) into the directory: all of it (`wanted` None), or only the files in `wanted`
     (each removed from it as written). `report(n)`: called with the size of each raw chunk (a forked child's
