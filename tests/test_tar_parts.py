@@ -132,3 +132,35 @@ def test_the_parts_are_grouped_in_runs_of_about_equal_size_the_small_last_part_w
     assert _groups(parts, 1) == [(0, 3)]
     assert _groups(parts, 8) == [(0, 1), (1, 2), (2, 3)]
     assert _groups([SimpleNamespace(size_raw=s) for s in (100, 400, 100, 100, 2)], 3) == [(0, 1), (1, 2), (2, 5)]
+
+
+def test_a_forked_child_never_finalises_the_parents_garbage(tmp_path):
+    """A child that collected a garbage cycle of the parent's ran its finalisers (a SQLite statement of the
+    catalog's connection): with a lock another thread of the parent held at the fork, it hung for ever (seen in a
+    pitr with its WAL fetch-ahead thread). forked.run freezes the parent's objects before forking."""
+    import gc
+
+    from apps.documents import forked
+
+    marker = tmp_path / "finalised"
+
+    class Cycle:
+        def __del__(self):
+            marker.write_text(str(os.getpid()))
+
+    gc.disable()
+    try:
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a
+        del a, b  # garbage, not collected yet
+
+        def work(part, report):
+            gc.collect()
+            return {"finalised_here": marker.exists() and marker.read_text() == str(os.getpid())}
+
+        results = forked.run([0, 1], work)
+    finally:
+        gc.enable()
+    assert results == [{"finalised_here": False}, {"finalised_here": False}]
+    gc.collect()
+    assert marker.read_text() == str(os.getpid())  # the parent still collects it

@@ -9,6 +9,7 @@ finaliser of the parent's objects runs in it. A child dies with its parent (PR_S
 parent stops (SIGKILL, by pid) the children it started when it fails itself.
 """
 import ctypes
+import gc
 import json
 import os
 import select
@@ -39,6 +40,11 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
     child that died or failed without one (the caller says what that part's items became)."""
     me = os.getpid()
     children: list[tuple[int, int]] = []  # (pid, read end)
+    # Every object the parent has now is left out of the children's garbage collection: a child that collected
+    # a garbage cycle of the parent's holding a SQLite statement (the catalog's connection) finalised it, and
+    # deadlocked on SQLite's allocator mutex when another thread of the parent (pitr's WAL fetch-ahead) held it
+    # at the fork. The parent collects them again once its children are started.
+    gc.freeze()
     try:
         for part in parts:
             r, w = os.pipe()
@@ -58,8 +64,10 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
                     os._exit(code)
             os.close(w)
             children.append((pid, r))
+        gc.unfreeze()
         return _collect(children, on_progress)
     except BaseException:
+        gc.unfreeze()
         for pid, _ in children:
             try:
                 os.kill(pid, signal.SIGKILL)
