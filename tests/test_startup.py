@@ -156,3 +156,20 @@ def test_the_garbage_collector_is_off_while_the_apps_load_and_on_afterwards():
             "django.setup()\n"
             "print(gc.isenabled(), gc.get_freeze_count())\n")
     assert run(code).split() == ["False", "0"]
+
+
+def test_a_command_freezes_the_heap_before_the_interpreter_shuts_down():
+    # manage.py freezes every object as the command ends (also when it fails), so the interpreter's last full
+    # collection does not walk the heap again: an atexit callback (run after that) sees more objects frozen than
+    # the command body did, and the failing command's exit code is kept.
+    code = ("import atexit, gc\n"
+            "body = gc.get_freeze_count()\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > body + 100, flush=True))\n"
+            "junk = [object() for _ in range(1000)]\n")
+    env = dict(os.environ, DEBUG="1", DATABASE_URL="sqlite:///:memory:")
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(ROOT), env=env).stdout.split()
+    assert out[-2:] == ["frozen", "True"]
+    failed = subprocess.run([sys.executable, "manage.py", "db_backup", "--kind", "weekly"], capture_output=True,
+                            text=True, cwd=str(ROOT), env=env)
+    assert failed.returncode == 2 and "invalid choice: 'weekly'" in failed.stderr
