@@ -38,3 +38,33 @@ def test_a_layout_with_long_and_non_ascii_names_is_a_readable_tar_cut_anywhere(t
             assert [m.name for m in tar.getmembers()] == [e[1] for e in listed]
             got = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
         assert got == contents
+
+
+def test_a_pool_of_forked_workers_takes_every_part_once_and_reports_failures():
+    import time
+
+    from apps.documents import forked
+
+    def work(part, report):
+        report(part)
+        time.sleep(part / 200)
+        return {"part": part, "pid": os.getpid()}
+
+    parts = [9, 8, 3, 2, 2, 1, 1, 1]
+    progress = []
+    results = forked.run(parts, work, workers=2, on_progress=progress.append)
+    assert [r["part"] for r in results] == parts  # each part's result in its place
+    assert len({r["pid"] for r in results}) == 2 and os.getpid() not in {r["pid"] for r in results}
+    assert progress[-1] == sum(parts)
+
+    def failing(part, report):
+        if part == 3:
+            return {"error": "part 3 failed"}
+        if part == 2:
+            os._exit(3)  # a child dying mid-part: its part, and what it would have taken, have no result
+        time.sleep(0.05)
+        return {"part": part}
+
+    results = forked.run([1, 3, 2, 1], failing, workers=2)
+    assert {"error": "part 3 failed"} in results and results[2] is None
+    assert forked.run([1, 2], work, workers=5)[1]["part"] == 2  # more workers than parts: one child each

@@ -439,3 +439,43 @@ def test_a_local_full_in_one_process_is_one_base_tar_and_restores(phys, phys_tar
     assert result["chain"] == [full.pk]
     with started(scratch / "data") as restored:
         assert snapshot(restored) == expected
+
+
+def test_a_large_local_full_is_written_in_decreasing_parts_taken_by_two_processes_and_restores(
+        phys, phys_target, scratch, monkeypatch):
+    """A full of PIECES_MIN_BYTES or more (lowered here) is cut into 5 parts per process, of decreasing
+    estimated work, that the two processes take one after the other (so they end together); the parts,
+    label and WAL part included, restore to the source's contents. A part that cannot be committed fails the
+    backup naming it, with nothing left stored, whichever process took it."""
+    from apps.backups import layout, producers
+    from apps.jobs.runner import execute
+    from apps.pipeline import compression
+    from apps.pipeline.keys import configured_keyring
+
+    monkeypatch.setattr(producers, "PIECES_MIN_BYTES", 0)
+    full = backup(phys_target, method="physical")
+    expected = snapshot(phys)
+    change(phys, "after-pieces")
+    names = [f"base.tar.{i}" if i else "base.tar" for i in range(11)]
+    assert sorted(a.name for a in full.artifacts.all()) == sorted(names + ["files.json"])
+    sizes = {a.name: a.size_raw for a in full.artifacts.all()}
+    assert min(sizes[n] for n in names[:2]) > 2 * max(sizes[n] for n in names[2:10]) > 0  # largest first
+    result = physical_restore.restore_data_directory(full, scratch / "data")
+    assert result["chain"] == [full.pk]
+    with started(scratch / "data") as restored:
+        assert snapshot(restored) == expected
+
+    job = DatabaseBackupJob.request(actor=SYSTEM, target=phys_target, method="physical")
+    b = Backup.objects.get(pk=job.args["backup_id"])
+    backend = backends.for_location(b.storage_location)
+    stored = layout.stored_name("base.tar.7", compression.SUFFIX[b.compression], configured_keyring() is not None)
+    obstacle = backend._path(layout.artifact_key(phys_target.name, b.pk, stored))
+    obstacle.mkdir(parents=True)
+    (obstacle / "in-the-way").write_text("x")
+    execute(job)
+    b.refresh_from_db()
+    assert b.status == BackupStatus.FAILED and "base.tar.7" in b.error, b.error
+    assert not b.artifacts.exists()
+    left = sorted(p.relative_to(obstacle.parent).as_posix() for p in obstacle.parent.rglob("*"))
+    assert left == [obstacle.name, f"{obstacle.name}/in-the-way"], left
+    shutil.rmtree(obstacle)
