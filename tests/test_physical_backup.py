@@ -361,24 +361,30 @@ def test_a_target_without_a_readable_data_directory_gets_pg_basebackup_and_an_in
         assert snapshot(restored) == expected
 
 
-def test_a_failing_share_fails_the_local_full_and_leaves_nothing_stored(phys, phys_target):
-    """One of the two processes cannot commit its part (a directory stands where its object goes): the
-    backup fails naming it, the other part committed meanwhile is removed, no manifest is written, the
-    backup's session (and with it the backup mode and its temporary slot) is gone, and the next one works."""
+def backup_with_a_part_in_the_way(target, name: str) -> tuple[Backup, Path]:
+    """A physical full of `target` run while a directory stands where its artifact `name` goes (that part
+    cannot be committed); the backup after it ran, and the obstacle."""
     from apps.backups import layout
     from apps.jobs.runner import execute
     from apps.pipeline import compression
     from apps.pipeline.keys import configured_keyring
 
-    job = DatabaseBackupJob.request(actor=SYSTEM, target=phys_target, method="physical")
+    job = DatabaseBackupJob.request(actor=SYSTEM, target=target, method="physical")
     b = Backup.objects.get(pk=job.args["backup_id"])
-    backend = backends.for_location(b.storage_location)
-    stored = layout.stored_name("base.tar.1", compression.SUFFIX[b.compression], configured_keyring() is not None)
-    obstacle = backend._path(layout.artifact_key(phys_target.name, b.pk, stored))
+    stored = layout.stored_name(name, compression.SUFFIX[b.compression], configured_keyring() is not None)
+    obstacle = backends.for_location(b.storage_location)._path(layout.artifact_key(target.name, b.pk, stored))
     obstacle.mkdir(parents=True)
     (obstacle / "in-the-way").write_text("x")
     execute(job)
     b.refresh_from_db()
+    return b, obstacle
+
+
+def test_a_failing_share_fails_the_local_full_and_leaves_nothing_stored(phys, phys_target):
+    """One of the two processes cannot commit its part (a directory stands where its object goes): the
+    backup fails naming it, the other part committed meanwhile is removed, no manifest is written, the
+    backup's session (and with it the backup mode and its temporary slot) is gone, and the next one works."""
+    b, obstacle = backup_with_a_part_in_the_way(phys_target, "base.tar.1")
     assert b.status == BackupStatus.FAILED and "base.tar.1" in b.error, b.error
     assert not b.artifacts.exists()
     prefix = obstacle.parent
@@ -447,10 +453,7 @@ def test_a_large_local_full_is_written_in_decreasing_parts_taken_by_two_processe
     estimated work, that the two processes take one after the other (so they end together); the parts,
     label and WAL part included, restore to the source's contents. A part that cannot be committed fails the
     backup naming it, with nothing left stored, whichever process took it."""
-    from apps.backups import layout, producers
-    from apps.jobs.runner import execute
-    from apps.pipeline import compression
-    from apps.pipeline.keys import configured_keyring
+    from apps.backups import producers
 
     monkeypatch.setattr(producers, "PIECES_MIN_BYTES", 0)
     full = backup(phys_target, method="physical")
@@ -465,15 +468,7 @@ def test_a_large_local_full_is_written_in_decreasing_parts_taken_by_two_processe
     with started(scratch / "data") as restored:
         assert snapshot(restored) == expected
 
-    job = DatabaseBackupJob.request(actor=SYSTEM, target=phys_target, method="physical")
-    b = Backup.objects.get(pk=job.args["backup_id"])
-    backend = backends.for_location(b.storage_location)
-    stored = layout.stored_name("base.tar.7", compression.SUFFIX[b.compression], configured_keyring() is not None)
-    obstacle = backend._path(layout.artifact_key(phys_target.name, b.pk, stored))
-    obstacle.mkdir(parents=True)
-    (obstacle / "in-the-way").write_text("x")
-    execute(job)
-    b.refresh_from_db()
+    b, obstacle = backup_with_a_part_in_the_way(phys_target, "base.tar.7")
     assert b.status == BackupStatus.FAILED and "base.tar.7" in b.error, b.error
     assert not b.artifacts.exists()
     left = sorted(p.relative_to(obstacle.parent).as_posix() for p in obstacle.parent.rglob("*"))
