@@ -463,6 +463,13 @@ def test_a_large_local_full_is_written_in_decreasing_parts_taken_by_two_processe
     assert sorted(a.name for a in full.artifacts.all()) == sorted(names + ["files.json"])
     sizes = {a.name: a.size_raw for a in full.artifacts.all()}
     assert min(sizes[n] for n in names[:2]) > 2 * max(sizes[n] for n in names[2:10]) > 0  # largest first
+    from apps.pipeline.artifact import Decoder
+    from apps.pipeline.keys import configured_keyring
+
+    backend = backends.for_location(full.storage_location)
+    for a in full.artifacts.filter(name__in=["base.tar", "base.tar.1", "base.tar.9"]):  # hashed without a thread
+        decoder = Decoder.for_record(a, keyring=configured_keyring())
+        assert sum(len(c) for c in decoder.decode(backend.get_stream(a.key))) == a.size_raw  # raw SHA-256 checked
     result = physical_restore.restore_data_directory(full, scratch / "data")
     assert result["chain"] == [full.pk]
     with started(scratch / "data") as restored:
