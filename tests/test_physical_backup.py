@@ -467,7 +467,7 @@ def test_a_large_local_full_is_written_in_decreasing_parts_taken_by_two_processe
     from apps.pipeline.keys import configured_keyring
 
     backend = backends.for_location(full.storage_location)
-    for a in full.artifacts.filter(name__in=["base.tar", "base.tar.1", "base.tar.9"]):  # hashed without a thread
+    for a in full.artifacts.filter(name__in=["base.tar", "base.tar.1", "base.tar.9"]):
         decoder = Decoder.for_record(a, keyring=configured_keyring())
         assert sum(len(c) for c in decoder.decode(backend.get_stream(a.key))) == a.size_raw  # raw SHA-256 checked
     result = physical_restore.restore_data_directory(full, scratch / "data")

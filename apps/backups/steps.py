@@ -134,9 +134,6 @@ class BackupWriter:
         self._committed_keys.extend(keys)
         location, name_of = self.backup.storage_location, [n for n, _ in group.parts]
         processes = min(group.workers or len(keys), len(keys))
-        # Processes taking parts one after the other end together and keep every core busy to the end: a hash
-        # thread beside each would only add hand-offs (0.2 s CPU less without, 800 MB pgbench; docs/BENCHMARKS.md).
-        hash_in_thread = hash_in_thread and processes == len(keys)
         self.ctx.log("writing " + ", ".join(f"{n} to {location.name}:{k}" for n, k in zip(name_of, keys))
                      + f" in {processes} processes")
 
