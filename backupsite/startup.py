@@ -23,7 +23,9 @@ becomes a `DeferredCheck` that makes the same test on first use (only
 `if Conf.QSIZE:` in the cluster's status reads it).
 
 django-axes' package sets `__version__ = version("django-axes")` at import, which alone imports importlib.metadata
-and scans sys.path; it gets a `LazyVersion` that reads the same metadata when shown (axes only logs it).
+and scans sys.path; it gets a `LazyVersion` that reads the same metadata when shown (axes only logs it). So do
+psycopg's and psycopg-binary's version files (psycopg is imported by every command that connects to a cluster)
+and python-ulid's package (imported at the first new id).
 
 Each of these is bound to one module's import (a meta path finder wraps that module's loader once); nothing
 else sees a stand-in. tests/test_startup.py checks the list of modules a start-up imports and that each
@@ -167,6 +169,11 @@ class LazyVersion:
     def __hash__(self) -> int:
         return hash(str(self))
 
+    def __getattr__(self, name):  # the str's methods (`psycopg.__version__.split(" ")` in Django's backend)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(str(self), name)
+
 
 def _exec_django_q_conf(exec_module, module) -> None:
     """Runs django_q.conf's module code with the optional helpers blocked, then binds the stand-ins."""
@@ -195,9 +202,13 @@ def _exec_django_q_conf(exec_module, module) -> None:
             setattr(module, attr, Deferred(target, sub))
 
 
-def _exec_axes(exec_module, module) -> None:
-    """django-axes' package does `__version__ = version("django-axes")` (importlib.metadata, and a scan of
-    sys.path for the distribution); the version is only shown in a log line (AXES_VERBOSE)."""
+def _exec_with_lazy_version(exec_module, module) -> None:
+    """django-axes' package, and psycopg's and psycopg-binary's version files, do `__version__ =
+    version(DISTRIBUTION)` (importlib.metadata, and a scan of sys.path for the distribution) at import; axes only
+    logs it (AXES_VERBOSE), psycopg shows it in messages and Django's PostgreSQL backend reads it (a str method:
+    LazyVersion forwards those). python-ulid's package does the same (`from importlib.metadata import version`).
+    psycopg is imported by every backup, PITR and restore that connects, ulid by every command that records a
+    row: importlib.metadata and its scans cost 15-30 ms of each such command."""
     with _metadata_deferred(version=LazyVersion):
         exec_module(module)
 
@@ -218,7 +229,9 @@ class _metadata_deferred:
 
 
 # module -> function(exec_module, module) that runs its code
-WRAPPED = {"django_q.conf": _exec_django_q_conf, "axes": _exec_axes}
+WRAPPED = {"django_q.conf": _exec_django_q_conf, "axes": _exec_with_lazy_version,
+           "psycopg.version": _exec_with_lazy_version, "psycopg_binary.version": _exec_with_lazy_version,
+           "ulid": _exec_with_lazy_version}
 
 
 class _WrappedLoader:
@@ -279,3 +292,12 @@ def release_gc() -> None:
         _gc_held = False
         gc.freeze()
         gc.enable()
+
+
+def freeze_for_exit() -> None:
+    """Called as a command ends: freeze every object, so the full collection the interpreter runs while it shuts
+    down does not walk the whole heap again (40-50 ms of CPU after a backup, every wal_push and wal_fetch too;
+    docs/BENCHMARKS.md). Objects are still freed by their reference counts as modules are torn down; only cyclic
+    garbage made by the command and never collected is left to the operating system, as Python allows at exit.
+    Nothing of ours depends on it: storage writes are closed and committed explicitly before a command ends."""
+    gc.freeze()

@@ -361,24 +361,30 @@ def test_a_target_without_a_readable_data_directory_gets_pg_basebackup_and_an_in
         assert snapshot(restored) == expected
 
 
-def test_a_failing_share_fails_the_local_full_and_leaves_nothing_stored(phys, phys_target):
-    """One of the two processes cannot commit its part (a directory stands where its object goes): the
-    backup fails naming it, the other part committed meanwhile is removed, no manifest is written, the
-    backup's session (and with it the backup mode and its temporary slot) is gone, and the next one works."""
+def backup_with_a_part_in_the_way(target, name: str) -> tuple[Backup, Path]:
+    """A physical full of `target` run while a directory stands where its artifact `name` goes (that part
+    cannot be committed); the backup after it ran, and the obstacle."""
     from apps.backups import layout
     from apps.jobs.runner import execute
     from apps.pipeline import compression
     from apps.pipeline.keys import configured_keyring
 
-    job = DatabaseBackupJob.request(actor=SYSTEM, target=phys_target, method="physical")
+    job = DatabaseBackupJob.request(actor=SYSTEM, target=target, method="physical")
     b = Backup.objects.get(pk=job.args["backup_id"])
-    backend = backends.for_location(b.storage_location)
-    stored = layout.stored_name("base.tar.1", compression.SUFFIX[b.compression], configured_keyring() is not None)
-    obstacle = backend._path(layout.artifact_key(phys_target.name, b.pk, stored))
+    stored = layout.stored_name(name, compression.SUFFIX[b.compression], configured_keyring() is not None)
+    obstacle = backends.for_location(b.storage_location)._path(layout.artifact_key(target.name, b.pk, stored))
     obstacle.mkdir(parents=True)
     (obstacle / "in-the-way").write_text("x")
     execute(job)
     b.refresh_from_db()
+    return b, obstacle
+
+
+def test_a_failing_share_fails_the_local_full_and_leaves_nothing_stored(phys, phys_target):
+    """One of the two processes cannot commit its part (a directory stands where its object goes): the
+    backup fails naming it, the other part committed meanwhile is removed, no manifest is written, the
+    backup's session (and with it the backup mode and its temporary slot) is gone, and the next one works."""
+    b, obstacle = backup_with_a_part_in_the_way(phys_target, "base.tar.1")
     assert b.status == BackupStatus.FAILED and "base.tar.1" in b.error, b.error
     assert not b.artifacts.exists()
     prefix = obstacle.parent
@@ -441,6 +447,42 @@ def test_a_local_full_in_one_process_is_one_base_tar_and_restores(phys, phys_tar
         assert snapshot(restored) == expected
 
 
+def test_a_large_local_full_is_written_in_decreasing_parts_taken_by_two_processes_and_restores(
+        phys, phys_target, scratch, monkeypatch):
+    """A full of PIECES_MIN_BYTES or more (lowered here) is cut into 5 parts per process, of decreasing
+    estimated work, that the two processes take one after the other (so they end together); the parts,
+    label and WAL part included, restore to the source's contents. A part that cannot be committed fails the
+    backup naming it, with nothing left stored, whichever process took it."""
+    from apps.backups import producers
+
+    monkeypatch.setattr(producers, "PIECES_MIN_BYTES", 0)
+    full = backup(phys_target, method="physical")
+    expected = snapshot(phys)
+    change(phys, "after-pieces")
+    names = [f"base.tar.{i}" if i else "base.tar" for i in range(11)]
+    assert sorted(a.name for a in full.artifacts.all()) == sorted(names + ["files.json"])
+    sizes = {a.name: a.size_raw for a in full.artifacts.all()}
+    assert min(sizes[n] for n in names[:2]) > 2 * max(sizes[n] for n in names[2:10]) > 0  # largest first
+    from apps.pipeline.artifact import Decoder
+    from apps.pipeline.keys import configured_keyring
+
+    backend = backends.for_location(full.storage_location)
+    for a in full.artifacts.filter(name__in=["base.tar", "base.tar.1", "base.tar.9"]):
+        decoder = Decoder.for_record(a, keyring=configured_keyring())
+        assert sum(len(c) for c in decoder.decode(backend.get_stream(a.key))) == a.size_raw  # raw SHA-256 checked
+    result = physical_restore.restore_data_directory(full, scratch / "data")
+    assert result["chain"] == [full.pk]
+    with started(scratch / "data") as restored:
+        assert snapshot(restored) == expected
+
+    b, obstacle = backup_with_a_part_in_the_way(phys_target, "base.tar.7")
+    assert b.status == BackupStatus.FAILED and "base.tar.7" in b.error, b.error
+    assert not b.artifacts.exists()
+    left = sorted(p.relative_to(obstacle.parent).as_posix() for p in obstacle.parent.rglob("*"))
+    assert left == [obstacle.name, f"{obstacle.name}/in-the-way"], left
+    shutil.rmtree(obstacle)
+
+
 def _static_files(data: Path, before: float) -> dict[str, int]:
     """Files of a data directory not written since `before` (so the same in a backup taken after it)."""
     out = {}
@@ -474,11 +516,11 @@ def test_a_full_in_parts_is_extracted_part_by_part_in_parallel_byte_identical(ph
     from apps.documents import forked
 
     real_run = forked.run
-    monkeypatch.setattr(forked, "run", lambda parts, work, **kw: processes.append(len(parts)) or real_run(
-        parts, work, **kw))
+    monkeypatch.setattr(forked, "run", lambda parts, work, **kw: processes.append((len(parts), kw["workers"]))
+                        or real_run(parts, work, **kw))
     pgdata = scratch / "data"
     result = physical_restore.restore_data_directory(full, pgdata)
-    assert processes == [2]  # base.tar | base.tar.1 + base.tar.2, side by side
+    assert processes == [(3, 2)]  # base.tar, base.tar.1, base.tar.2 each a stream, taken by 2 processes
     assert result["files"] == len([f for f in file_index.load(full)["files"] if f["type"] == "file"]) + 1 + len(
         file_index.load(full)["wal"])  # + backup_label, the WAL; the split file counted once
     listed = {f["path"] for f in file_index.load(full)["files"] if f["type"] == "file"}

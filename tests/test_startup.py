@@ -156,3 +156,46 @@ def test_the_garbage_collector_is_off_while_the_apps_load_and_on_afterwards():
             "django.setup()\n"
             "print(gc.isenabled(), gc.get_freeze_count())\n")
     assert run(code).split() == ["False", "0"]
+
+
+def test_a_command_freezes_the_heap_before_the_interpreter_shuts_down():
+    # manage.py freezes every object as the command ends (also when it fails), so the interpreter's last full
+    # collection does not walk the heap again: an atexit callback (run after that) sees more objects frozen than
+    # the command body did, and the failing command's exit code is kept.
+    code = ("import atexit, gc\n"
+            "body = gc.get_freeze_count()\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > body + 100, flush=True))\n"
+            "junk = [object() for _ in range(1000)]\n")
+    env = dict(os.environ, DEBUG="1", DATABASE_URL="sqlite:///:memory:")
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(ROOT), env=env).stdout.split()
+    assert out[-2:] == ["frozen", "True"]
+    failed = subprocess.run([sys.executable, "manage.py", "db_backup", "--kind", "weekly"], capture_output=True,
+                            text=True, cwd=str(ROOT), env=env)
+    assert failed.returncode == 2 and "invalid choice: 'weekly'" in failed.stderr
+
+
+def test_psycopg_and_ulid_import_without_reading_their_version_and_show_the_real_one():
+    code = r"""
+import json, sys, django
+django.setup()
+import psycopg, psycopg_binary
+from psycopg import _cmodule
+from apps.core.ids import new_id
+new_id()
+out = {"metadata_at_import": "importlib.metadata" in sys.modules}
+import importlib.metadata, ulid
+out["ulid"] = [str(ulid.__version__), importlib.metadata.version("python-ulid")]
+out["psycopg"] = [str(psycopg.__version__), f"{psycopg.__version__}", importlib.metadata.version("psycopg")]
+out["binary"] = [str(psycopg_binary.__version__), str(_cmodule.__version__), importlib.metadata.version("psycopg-binary")]
+from django.db.backends.postgresql.base import psycopg_version
+out["django"] = [list(psycopg_version()), psycopg.__version__.split(".")[0]]
+print(json.dumps(out))
+"""
+    out = json.loads(run(code))
+    assert out["metadata_at_import"] is False  # no version file read the distribution's metadata
+    assert out["ulid"][0] == out["ulid"][1] and out["ulid"][0][0].isdigit()
+    assert out["psycopg"][0] == out["psycopg"][1] == out["psycopg"][2] and out["psycopg"][0][0].isdigit()
+    assert out["binary"][0] == out["binary"][1] == out["binary"][2]
+    assert ".".join(map(str, out["django"][0])).startswith(out["psycopg"][2][:3])  # Django's str methods work
+    assert out["django"][1] == out["psycopg"][2].split(".")[0]

@@ -122,18 +122,6 @@ def test_a_split_file_opened_by_both_writers_keeps_both_halves(source, tmp_path)
     assert os.path.exists(tmp_path / "o1" / big[2])
 
 
-def test_the_parts_are_grouped_in_runs_of_about_equal_size_the_small_last_part_with_the_one_before():
-    from types import SimpleNamespace
-
-    from apps.backups.physical_restore import _groups
-
-    parts = [SimpleNamespace(size_raw=s) for s in (530, 345, 1)]
-    assert _groups(parts, 2) == [(0, 1), (1, 3)]
-    assert _groups(parts, 1) == [(0, 3)]
-    assert _groups(parts, 8) == [(0, 1), (1, 2), (2, 3)]
-    assert _groups([SimpleNamespace(size_raw=s) for s in (100, 400, 100, 100, 2)], 3) == [(0, 1), (1, 2), (2, 5)]
-
-
 def test_a_forked_child_never_finalises_the_parents_garbage(tmp_path):
     """A child that collected a garbage cycle of the parent's ran its finalisers (a SQLite statement of the
     catalog's connection): with a lock another thread of the parent held at the fork, it hung for ever (seen in a

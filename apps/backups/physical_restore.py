@@ -217,8 +217,8 @@ def _parallel(links: list) -> bool:
             and (len(links) > 1 or any(_part_records(link, parts) for link, parts, _ in links)))
 
 
-# Processes extracting the parts of one full: as many as cores, at least two (on 2 cores, two halves of a full
-# side by side; with an incremental's process beside them, three; docs/BENCHMARKS.md).
+# Processes extracting the tars of a restore (a full's parts and the other links' tars), each taking the next
+# one not yet taken, largest first: as many as cores, at least two.
 PART_PROCESSES = max(2, os.cpu_count() or 1)
 
 
@@ -241,20 +241,11 @@ def _part_records(link: Backup, parts: list) -> list[dict] | None:
     return link._tar_parts
 
 
-def _groups(parts: list, processes: int) -> list[tuple[int, int]]:
-    """The parts as at most `processes` runs of consecutive parts [i, j), of about equal raw size (the small last
-    part, label and WAL, goes with the one before it)."""
-    runs = [(i, i + 1, a.size_raw) for i, a in enumerate(parts)]
-    while len(runs) > max(1, processes):
-        k = min(range(len(runs) - 1), key=lambda k: runs[k][2] + runs[k + 1][2])
-        runs[k:k + 2] = [(runs[k][0], runs[k + 1][1], runs[k][2] + runs[k + 1][2])]
-    return [(i, j) for i, j, _ in runs]
-
-
 def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup) -> list[dict]:
-    """What each forked process extracts: a link's whole tar, or (a full with part records) a run of its parts
-    from one recorded start to the next. A file whose data a cut splits between two processes is made here,
-    before the fork, at its full size (Extractor.create_shared): both open it without truncating."""
+    """What the forked processes extract, largest first: a link's whole tar, or (a full with part records)
+    each part of it on its own, from its recorded start to the next part's. A file whose data a cut splits
+    between two parts is made here, before the fork, at its full size (Extractor.create_shared): both open it
+    without truncating."""
     from apps.databases.engines import tarstream
 
     units = []
@@ -267,28 +258,26 @@ def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Back
         entries = link._full_index["files"]  # the full's own index: in the tar's order, record["member"] indexes it
         if wanted is not None and (missing := wanted - {e["path"] for e in entries if e["type"] == "file"}):
             raise _lacking(link, len(missing), min(missing))
-        for i, j in _groups(parts, PART_PROCESSES):
-            first = records[i]["member"]
-            last = records[j]["member"] if j < len(records) else len(entries)
-            files = [e["path"] for e in entries[first:last] if e["type"] == "file"]
+        for i, record in enumerate(records):
+            last = records[i + 1]["member"] if i + 1 < len(records) else len(entries)
+            files = [e["path"] for e in entries[record["member"]:last] if e["type"] == "file"]
             if wanted is not None:
                 files = [p for p in files if p in wanted]
-            start = {**records[i], "write": wanted is None or records[i]["path"] in wanted}
+            start = {**record, "write": wanted is None or record["path"] in wanted}
             if i and start["left"] and start["write"]:
-                extractor.create_shared(tarstream.safe_relpath(start["path"]),
-                                        start["file_offset"] + start["left"])
-            units.append({"link": link, "parts": parts[i:j], "wanted": None if wanted is None else set(files),
+                extractor.create_shared(tarstream.safe_relpath(start["path"]), start["file_offset"] + start["left"])
+            units.append({"link": link, "parts": parts[i:i + 1], "wanted": None if wanted is None else set(files),
                           "files": files, "start": start if i else None,
-                          "end": records[j] if j < len(records) else None})
-    return units
+                          "end": records[i + 1] if i + 1 < len(records) else None})
+    return sorted(units, key=lambda u: -sum(a.size_raw for a in u["parts"]))
 
 
 def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
                           ctx: JobContext | None) -> None:
     """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
-    streams to authenticate, decompress and write, on two cores), and the parts of a full that records where
-    each starts by up to PART_PROCESSES children (each from its first part's recorded start to the next run's:
-    a file cut between two runs is written by both, at their offsets).
+    streams to authenticate, decompress and write, on two cores), and each part of a full that records where
+    each starts as a stream of its own (a file cut between two parts is written by both, at their offsets);
+    at most PART_PROCESSES children, each taking the next tar or part not yet taken, largest first.
 
     The links write disjoint files: an older link only the files the newest index says it holds (each path
     once in that index), the newest everything in its tar, which must then hold none of those (refused if it
@@ -322,18 +311,21 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
         return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else ""}
 
     total = sum(a.size_raw for _, parts, _ in links for a in parts)
-    note(ctx, "extracting " + ", ".join(_keys(u["parts"]) for u in units) + f" in {len(units)} processes")
+    note(ctx, "extracting " + ", ".join(_keys(u["parts"]) for u in units)
+         + f" in {min(len(units), PART_PROCESSES)} processes")
     if ctx is not None:
         ctx.progress(0, total, force=True)
-    results = forked.run(list(range(len(units))), work,
+    results = forked.run(list(range(len(units))), work, workers=PART_PROCESSES,
                          on_progress=None if ctx is None else (lambda done: ctx.progress(done, total)))
+    for unit, got in zip(units, results):  # an error first: a child that failed takes no further part
+        if got is not None and "error" in got:
+            link, parts = unit["link"], unit["parts"]
+            raise (ChainError if got["chain"] else UserError)(f"Restoring backup {link.pk} ({_keys(parts)}) "
+                                                             f"failed: {got['error']}")
     for unit, got in zip(units, results):
         link, parts = unit["link"], unit["parts"]
         if got is None:
             raise UserError(f"The process extracting {_keys(parts)} (backup {link.pk}) died; nothing was restored.")
-        if "error" in got:
-            raise (ChainError if got["chain"] else UserError)(f"Restoring backup {link.pk} ({_keys(parts)}) "
-                                                             f"failed: {got['error']}")
         if got["left"]:
             raise _lacking(link, got["left"], got["example"])
         extractor.files += got["files"]

@@ -95,10 +95,11 @@ class LocalFullProducer(_WalkFields):
     """A physical full read from the cluster's data directory on this machine, as pgBackRest takes one: every
     file of the walk of an incremental (pg_backup_start, files, pg_backup_stop, label, WAL), no parent.
 
-    To a local location with BACKUP_PROCESSES = n > 1 the tar of the files is cut into n byte ranges of about
-    equal work (anywhere, even inside a file: one large table file is shared too; TarLayout.balanced_cuts
-    samples how well each region compresses), each written as an
-    artifact by a forked process of its own (`base.tar`, `base.tar.1`, ...), while this process holds the
+    To a local location with BACKUP_PROCESSES = n > 1 the tar of the files is cut into byte ranges (anywhere,
+    even inside a file: one large table file is shared too): n of equal estimated work for a small tar
+    (TarLayout.balanced_cuts samples how well each region compresses), else 5n of decreasing size
+    (piece_cuts) that n processes take one after the other so that they end together. Each range is written as an
+    artifact by a forked process (`base.tar`, `base.tar.1`, ...), while this process holds the
     backup's session; then the label, the WAL and the tar's end after pg_backup_stop as the last part. The
     parts, decoded and concatenated in order, are one tar; the file index records where each part starts
     (`tar_parts`: a cut inside a file's data is resumable there), so that physical_restore extracts the parts
@@ -124,19 +125,51 @@ class LocalFullProducer(_WalkFields):
             try:
                 walk.start()
                 layout = walk.layout(walk.listing())
-                cuts = layout.balanced_cuts(processes)  # never inside a header
+                cuts = piece_cuts(layout, processes)  # never inside a header (TarLayout.cuts, balanced_cuts)
                 parts["tar_parts"] = [{"name": part_name(i), **layout.part_start(cut)}
                                       for i, cut in enumerate(cuts)]  # the last: label, WAL, end, at layout.size
                 # zstd in each process's own thread: the processes already fill the cores.
                 yield steps.InProcesses([(part_name(i), functools.partial(layout.chunks, cuts[i], cuts[i + 1]))
-                                         for i in range(processes)], zstd_threads=0)
-                yield part_name(processes), walk.stop_chunks()
+                                         for i in range(len(cuts) - 1)], zstd_threads=0, workers=processes)
+                yield part_name(len(cuts) - 1), walk.stop_chunks()
             finally:
                 walk.close()
         self.info = i = walk.info
         yield file_index.NAME, iter([file_index.dumps(
             backup_id=self.backup.pk, parent=None, started_at=i.started_at, files=i.files,
             wal=i.wal, wal_segment_size=i.wal_segment_size, **parts)])
+
+
+# A full of at least this many bytes is cut into more parts than processes (piece_cuts); a smaller one into one
+# part per process (the time an uneven end can cost is small there).
+PIECES_MIN_BYTES = 256 << 20
+# Of n processes' work, in parts taken in this order (in units of 1 / (20 n) of the tar's bytes): n large parts
+# (70 %), then 2n of 2 units (20 %) and 2n of 1 unit (10 %). The last part any process takes is then at most
+# 1/40 of the work of two, so the processes end within about that of each other, where two fixed halves ended
+# 0.1-0.3 s apart on an 800 MB pgbench full (and more on a loaded machine; docs/BENCHMARKS.md).
+PIECE_UNITS = (14, 2, 1)
+
+
+def piece_cuts(layout, processes: int) -> list[int]:
+    """The cuts of a full's tar into the parts `processes` processes write (steps.InProcesses.workers): equal
+    work each for a small tar (TarLayout.balanced_cuts), else decreasing parts (PIECE_UNITS) that the processes
+    take one after the other, largest first. Those are cut by bytes (TarLayout.cuts): the work a byte costs
+    differs by up to a third between regions (rows that compress 30:1 or 10:1), which the small parts make up
+    for, so the sampling of balanced_cuts (~30 ms before the processes start) is not needed. An empty part (two
+    cuts at one place) is dropped."""
+    if processes < 2 or layout.size < PIECES_MIN_BYTES:
+        return layout.balanced_cuts(processes)
+    large, middle, small = PIECE_UNITS
+    sizes = [large] * processes + [middle] * (2 * processes) + [small] * (2 * processes)
+    units = layout.cuts(sum(sizes))
+    cuts, k = [0], 0
+    for size in sizes:
+        k += size
+        if units[k] > cuts[-1]:
+            cuts.append(units[k])
+    if cuts[-1] != layout.size:  # (balanced_cuts always ends at the size)
+        cuts.append(layout.size)
+    return cuts
 
 
 def part_name(i: int) -> str:

@@ -73,6 +73,8 @@ class InProcesses:
 
     parts: list[tuple[str, Callable[[], Iterator[bytes]]]]
     zstd_threads: int | None = None
+    # Fewer processes than parts: each takes the next part not yet taken (largest first), so they end together.
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ class BackupWriter:
     def put_in_processes(self, group: InProcesses, *, hash_in_thread: bool = False, zstd_level: int | None = None,
                          check: Callable[[], None] | None = None) -> list[StoredArtifact]:
         """Each artifact of `group` through the same pipeline as `put`, in a forked child of its own (two
-        streams to read, compress, encrypt and hash on two cores; apps/documents/forked.py). A child opens its
+        streams to read, compress, encrypt and hash on two cores; apps/documents/forked.py), or with
+        `group.workers` in that many children taking the artifacts one after the other. A child opens its
         own storage and touches neither the database nor the job; each object is committed under its key only
         when complete. Every key is listed for `discard` before the fork, so a child that fails, or dies after
         its commit, leaves nothing behind the failed backup; a failure of any child fails the backup.
@@ -130,8 +133,9 @@ class BackupWriter:
         keys = [self._key(name) for name, _ in group.parts]
         self._committed_keys.extend(keys)
         location, name_of = self.backup.storage_location, [n for n, _ in group.parts]
+        processes = min(group.workers or len(keys), len(keys))
         self.ctx.log("writing " + ", ".join(f"{n} to {location.name}:{k}" for n, k in zip(name_of, keys))
-                     + f" in {len(keys)} processes")
+                     + f" in {processes} processes")
 
         def work(i: int, report) -> dict:
             encoder = self._encoder(hash_in_thread=hash_in_thread, zstd_level=zstd_level,
@@ -150,12 +154,13 @@ class BackupWriter:
             self.ctx.progress(done + n)
 
         try:
-            results = forked.run(list(range(len(keys))), work, on_progress=progress)
+            results = forked.run(list(range(len(keys))), work, on_progress=progress, workers=group.workers)
+            errors = [got["error"] for got in results if got is not None and "error" in got]
+            if errors:  # before any part left undone: with workers, one that failed is why others were not taken
+                raise StepError(f"Writing {errors[0]}")
             for name, got in zip(name_of, results):
                 if got is None:
                     raise StepError(f"The process writing {name} died; the backup is not complete.")
-                if "error" in got:
-                    raise StepError(f"Writing {got['error']}")
         except BaseException:
             # A child killed mid-upload (a lost lease stops them with SIGKILL) cannot remove its partial file;
             # the children are gone now, and no other upload of this job runs meanwhile.

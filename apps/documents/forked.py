@@ -14,6 +14,7 @@ import json
 import os
 import select
 import signal
+import struct
 import sys
 import traceback
 from collections.abc import Callable
@@ -34,10 +35,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | None = None) -> list[dict | None]:
+def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | None = None,
+        workers: int | None = None) -> list[dict | None]:
     """work(part, report) in one child per part; report(n) adds n to the progress the parent sees (summed
     over children, passed to on_progress). The result of each part in order: work's dict, or None for a
-    child that died or failed without one (the caller says what that part's items became)."""
+    child that died or failed without one (the caller says what that part's items became).
+
+    With `workers` fewer than the parts: that many children, each taking the next part not yet taken (in the
+    order given: put the largest first) until none is left, so that the children end together whatever each
+    part costs and however the machine's other work slows one of them. A child stops taking parts after one
+    whose work raised or returned an "error"; a part nobody finished has None."""
     me = os.getpid()
     children: list[tuple[int, int]] = []  # (pid, read end)
     # Every object the parent has now is left out of the children's garbage collection: a child that collected
@@ -45,8 +52,17 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
     # deadlocked on SQLite's allocator mutex when another thread of the parent (pitr's WAL fetch-ahead) held it
     # at the fork. The parent collects them again once its children are started.
     gc.freeze()
+    pool = workers is not None and 0 < workers < len(parts)
+    queue = None
     try:
-        for part in parts:
+        if pool:
+            # The parts' numbers, each 4 bytes in one pipe written whole before any child starts (far below
+            # PIPE_BUF, so no write blocks and each read of 4 bytes takes one number): a child's read takes the
+            # next part; an empty pipe whose write end is closed reads as the end.
+            queue, tokens = os.pipe()
+            os.write(tokens, b"".join(struct.pack(">I", i) for i in range(len(parts))))
+            os.close(tokens)
+        for slot in range(workers if pool else len(parts)):
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child: never returns
@@ -56,7 +72,11 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
                     for _, other in children:
                         os.close(other)
                     _die_with_parent(me)
-                    _child(part, work, os.fdopen(w, "w", buffering=1))
+                    out = os.fdopen(w, "w", buffering=1)
+                    if pool:
+                        _take(parts, queue, work, out)
+                    else:
+                        _child(slot, parts[slot], work, out)
                     code = 0
                 except BaseException:  # noqa: BLE001 (a child reports by its exit code, whatever happened)
                     traceback.print_exc()
@@ -65,7 +85,10 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
             os.close(w)
             children.append((pid, r))
         gc.unfreeze()
-        return _collect(children, on_progress)
+        if queue is not None:
+            os.close(queue)
+            queue = None
+        return _collect(children, on_progress, len(parts))
     except BaseException:
         gc.unfreeze()
         for pid, _ in children:
@@ -75,6 +98,8 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
                 pass
         raise
     finally:
+        if queue is not None:
+            os.close(queue)
         for pid, r in children:
             try:
                 os.close(r)
@@ -86,35 +111,46 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
                 pass
 
 
-def _child(part, work, out) -> None:
+def _child(index: int, part, work, out) -> dict:
     def report(n: int) -> None:
         out.write(f"P{int(n)}\n")
 
     result = work(part, report)
-    out.write("R" + json.dumps(result) + "\n")
+    out.write(f"R{index} " + json.dumps(result) + "\n")
     out.flush()
+    return result
 
 
-def _collect(children: list[tuple[int, int]], on_progress) -> list[dict | None]:
-    results: list[dict | None] = [None] * len(children)
-    pending = {r: (i, b"") for i, (_, r) in enumerate(children)}
+def _take(parts: list, queue: int, work, out) -> None:
+    """A pool child: the next part's number from the shared pipe, its work, until the pipe is empty."""
+    while len(token := os.read(queue, 4)) == 4:
+        index = struct.unpack(">I", token)[0]
+        result = _child(index, parts[index], work, out)
+        if isinstance(result, dict) and "error" in result:
+            return  # the caller fails the whole run: no point taking more
+
+
+def _collect(children: list[tuple[int, int]], on_progress, n_parts: int) -> list[dict | None]:
+    results: list[dict | None] = [None] * n_parts
+    pending = {r: b"" for _, r in children}
     done = 0
     while pending:
         ready, _, _ = select.select(list(pending), [], [])
         for r in ready:
-            i, buf = pending[r]
+            buf = pending[r]
             data = os.read(r, 1 << 16)
             if not data:
                 del pending[r]
                 continue
             buf += data
             *lines, buf = buf.split(b"\n")
-            pending[r] = (i, buf)
+            pending[r] = buf
             for line in lines:
                 if line.startswith(b"P"):
                     done += int(line[1:])
                     if on_progress is not None:
                         on_progress(done)
                 elif line.startswith(b"R"):
-                    results[i] = json.loads(line[1:])
+                    index, _, result = line[1:].partition(b" ")
+                    results[int(index)] = json.loads(result)
     return results

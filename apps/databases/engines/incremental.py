@@ -291,9 +291,9 @@ class TarLayout:
         pos = 0
         for kind, rel, st in listed:
             size, mtime = (st.st_size if kind == "file" else -1), int(st.st_mtime)
-            header = _header(rel, size, mtime)
-            self.members.append((pos, len(header), rel, size, mtime))
-            pos += len(header) + max(size, 0) + (-max(size, 0) % tarstream.BLOCK)
+            header_len = _header_len(rel, size, mtime)
+            self.members.append((pos, header_len, rel, size, mtime))
+            pos += header_len + max(size, 0) + (-max(size, 0) % tarstream.BLOCK)
         self.size = pos
         self._offsets = [m[0] for m in self.members]
 
@@ -394,6 +394,20 @@ def _header(rel: str, size: int, mtime: int) -> bytes:
     if size < 0:
         return tarstream.dir_member(rel, mtime)
     return tarstream.file_header(rel, size=size, mtime=mtime)
+
+
+# A PAX header is one ustar block when every field fits it: an ASCII name of at most 100 characters (a directory's
+# with its "/"), and size and mtime below 8**11 (tarfile.TarInfo.create_pax_header).
+_USTAR_NUMBER_LIMIT = 8 ** 11
+
+
+def _header_len(rel: str, size: int, mtime: int) -> int:
+    """len(_header(rel, size, mtime)), without making the header in the common case (a full's layout is made
+    before its writer processes start: ~30 ms for 1,300 headers)."""
+    name_len = len(rel) + (1 if size < 0 and not rel.endswith("/") else 0)
+    if name_len <= 100 and rel.isascii() and size < _USTAR_NUMBER_LIMIT and 0 <= mtime < _USTAR_NUMBER_LIMIT:
+        return tarstream.BLOCK
+    return len(_header(rel, size, mtime))
 
 
 def _read_range(path: Path, offset: int, end: int) -> Iterator[bytes]:
