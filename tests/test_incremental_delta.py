@@ -1,0 +1,187 @@
+"""Sub-page deltas of incrementals on a real cluster: a changed relation file is stored as the XOR runs of its
+changed pages against the parent's version (pages.delta), not whole; a restore applies them in chain order and
+refuses pages that are not the ones a delta was made against.
+"""
+import hashlib
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from apps.backups import delta_restore, file_index, page_delta, physical_restore
+from apps.backups.jobs import DatabaseBackupJob
+from apps.backups.models import Backup, BackupStatus
+from apps.backups.restores import artifact_stream
+from apps.core.services import SYSTEM
+from apps.databases.clusters import LocalCluster, free_port
+from apps.databases.engines import tarstream
+from apps.databases.models import DatabaseTarget
+from apps.databases.services import save_target
+from tests.helpers import table_contents, throwaway_cluster
+
+TABLES = ["public.big", "public.grows", "public.shrinks"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with throwaway_cluster("pgdelta-", start=False) as c:
+        c.append_conf({"autovacuum": "off"})
+        c.start()
+        with psycopg.connect(**c.conn().kwargs(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        with psycopg.connect(**c.conn("shop").kwargs(), autocommit=True) as conn:
+            # About 25 MB of rows that do not compress to nothing, fillfactor 70: updates stay on their page.
+            conn.execute("CREATE TABLE big (id int PRIMARY KEY, n int, payload text) WITH (fillfactor = 70)")
+            conn.execute("INSERT INTO big SELECT g, 0, md5(g::text) || md5((g * 7)::text) "
+                         "FROM generate_series(1, 200000) g")
+            conn.execute("CREATE TABLE grows (id int, payload text)")
+            conn.execute("INSERT INTO grows SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+            conn.execute("CREATE TABLE shrinks (id int, payload text)")
+            conn.execute("INSERT INTO shrinks SELECT g, md5(g::text) FROM generate_series(1, 40000) g")
+            conn.execute("CREATE TABLE dropped (id int, payload text)")
+            conn.execute("INSERT INTO dropped SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+            conn.execute("VACUUM (FREEZE, ANALYZE)")
+            conn.execute("CHECKPOINT")
+        time.sleep(2)  # the bulk's mtimes are now well before any backup's start
+        yield c
+
+
+@pytest.fixture
+def target(db, cluster):
+    t = DatabaseTarget(name="delta", host="127.0.0.1", port=cluster.port, dbname="shop", user="postgres",
+                       sslmode="disable", default_method="physical", data_directory=str(cluster.data))
+    return save_target(target=t, actor=SYSTEM)
+
+
+@pytest.fixture
+def scratch():
+    base = Path(tempfile.mkdtemp(prefix="pgdelta-restore-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def run(cluster, *statements) -> None:
+    with psycopg.connect(**cluster.conn("shop").kwargs(), autocommit=True) as c:
+        for s in statements:
+            c.execute(s)
+
+
+def backup(target, **params) -> Backup:
+    job = DatabaseBackupJob.run_now(target=target, actor=SYSTEM, **params)
+    b = Backup.objects.get(pk=job.args["backup_id"])
+    assert b.status == BackupStatus.SUCCEEDED, b.error
+    return b
+
+
+def relpath(cluster, table: str) -> str:
+    with psycopg.connect(**cluster.conn("shop").kwargs()) as c:
+        return c.execute("SELECT pg_relation_filepath(%s)", [table]).fetchone()[0]
+
+
+def snapshot(cluster) -> dict:
+    return {t: table_contents(cluster.conn("shop"), t) for t in TABLES}
+
+
+def tar_members(b: Backup) -> set[str]:
+    scanner = tarstream.TarScanner()
+    for chunk in artifact_stream(backup=b, artifact=b.artifacts.get(name="files.tar")):
+        scanner.feed(chunk)
+    return {m.path for m in scanner.members}
+
+
+def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, target, scratch):
+    full = backup(target, method="physical")
+    big, grows, shrinks = relpath(cluster, "big"), relpath(cluster, "grows"), relpath(cluster, "shrinks")
+    dropped = relpath(cluster, "dropped")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0",
+        "INSERT INTO grows SELECT g, md5(g::text) FROM generate_series(20001, 30000) g")
+    inc1 = backup(target, kind="incremental")
+    # Pages the first incremental changed change again; one table grows, one is truncated in place by VACUUM
+    # (rows at its end deleted), one is dropped.
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0 OR id % 150 = 7",
+        "INSERT INTO grows SELECT g, md5(g::text) FROM generate_series(30001, 45000) g",
+        "DELETE FROM shrinks WHERE id > 15000", "VACUUM shrinks", "DROP TABLE dropped")
+    inc2 = backup(target, kind="incremental")
+    expected = snapshot(cluster)
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id < 1000")  # after the last backup: not restored
+
+    for inc in (inc1, inc2):
+        assert sorted(a.name for a in inc.artifacts.all()) == ["files.json", "files.tar", "pages.delta"]
+    index1 = {f["path"]: f for f in file_index.load(inc1)["files"]}
+    index2 = {f["path"]: f for f in file_index.load(inc2)["files"]}
+    assert file_index.load(inc2)["file_index_version"] == file_index.VERSION
+    # The big heap and the growing table: held by the full, changed by page deltas of the links.
+    assert index1[big]["backup"] == full.pk and index1[big]["deltas"] == [inc1.pk]
+    assert index2[big]["backup"] == full.pk and index2[big]["deltas"] == [inc1.pk, inc2.pk]
+    assert index2[grows]["deltas"] == [inc1.pk, inc2.pk] and index2[grows]["size"] > index1[grows]["size"]
+    assert index2[shrinks]["deltas"] == [inc2.pk] and index2[shrinks]["size"] < index1[shrinks]["size"]
+    assert dropped not in index2
+    assert big not in tar_members(inc1) and big not in tar_members(inc2) and grows not in tar_members(inc2)
+    # Far less than the changed files: each changed page stored as the runs of its XOR with the parent's page.
+    # (The second update prunes the pages the first left dead tuples on, which moves their rows: larger XORs.)
+    for inc, bound in ((inc1, 0.1), (inc2, 0.3)):
+        delta = inc.artifacts.get(name="pages.delta")
+        reader = page_delta.Reader(artifact_stream(backup=inc, artifact=delta))
+        pages = 0
+        while reader.next_file() is not None:
+            while reader.next_page() is not None:
+                pages += 1
+        assert pages > 2000 and delta.size_raw < 0.3 * pages * page_delta.PAGE, (delta.size_raw, pages)
+        assert inc.size_stored < bound * full.size_stored, (inc.size_stored, full.size_stored)
+
+    pgdata = scratch / "data"
+    result = physical_restore.restore_data_directory(inc2, pgdata)
+    assert result["chain"] == [full.pk, inc1.pk, inc2.pk]
+    # Byte for byte the content the incremental read (before any WAL replay).
+    for path in (big, grows, shrinks):
+        data = (pgdata / path).read_bytes()
+        assert len(data) == index2[path]["size"] and hashlib.sha256(data).hexdigest() == index2[path]["sha256"]
+    assert not (pgdata / dropped).exists()
+    restored = LocalCluster(base=scratch, port=free_port())
+    shutil.chown(scratch, "postgres", "postgres")
+    restored.append_conf({"port": str(restored.port), "unix_socket_directories": f"'{scratch}'"})
+    restored.start()
+    try:
+        assert snapshot(restored) == expected
+    finally:
+        restored.stop(mode="immediate")
+
+
+def test_a_delta_over_other_content_fails_the_restore_and_leaves_nothing(cluster, target, scratch, monkeypatch):
+    full = backup(target, method="physical")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0")
+    inc = backup(target, kind="incremental")
+    big = relpath(cluster, "big")
+    assert file_index.load(inc)["files"] and inc.parent_id == full.pk
+
+    apply_chain = delta_restore.apply_chain
+
+    def over_other_content(root, chain, index, ctx=None):
+        with open(root / big, "r+b") as fh:  # the holder's file, extracted, then altered
+            fh.write(b"\xff" * (1 << 20))
+        return apply_chain(root, chain, index, ctx)
+
+    monkeypatch.setattr(delta_restore, "apply_chain", over_other_content)
+    pgdata = scratch / "data"
+    with pytest.raises(physical_restore.ChainError,
+                       match=rf"page deltas of backup {inc.pk} do not fit.*page \d+ of {big} is not the content"):
+        physical_restore.restore_data_directory(inc, pgdata)
+    assert not pgdata.exists() and not (scratch / "data.partial").exists()
+
+    # A file the deltas rely on that is not there at all.
+    def file_gone(root, chain, index, ctx=None):
+        (root / big).unlink()
+        return apply_chain(root, chain, index, ctx)
+
+    monkeypatch.setattr(delta_restore, "apply_chain", file_gone)
+    with pytest.raises(physical_restore.ChainError, match=f"{big} is not in the restored directory"):
+        physical_restore.restore_data_directory(inc, pgdata)
+    assert not pgdata.exists() and not (scratch / "data.partial").exists()
+    monkeypatch.undo()
+    physical_restore.restore_data_directory(inc, pgdata)  # intact: restores
+    entry = next(f for f in file_index.load(inc)["files"] if f["path"] == big)
+    assert hashlib.sha256((pgdata / big).read_bytes()).hexdigest() == entry["sha256"]
