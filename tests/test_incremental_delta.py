@@ -185,3 +185,34 @@ def test_a_delta_over_other_content_fails_the_restore_and_leaves_nothing(cluster
     physical_restore.restore_data_directory(inc, pgdata)  # intact: restores
     entry = next(f for f in file_index.load(inc)["files"] if f["path"] == big)
     assert hashlib.sha256((pgdata / big).read_bytes()).hexdigest() == entry["sha256"]
+
+
+def test_the_standalone_tool_applies_a_links_deltas_by_hand(cluster, target, scratch, monkeypatch):
+    """tools/apply_page_delta.py (standard library only) does what the restore does, from the decrypted
+    pages.delta and the newest files.json; applied twice, the crc32 check stops it."""
+    import json
+    import subprocess
+    import sys
+
+    backup(target, method="physical")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 90 = 0")
+    inc = backup(target, kind="incremental")
+    index = file_index.load(inc)
+    changed = [e for e in index["files"] if e.get("deltas")]
+    assert changed
+    monkeypatch.setattr(delta_restore, "apply_chain", lambda *a, **k: 0)  # the holders' files only
+    pgdata = scratch / "data"
+    physical_restore.restore_data_directory(inc, pgdata)
+    assert any(hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() != e["sha256"] for e in changed)
+    (scratch / "files.json").write_text(json.dumps(index))
+    with open(scratch / "pages.delta", "wb") as fh:
+        for chunk in artifact_stream(backup=inc, artifact=inc.artifacts.get(name="pages.delta")):
+            fh.write(chunk)
+    command = [sys.executable, "tools/apply_page_delta.py", "--pgdata", str(pgdata), "--index",
+               str(scratch / "files.json"), "--link", inc.pk, str(scratch / "pages.delta")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for e in changed:
+        assert hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() == e["sha256"], e["path"]
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 1 and "is not the content its delta was made against" in again.stderr

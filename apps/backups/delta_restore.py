@@ -50,35 +50,40 @@ def apply_chain(root: Path, chain: list, index: dict, ctx: JobContext | None = N
 def apply_link(root: Path, link, artifact, wanted: set[str]) -> int:
     """Apply one link's records for the files in `wanted` (each removed from it once applied)."""
     from apps.backups.restores import artifact_stream
-    from apps.databases.engines import tarstream
 
     stream = artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False,
                              threaded=True)
-    pages = 0
     try:
-        reader = page_delta.Reader(stream, name=f"{page_delta.NAME} of backup {link.pk}")
-        while (record := reader.next_file()) is not None:
-            path, parent_size, new_size = record
-            if path not in wanted:
-                continue
-            wanted.discard(path)
-            try:
-                fd = os.open(root / tarstream.safe_relpath(path), os.O_RDWR | os.O_NOFOLLOW)
-            except FileNotFoundError:
-                raise DeltaError(f"{path} is not in the restored directory") from None
-            try:
-                size = os.fstat(fd).st_size
-                if size != parent_size:
-                    raise DeltaError(f"{path} is {size} bytes, its delta is against {parent_size}")
-                while (page := reader.next_page()) is not None:
-                    old = os.pread(fd, PAGE, page.number * PAGE)
-                    if len(old) < PAGE:
-                        old += bytes(PAGE - len(old))
-                    os.pwrite(fd, page.apply(old, path), page.number * PAGE)
-                    pages += 1
-                os.ftruncate(fd, new_size)
-            finally:
-                os.close(fd)
+        return apply_records(root, page_delta.Reader(stream, name=f"{page_delta.NAME} of backup {link.pk}"), wanted)
     finally:
         stream.close()
+
+
+def apply_records(root: Path, reader: page_delta.Reader, wanted: set[str]) -> int:
+    """Apply a delta stream's records for the files in `wanted` under `root`; the number of pages written."""
+    from apps.databases.engines import tarstream
+
+    pages = 0
+    while (record := reader.next_file()) is not None:
+        path, parent_size, new_size = record
+        if path not in wanted:
+            continue
+        wanted.discard(path)
+        try:
+            fd = os.open(root / tarstream.safe_relpath(path), os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise DeltaError(f"{path} is not in the restored directory") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size != parent_size:
+                raise DeltaError(f"{path} is {size} bytes, its delta is against {parent_size}")
+            while (page := reader.next_page()) is not None:
+                old = os.pread(fd, PAGE, page.number * PAGE)
+                if len(old) < PAGE:
+                    old += bytes(PAGE - len(old))
+                os.pwrite(fd, page.apply(old, path), page.number * PAGE)
+                pages += 1
+            os.ftruncate(fd, new_size)
+        finally:
+            os.close(fd)
     return pages

@@ -134,7 +134,8 @@ class _FileDelta:
         self.ahead = [reader.next_page() for reader, *_ in self.links]
         self.new_pages = c.size // PAGE
         self.page = 0  # next page number
-        self.pending = bytearray()
+        self.pending: list = []  # the holder's bytes not yet compared (memoryviews of the decoder's chunks)
+        self.pending_len = 0
         self.digest = hashlib.sha256()
         self.records = 0
         try:
@@ -144,16 +145,24 @@ class _FileDelta:
         out.append(page_delta.file_record(c.rel, size, c.size))
 
     def feed(self, data: memoryview) -> None:
-        self.pending += data
-        whole = len(self.pending) // PAGE
-        if whole >= BLOCK_PAGES:
-            self._block(bytes(self.pending[:whole * PAGE]), whole)
-            del self.pending[:whole * PAGE]
+        self.pending.append(data)
+        self.pending_len += len(data)
+        if self.pending_len >= BLOCK_PAGES * PAGE:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Compare the whole pages pending; keep the rest (one copy of the holder's bytes, by the join)."""
+        joined = b"".join(self.pending)
+        whole = len(joined) // PAGE
+        rest = joined[whole * PAGE:]
+        self.pending, self.pending_len = ([rest] if rest else []), len(rest)
+        if whole:
+            self._block(joined if not rest else joined[:whole * PAGE], whole)
 
     def finish(self) -> None:
-        whole = len(self.pending) // PAGE
-        if whole:
-            self._block(bytes(self.pending[:whole * PAGE]), whole)
+        self._flush()
+        if self.pending_len:
+            raise DeltaError(f"{self.c.rel} in its holder's tar does not end on a page boundary")
         while self.page < self.new_pages:  # the file grew past its holder's size
             n = min(BLOCK_PAGES, self.new_pages - self.page)
             self._block(None, n)
@@ -191,7 +200,7 @@ class _FileDelta:
         self.digest.update(new)
         stop = first + count
         touched = any(rec is not None and rec.number < stop for rec in self.ahead)
-        if not touched and base is not None and first + count <= self.base_pages and base[:count * PAGE] == new:
+        if not touched and base is not None and (base == new if count == n else base[:count * PAGE] == new):
             return
         for i in range(count):
             p = first + i
