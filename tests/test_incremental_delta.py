@@ -1,26 +1,22 @@
-"""Sub-page deltas of incrementals on a real cluster: a changed relation file is stored as the XOR runs of its
-changed pages against the parent's version (pages.delta), not whole; a restore applies them in chain order and
+"""Sub-page deltas of incrementals on a real cluster: a changed relation file is stored as the byte runs in which
+its changed pages differ from the parent's version (pages.delta), not whole; a restore applies them in chain order and
 refuses pages that are not the ones a delta was made against.
 """
 import hashlib
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from apps.backups import delta_restore, file_index, page_delta, physical_restore
-from apps.backups.jobs import DatabaseBackupJob
-from apps.backups.models import Backup, BackupStatus
 from apps.backups.restores import artifact_stream
 from apps.core.services import SYSTEM
-from apps.databases.clusters import LocalCluster, free_port
 from apps.databases.engines import tarstream
 from apps.databases.models import DatabaseTarget
 from apps.databases.services import save_target
 from tests.helpers import table_contents, throwaway_cluster
+from tests.test_physical_backup import backup, started
+from tests.test_physical_backup import scratch as scratch_fixture  # noqa: F401 (the `scratch` fixture)
 
 TABLES = ["public.big", "public.grows", "public.shrinks"]
 
@@ -56,25 +52,10 @@ def target(db, cluster):
     return save_target(target=t, actor=SYSTEM)
 
 
-@pytest.fixture
-def scratch():
-    base = Path(tempfile.mkdtemp(prefix="pgdelta-restore-"))
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
 def run(cluster, *statements) -> None:
     with psycopg.connect(**cluster.conn("shop").kwargs(), autocommit=True) as c:
         for s in statements:
             c.execute(s)
-
-
-def backup(target, **params) -> Backup:
-    job = DatabaseBackupJob.run_now(target=target, actor=SYSTEM, **params)
-    b = Backup.objects.get(pk=job.args["backup_id"])
-    assert b.status == BackupStatus.SUCCEEDED, b.error
-    return b
 
 
 def relpath(cluster, table: str) -> str:
@@ -86,7 +67,7 @@ def snapshot(cluster) -> dict:
     return {t: table_contents(cluster.conn("shop"), t) for t in TABLES}
 
 
-def tar_members(b: Backup) -> set[str]:
+def tar_members(b) -> set[str]:
     scanner = tarstream.TarScanner()
     for chunk in artifact_stream(backup=b, artifact=b.artifacts.get(name="files.tar")):
         scanner.feed(chunk)
@@ -121,8 +102,8 @@ def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, t
     assert index2[shrinks]["deltas"] == [inc2.pk] and index2[shrinks]["size"] < index1[shrinks]["size"]
     assert dropped not in index2
     assert big not in tar_members(inc1) and big not in tar_members(inc2) and grows not in tar_members(inc2)
-    # Far less than the changed files: each changed page stored as the runs of its XOR with the parent's page.
-    # (The second update prunes the pages the first left dead tuples on, which moves their rows: larger XORs.)
+    # Far less than the changed files: each changed page stored as the runs where it differs from the parent's.
+    # (The second update prunes the pages the first left dead tuples on, which moves their rows: larger runs.)
     for inc, bound in ((inc1, 0.1), (inc2, 0.3)):
         delta = inc.artifacts.get(name="pages.delta")
         reader = page_delta.Reader(artifact_stream(backup=inc, artifact=delta))
@@ -141,14 +122,8 @@ def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, t
         data = (pgdata / path).read_bytes()
         assert len(data) == index2[path]["size"] and hashlib.sha256(data).hexdigest() == index2[path]["sha256"]
     assert not (pgdata / dropped).exists()
-    restored = LocalCluster(base=scratch, port=free_port())
-    shutil.chown(scratch, "postgres", "postgres")
-    restored.append_conf({"port": str(restored.port), "unix_socket_directories": f"'{scratch}'"})
-    restored.start()
-    try:
+    with started(pgdata) as restored:
         assert snapshot(restored) == expected
-    finally:
-        restored.stop(mode="immediate")
 
 
 def test_a_delta_over_other_content_fails_the_restore_and_leaves_nothing(cluster, target, scratch, monkeypatch):
@@ -206,13 +181,12 @@ def test_the_standalone_tool_applies_a_links_deltas_by_hand(cluster, target, scr
     assert any(hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() != e["sha256"] for e in changed)
     (scratch / "files.json").write_text(json.dumps(index))
     with open(scratch / "pages.delta", "wb") as fh:
-        for chunk in artifact_stream(backup=inc, artifact=inc.artifacts.get(name="pages.delta")):
-            fh.write(chunk)
+        fh.writelines(artifact_stream(backup=inc, artifact=inc.artifacts.get(name="pages.delta")))
     command = [sys.executable, "tools/apply_page_delta.py", "--pgdata", str(pgdata), "--index",
                str(scratch / "files.json"), "--link", inc.pk, str(scratch / "pages.delta")]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     for e in changed:
         assert hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() == e["sha256"], e["path"]
-    again = subprocess.run(command, capture_output=True, text=True)
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 1 and "is not the content its delta was made against" in again.stderr

@@ -96,7 +96,7 @@ def apply(stream, root: str, wanted: set[str]) -> int:
         if fd is not None:
             os.close(fd)
     if wanted:
-        raise Failure(f"no delta for {len(wanted)} files the index relies on (e.g. {sorted(wanted)[0]})")
+        raise Failure(f"no delta for {len(wanted)} files the index relies on (e.g. {min(wanted)})")
     return applied
 
 
@@ -110,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.index, "rb") as fh:
         index = json.load(fh)
     wanted = {e["path"] for e in index.get("files", []) if args.link in (e.get("deltas") or ())}
-    stream = sys.stdin.buffer if args.delta == "-" else open(args.delta, "rb")
     try:
-        applied = apply(stream, args.pgdata, wanted)
+        if args.delta == "-":
+            applied = apply(sys.stdin.buffer, args.pgdata, wanted)
+        else:
+            with open(args.delta, "rb") as stream:
+                applied = apply(stream, args.pgdata, wanted)
     except Failure as exc:
         print(f"apply_page_delta: {exc}", file=sys.stderr)
         return 1

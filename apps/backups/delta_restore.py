@@ -35,7 +35,7 @@ def apply_chain(root: Path, chain: list, index: dict, ctx: JobContext | None = N
         artifact = link.artifacts.filter(name=page_delta.NAME).first()
         if artifact is None:
             raise ChainError(f"Backup {link.pk} has no {page_delta.NAME}, and {len(wanted)} files rely on its "
-                             f"deltas (e.g. {sorted(wanted)[0]}).")
+                             f"deltas (e.g. {min(wanted)}).")
         note(ctx, f"applying the page deltas of {artifact.key} to {len(wanted)} files")
         try:
             pages += apply_link(root, link, artifact, wanted)
@@ -43,7 +43,7 @@ def apply_chain(root: Path, chain: list, index: dict, ctx: JobContext | None = N
             raise ChainError(f"The page deltas of backup {link.pk} do not fit the restored files: {exc}.") from None
         if wanted:
             raise ChainError(f"Backup {link.pk}'s {page_delta.NAME} lacks the deltas of {len(wanted)} files "
-                             f"(e.g. {sorted(wanted)[0]}).")
+                             f"(e.g. {min(wanted)}).")
     return pages
 
 

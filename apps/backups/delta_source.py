@@ -22,7 +22,7 @@ BLOCK_PAGES = 128  # pages compared at once with the data file (1 MiB)
 class Candidate:
     """A changed relation file to store as a delta: its path, its stat when listed, the parent's index entry."""
 
-    __slots__ = ("rel", "path", "size", "mtime", "old")
+    __slots__ = ("mtime", "old", "path", "rel", "size")
 
     def __init__(self, rel: str, path: Path, size: int, mtime: int, old: dict):
         self.rel, self.path, self.size, self.mtime, self.old = rel, path, size, mtime, old
@@ -139,7 +139,7 @@ class _FileDelta:
         self.digest = hashlib.sha256()
         self.records = 0
         try:
-            self.fh = open(c.path, "rb")
+            self.fh = open(c.path, "rb")  # noqa: SIM115 (closed by finish(), after the holder's member has passed)
         except FileNotFoundError:
             self.fh = None  # removed since listed (a dropped relation): zeros at its listed size, as in a tar
         out.append(page_delta.file_record(c.rel, size, c.size))

@@ -74,7 +74,7 @@ def end_record(files: int, pages: int) -> bytes:
 
 
 class Page:
-    __slots__ = ("number", "old_crc", "new_crc", "count", "raw")
+    __slots__ = ("count", "new_crc", "number", "old_crc", "raw")
 
     def __init__(self, number: int, old_crc: int, new_crc: int, count: int, raw: bytes):
         self.number, self.old_crc, self.new_crc, self.count, self.raw = number, old_crc, new_crc, count, raw
