@@ -16,7 +16,13 @@ from apps.databases.models import DatabaseTarget
 from apps.databases.services import save_target
 from tests.helpers import table_contents, throwaway_cluster
 from tests.test_physical_backup import backup, started
-from tests.test_physical_backup import scratch as scratch_fixture  # noqa: F401 (the `scratch` fixture)
+from tests.test_physical_backup import scratch as _scratch
+
+
+@pytest.fixture
+def scratch():
+    """test_physical_backup's: a directory the postgres user can reach."""
+    yield from _scratch.__wrapped__()
 
 TABLES = ["public.big", "public.grows", "public.shrinks"]
 
