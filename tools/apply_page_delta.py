@@ -7,7 +7,8 @@
 The format is specified in docs/FORMAT.md 7.1. Only the Python standard library is needed. `--index` is the
 NEWEST backup's decrypted files.json: a record is applied to a file only when that index lists the link in
 the file's "deltas" (others are skipped). Run it once per link holding deltas, in chain order, after every
-tar was extracted. Every page's crc32 is checked before and after, and every file's size; a mismatch, a
+tar was extracted. Every file's size is checked before, and the crc32s of the pages its records change
+(before, and the pages made) at its end record; a mismatch, a
 missing file or a missing record ends the run with status 1 and one line on stderr (the directory is then
 not usable: start again from the tars).
 """
@@ -21,7 +22,7 @@ import sys
 import zlib
 
 PAGE = 8192
-MAGIC = b"BSPD1\n"
+MAGIC = b"BSPD2\n"
 
 
 class Failure(Exception):
@@ -60,17 +61,17 @@ def apply(stream, root: str, wanted: set[str]) -> int:
                     if os.fstat(fd).st_size != parent_size:
                         raise Failure(f"{path} is {os.fstat(fd).st_size} bytes, its delta is against {parent_size}")
                 tag = read(stream, 1)
+                number, old_crc, new_crc = -1, 0, 0
                 while tag == b"P":
-                    number, old_crc, new_crc, count, length = struct.unpack("<IIIHH", read(stream, 16))
+                    skipped, count, length = struct.unpack("<IHH", read(stream, 8))
                     header = struct.unpack(f"<{2 * count}H", read(stream, 4 * count))
                     data = read(stream, length)
+                    number += skipped + 1
                     pages += 1
+                    tag = read(stream, 1)
                     if fd is None:
-                        tag = read(stream, 1)
                         continue
                     old = os.pread(fd, PAGE, number * PAGE).ljust(PAGE, b"\0")
-                    if zlib.crc32(old) != old_crc:
-                        raise Failure(f"page {number} of {path} is not the content its delta was made against")
                     if sum(header) > PAGE or sum(header[1::2]) != length:
                         raise Failure(f"the runs of page {number} of {path} do not fit the page or their record")
                     new, at, used = bytearray(old), 0, 0
@@ -78,12 +79,18 @@ def apply(stream, root: str, wanted: set[str]) -> int:
                         at += kept
                         new[at:at + size] = data[used:used + size]
                         at, used = at + size, used + size
-                    if zlib.crc32(new) != new_crc:
-                        raise Failure(f"page {number} of {path}: the delta does not give the page it recorded")
+                    old_crc, new_crc = zlib.crc32(old, old_crc), zlib.crc32(new, new_crc)
                     os.pwrite(fd, new, number * PAGE)
                     applied += 1
-                    tag = read(stream, 1)
+                if tag != b"E":
+                    raise Failure(f"the records of {path} end without their end record")
+                want_old, want_new = struct.unpack("<II", read(stream, 8))
+                tag = read(stream, 1)
                 if fd is not None:
+                    if old_crc != want_old:
+                        raise Failure(f"{path} is not the content its delta was made against")
+                    if new_crc != want_new:
+                        raise Failure(f"{path}: the delta does not give the pages it recorded")
                     os.ftruncate(fd, new_size)
                     os.fsync(fd)
                     os.close(fd)

@@ -138,6 +138,8 @@ class _FileDelta:
         self.pending_len = 0
         self.digest = hashlib.sha256()
         self.records = 0
+        self.last = -1  # the page of the previous record
+        self.check = page_delta.FileCheck()  # the crc32s of the parent's pages and the new ones, recorded
         try:
             self.fh = open(c.path, "rb")  # noqa: SIM115 (closed by finish(), after the holder's member has passed)
         except FileNotFoundError:
@@ -168,6 +170,7 @@ class _FileDelta:
             self._block(None, n)
         if self.fh is not None:
             self.fh.close()
+        self.out.append(page_delta.file_end_record(self.check.old_crc, self.check.new_crc))
         for rec, (_, link_id, _, _) in zip(self.ahead, self.links):
             if rec is not None and rec.number < self.new_pages:
                 raise DeltaError(f"the delta of {self.c.rel} in backup {link_id} is out of order at page {rec.number}")
@@ -209,7 +212,9 @@ class _FileDelta:
                 old = self._parent_page(p, old)
             page = new[i * PAGE:(i + 1) * PAGE]
             if old != page:
-                self.out.append(page_delta.page_record(p, old, page))
+                self.out.append(page_delta.page_record(p - self.last - 1, old, page))
+                self.check.add(old, page)
+                self.last = p
                 self.records += 1
 
     def _parent_page(self, p: int, cur: bytes) -> bytes:
