@@ -7,10 +7,9 @@
 The format is specified in docs/FORMAT.md 7.1. Only the Python standard library is needed. `--index` is the
 NEWEST backup's decrypted files.json: a record is applied to a file only when that index lists the link in
 the file's "deltas" (others are skipped). Run it once per link holding deltas, in chain order, after every
-tar was extracted. Every file's size is checked before, and the crc32s of the pages its records change
-(before, and the pages made) at its end record; a mismatch, a
-missing file or a missing record ends the run with status 1 and one line on stderr (the directory is then
-not usable: start again from the tars).
+tar was extracted. Every file's size is checked before, and at its end record the crc32 of the pages its
+records changed (as found) and of the pages made; a mismatch, a missing file or a missing record ends the
+run with status 1 and one line on stderr (the directory is then not usable: start again from the tars).
 """
 from __future__ import annotations
 

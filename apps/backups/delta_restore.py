@@ -3,9 +3,9 @@ holders, in chain order (apps/backups/page_delta.py for the format).
 
 Which deltas apply comes from the newest file index: a file's "deltas" names the links, in chain order, whose
 records for it turn the holder's version into its content at the newest backup. Records of other files (dropped
-since, or stored whole again later) are passed over. Every page is checked on both sides (the crc32 of the page
-found, of the page made) and every file's size before; a record missing, a file absent or a crc that does not
-match is a ChainError, and the caller removes the partial directory.
+since, or stored whole again later) are passed over. Every file is checked on both sides (at its end record,
+the crc32 of the pages found and of the pages made) and its size before; a record missing, a file absent or a
+crc that does not match is a ChainError, and the caller removes the partial directory.
 """
 import os
 from pathlib import Path
