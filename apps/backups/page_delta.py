@@ -46,10 +46,6 @@ class DeltaError(Exception):
     """A page-delta stream that is malformed, or that does not fit the content it is applied to."""
 
 
-def crc(page: bytes) -> int:
-    return binascii.crc32(page)
-
-
 def file_record(path: str, parent_size: int, new_size: int) -> bytes:
     raw = path.encode()
     return b"F" + struct.pack("<H", len(raw)) + raw + _F.pack(parent_size, new_size)
