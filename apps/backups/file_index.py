@@ -8,7 +8,10 @@ from apps.backups.models import Backup
 from apps.core.errors import UserError
 
 NAME = "files.json"
-VERSION = 1
+# 2: an entry may carry "deltas" (the links whose pages.delta, applied in order over the holder's file, give its
+# content); an index of version 1 has none. A reader of version 1 only would restore such a file wrong: refused.
+VERSION = 2
+READABLE = (1, 2)
 
 
 def dumps(*, backup_id: str, parent: str | None, started_at: float, files: list[dict], **extra) -> bytes:
@@ -26,6 +29,6 @@ def load(backup: Backup, backend=None) -> dict:
     if artifact is None:
         raise UserError(f"Backup {backup.pk} has no file index ({NAME}); it cannot anchor an incremental chain.")
     index = json.loads(b"".join(artifact_stream(backup=backup, artifact=artifact, backend=backend)))
-    if index.get("file_index_version") != VERSION or index.get("backup_id") != backup.pk:
+    if index.get("file_index_version") not in READABLE or index.get("backup_id") != backup.pk:
         raise UserError(f"The file index of backup {backup.pk} is not this backup's (or of an unknown version).")
     return index

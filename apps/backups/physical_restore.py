@@ -4,8 +4,8 @@ Before a byte is written, the whole chain is checked: every link succeeded, phys
 target and cluster (system identifier), its artifacts and manifest present in storage with the sizes
 and checksums the catalog records. Then each link's tar is streamed through the authenticating decoder
 (restores.artifact_stream) and extracted into `<pgdata>.partial`: from an older link only the files the
-newest index says it holds, from the newest everything (its own files, backup_label, WAL). Only a
-complete directory is renamed to `<pgdata>`; a failure removes the partial one, and a process killed
+newest index says it holds, from the newest everything (its own files, backup_label, WAL); then each
+link's page deltas (apps/backups/delta_restore.py) over the files they change. Only a complete directory is renamed to `<pgdata>`; a failure removes the partial one, and a process killed
 midway leaves only `<pgdata>.partial`, which the next restore to the same place clears first.
 
 The cluster is not started and no recovery settings are written: the caller (PITR) adds those.
@@ -16,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from apps.backups import file_index, sources
+from apps.backups import delta_restore, file_index, sources
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
 from apps.backups.restores import artifact_stream
 from apps.core.durable import fsync_dir
@@ -180,6 +180,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
                 _extract(extractor, link=link, parts=parts, wanted=wanted, ctx=ctx)
                 if wanted:
                     raise _lacking(link, len(wanted), sorted(wanted)[0])
+        delta_restore.apply_chain(partial, chain, index, ctx)  # the page deltas, over the extracted files
         _complete_wal(partial, index.get("wal_segment_size"))
         _own(partial, uid_gid)  # the directories (the files already are)
         extractor.sync_all()  # every file and directory durable before the directory appears under its final name

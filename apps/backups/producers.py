@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from apps.backups import file_index, steps
+from apps.backups import file_index, page_delta, steps
 from apps.backups.models import Backup, BackupFormat, BackupKind
 from apps.databases.connection import PgConn
 from apps.databases.engines import logical
@@ -87,8 +87,11 @@ class _WalkFields(_PhysicalFields):
 
     def manifest_fields(self) -> dict:
         i = self.info
-        return {**super().manifest_fields(), "wal_segment_size": i.wal_segment_size, "wal": i.wal,
-                "stored_files": i.stored_files, "stored_file_bytes": i.stored_bytes}
+        fields = {**super().manifest_fields(), "wal_segment_size": i.wal_segment_size, "wal": i.wal,
+                  "stored_files": i.stored_files, "stored_file_bytes": i.stored_bytes}
+        if self.backup.kind == BackupKind.INCREMENTAL:
+            fields.update(delta_files=i.delta_files, delta_pages=i.delta_pages)
+        return fields
 
 
 class LocalFullProducer(_WalkFields):
@@ -193,6 +196,11 @@ def reads_data_directory(target) -> bool:
     return os.access(Path(target.data_directory) / "global" / "pg_control", os.R_OK)
 
 
+# zstd level of pages.delta: a few MB where the files it replaces are hundreds. On pgbench's (XOR runs, 20.9 MB
+# raw for 40,000 pages): level 1 5.65 MB, 3 5.30, 7 4.79 (0.6 s CPU), 9 4.72 (0.75 s), 12 4.52 (1.5 s).
+DELTA_ZSTD_LEVEL = 7
+
+
 class IncrementalProducer(_WalkFields):
     """The files changed since the parent, the backup label and the WAL to make them consistent; the new index."""
 
@@ -208,11 +216,37 @@ class IncrementalProducer(_WalkFields):
             PgConn.for_target(target), data_directory=target.data_directory, parent_index=parent_index,
             app_name=f"backupsite-backup-{self.backup.pk}", backup_id=self.backup.pk,
         )
-        yield incremental.ARTIFACT, walk.chunks()
+        try:
+            walk.start()
+            plan = walk.plan()
+            # The run_backup step reads zstd_level as each artifact is put: the deltas, small and dense, a level up.
+            self.zstd_level = DELTA_ZSTD_LEVEL
+            yield page_delta.NAME, self._deltas(walk, plan)
+            self.zstd_level = _PhysicalFields.zstd_level
+            yield incremental.ARTIFACT, walk.planned_chunks(plan, self._writer.entries)
+        finally:
+            walk.close()
         self.info = i = walk.info
+        i.delta_pages = self._writer.pages
         yield file_index.NAME, iter([file_index.dumps(
             backup_id=self.backup.pk, parent=self.backup.parent_id, started_at=i.started_at, files=i.files,
             wal=i.wal, wal_segment_size=i.wal_segment_size)])
+
+    def _deltas(self, walk, plan: list) -> Iterator[bytes]:
+        """pages.delta: the changed relation files against the parent's version of them (delta_source.py)."""
+        from apps.backups import delta_source
+        from apps.databases.engines.incremental import IncrementalError
+
+        candidates = [delta_source.Candidate(rel, path, st.st_size, int(st.st_mtime), walk.parent_files[rel])
+                      for _kind, rel, path, st, action in plan if action == "delta"]
+        chain, open_tar, open_delta = delta_source.chain_openers(self.backup.parent)
+        self._writer = delta_source.DeltaWriter(backup_id=self.backup.pk, candidates=candidates, chain=chain,
+                                                open_tar=open_tar, open_delta=open_delta)
+        try:
+            yield from self._writer.chunks()
+        except page_delta.DeltaError as exc:
+            raise IncrementalError(f"The parent's content, read back for the page deltas, does not fit: {exc}. "
+                                   "Take a full backup to start a new chain.") from None
 
 
 PRODUCERS = {"logical": LogicalProducer, "physical": PhysicalProducer, "local-full": LocalFullProducer,

@@ -67,6 +67,16 @@ class IncrementalInfo(BaseBackupInfo):
     wal: list[str] = field(default_factory=list)
     stored_files: int = 0
     stored_bytes: int = 0
+    delta_files: int = 0  # changed relation files stored as page deltas (pages.delta), not counted above
+    delta_pages: int = 0
+
+
+def deltable(rel: str, size: int, old: dict | None) -> bool:
+    """Whether a changed file is stored as page deltas against the parent's version: a relation file (under
+    base/ or global/, pg_control aside) of whole 8 KiB pages now and in the parent's index."""
+    return (old is not None and old.get("type") == "file" and bool(old.get("backup"))
+            and rel.startswith(("base/", "global/")) and rel != "global/pg_control"
+            and size % 8192 == 0 and old["size"] % 8192 == 0)
 
 
 class IncrementalBackup:
@@ -224,11 +234,51 @@ class IncrementalBackup:
                                 "backup": self.backup_id})
         return tarstream.dir_member(rel, int(st.st_mtime))
 
+    def _unchanged(self, rel: str, st: os.stat_result) -> dict | None:
+        """The parent's entry of a file that has not changed since (same size and mtime, older than the parent)."""
+        old = self.parent_files.get(rel)
+        mtime = int(st.st_mtime)
+        if (old is not None and old["type"] == "file" and old["size"] == st.st_size and old["mtime"] == mtime
+                and mtime < self.parent_cutoff):
+            return old
+        return None
+
+    def plan(self) -> list[tuple[str, str, Path, os.stat_result, str]]:
+        """Every entry as (kind, rel, path, stat, action), in walk order, after start(): action "dir", "same"
+        (the parent's entry stands), "delta" (a changed relation file the parent has: stored as page deltas,
+        apps/backups/delta_source.py) or "whole"."""
+        out = []
+        for kind, rel, path, st in self._entries():
+            if kind == "dir":
+                action = "dir"
+            elif self._unchanged(rel, st) is not None:
+                action = "same"
+            else:
+                action = "delta" if deltable(rel, st.st_size, self.parent_files.get(rel)) else "whole"
+            out.append((kind, rel, path, st, action))
+        return out
+
+    def planned_chunks(self, plan: list, delta_entries: dict[str, dict]) -> Iterator[bytes]:
+        """The tar of a planned incremental, after its deltas were written (`delta_entries`: their index entries):
+        the directories, the files stored whole, the label and the WAL; `info.files` in walk order."""
+        for kind, rel, path, st, action in plan:
+            if action == "dir":
+                yield self._dir(rel, st)
+            elif action == "same":
+                self.info.files.append({**self.parent_files[rel], "path": rel})
+            elif action == "delta":
+                if rel not in delta_entries:
+                    raise IncrementalError(f"No page delta was written for {rel}.")
+                self.info.files.append(delta_entries[rel])
+                self.info.delta_files += 1
+            else:
+                yield from self._file(rel, path, st)
+        yield from self.stop_chunks()
+
     def _file(self, rel: str, path: Path, st: os.stat_result) -> Iterator[bytes]:
         size, mtime = st.st_size, int(st.st_mtime)
-        old = self.parent_files.get(rel)
-        if (old is not None and old["type"] == "file" and old["size"] == size and old["mtime"] == mtime
-                and mtime < self.parent_cutoff):
+        old = self._unchanged(rel, st)
+        if old is not None:
             self.info.files.append({**old, "path": rel})
             return
         entry = {"path": rel, "type": "file", "size": size, "mtime": mtime, "backup": self.backup_id}

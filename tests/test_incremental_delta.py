@@ -1,0 +1,244 @@
+"""Sub-page deltas of incrementals on a real cluster: a changed relation file is stored as the byte runs in which
+its changed pages differ from the parent's version (pages.delta), not whole; a restore applies them in chain order and
+refuses pages that are not the ones a delta was made against.
+"""
+import hashlib
+import time
+
+import psycopg
+import pytest
+
+from apps.backups import delta_restore, file_index, page_delta, physical_restore
+from apps.backups.restores import artifact_stream
+from apps.core.services import SYSTEM
+from apps.databases.engines import tarstream
+from apps.databases.models import DatabaseTarget
+from apps.databases.services import save_target
+from tests.helpers import table_contents, throwaway_cluster
+from tests.test_physical_backup import backup, started
+from tests.test_physical_backup import scratch as _scratch
+
+
+@pytest.fixture
+def scratch():
+    """test_physical_backup's: a directory the postgres user can reach."""
+    yield from _scratch.__wrapped__()
+
+TABLES = ["public.big", "public.grows", "public.shrinks"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with throwaway_cluster("pgdelta-", start=False) as c:
+        c.append_conf({"autovacuum": "off"})
+        c.start()
+        with psycopg.connect(**c.conn().kwargs(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        with psycopg.connect(**c.conn("shop").kwargs(), autocommit=True) as conn:
+            # About 25 MB of rows that do not compress to nothing, fillfactor 70: updates stay on their page.
+            conn.execute("CREATE TABLE big (id int PRIMARY KEY, n int, payload text) WITH (fillfactor = 70)")
+            conn.execute("INSERT INTO big SELECT g, 0, md5(g::text) || md5((g * 7)::text) "
+                         "FROM generate_series(1, 200000) g")
+            conn.execute("CREATE TABLE grows (id int, payload text)")
+            conn.execute("INSERT INTO grows SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+            conn.execute("CREATE TABLE shrinks (id int, payload text)")
+            conn.execute("INSERT INTO shrinks SELECT g, md5(g::text) FROM generate_series(1, 40000) g")
+            conn.execute("CREATE TABLE dropped (id int, payload text)")
+            conn.execute("INSERT INTO dropped SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+            conn.execute("VACUUM (FREEZE, ANALYZE)")
+            conn.execute("CHECKPOINT")
+        time.sleep(2)  # the bulk's mtimes are now well before any backup's start
+        yield c
+
+
+@pytest.fixture
+def target(db, cluster):
+    t = DatabaseTarget(name="delta", host="127.0.0.1", port=cluster.port, dbname="shop", user="postgres",
+                       sslmode="disable", default_method="physical", data_directory=str(cluster.data))
+    return save_target(target=t, actor=SYSTEM)
+
+
+def run(cluster, *statements) -> None:
+    with psycopg.connect(**cluster.conn("shop").kwargs(), autocommit=True) as c:
+        for s in statements:
+            c.execute(s)
+
+
+def relpath(cluster, table: str) -> str:
+    with psycopg.connect(**cluster.conn("shop").kwargs()) as c:
+        return c.execute("SELECT pg_relation_filepath(%s)", [table]).fetchone()[0]
+
+
+def snapshot(cluster) -> dict:
+    return {t: table_contents(cluster.conn("shop"), t) for t in TABLES}
+
+
+def tar_members(b) -> set[str]:
+    scanner = tarstream.TarScanner()
+    for chunk in artifact_stream(backup=b, artifact=b.artifacts.get(name="files.tar")):
+        scanner.feed(chunk)
+    return {m.path for m in scanner.members}
+
+
+def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, target, scratch):
+    full = backup(target, method="physical")
+    big, grows, shrinks = relpath(cluster, "big"), relpath(cluster, "grows"), relpath(cluster, "shrinks")
+    dropped = relpath(cluster, "dropped")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0",
+        "INSERT INTO grows SELECT g, md5(g::text) FROM generate_series(20001, 30000) g")
+    inc1 = backup(target, kind="incremental")
+    # Pages the first incremental changed change again; one table grows, one is truncated in place by VACUUM
+    # (rows at its end deleted), one is dropped.
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0 OR id % 150 = 7",
+        "INSERT INTO grows SELECT g, md5(g::text) FROM generate_series(30001, 45000) g",
+        "DELETE FROM shrinks WHERE id > 15000", "VACUUM shrinks", "DROP TABLE dropped")
+    inc2 = backup(target, kind="incremental")
+    expected = snapshot(cluster)
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id < 1000")  # after the last backup: not restored
+
+    for inc in (inc1, inc2):
+        assert sorted(a.name for a in inc.artifacts.all()) == ["files.json", "files.tar", "pages.delta"]
+    index1 = {f["path"]: f for f in file_index.load(inc1)["files"]}
+    index2 = {f["path"]: f for f in file_index.load(inc2)["files"]}
+    assert file_index.load(inc2)["file_index_version"] == file_index.VERSION
+    # The big heap and the growing table: held by the full, changed by page deltas of the links.
+    assert index1[big]["backup"] == full.pk and index1[big]["deltas"] == [inc1.pk]
+    assert index2[big]["backup"] == full.pk and index2[big]["deltas"] == [inc1.pk, inc2.pk]
+    assert index2[grows]["deltas"] == [inc1.pk, inc2.pk] and index2[grows]["size"] > index1[grows]["size"]
+    assert index2[shrinks]["deltas"] == [inc2.pk] and index2[shrinks]["size"] < index1[shrinks]["size"]
+    assert dropped not in index2
+    assert big not in tar_members(inc1) and big not in tar_members(inc2) and grows not in tar_members(inc2)
+    # Far less than the changed files: each changed page stored as the runs where it differs from the parent's.
+    # (The second update prunes the pages the first left dead tuples on, which moves their rows: larger runs.)
+    for inc, bound in ((inc1, 0.1), (inc2, 0.3)):
+        delta = inc.artifacts.get(name="pages.delta")
+        reader = page_delta.Reader(artifact_stream(backup=inc, artifact=delta))
+        pages = 0
+        while reader.next_file() is not None:
+            while reader.next_page() is not None:
+                pages += 1
+        assert pages > 2000 and delta.size_raw < 0.3 * pages * page_delta.PAGE, (delta.size_raw, pages)
+        assert inc.size_stored < bound * full.size_stored, (inc.size_stored, full.size_stored)
+
+    pgdata = scratch / "data"
+    result = physical_restore.restore_data_directory(inc2, pgdata)
+    assert result["chain"] == [full.pk, inc1.pk, inc2.pk]
+    # Byte for byte the content the incremental read (before any WAL replay).
+    for path in (big, grows, shrinks):
+        data = (pgdata / path).read_bytes()
+        assert len(data) == index2[path]["size"] and hashlib.sha256(data).hexdigest() == index2[path]["sha256"]
+    assert not (pgdata / dropped).exists()
+    with started(pgdata) as restored:
+        assert snapshot(restored) == expected
+
+
+def test_a_delta_over_other_content_fails_the_restore_and_leaves_nothing(cluster, target, scratch, monkeypatch):
+    full = backup(target, method="physical")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0")
+    inc = backup(target, kind="incremental")
+    big = relpath(cluster, "big")
+    assert file_index.load(inc)["files"] and inc.parent_id == full.pk
+
+    apply_chain = delta_restore.apply_chain
+
+    def over_other_content(root, chain, index, ctx=None):
+        with open(root / big, "r+b") as fh:  # the holder's file, extracted, then altered
+            fh.write(b"\xff" * (1 << 20))
+        return apply_chain(root, chain, index, ctx)
+
+    monkeypatch.setattr(delta_restore, "apply_chain", over_other_content)
+    pgdata = scratch / "data"
+    with pytest.raises(physical_restore.ChainError,
+                       match=rf"page deltas of backup {inc.pk} do not fit.*{big} is not the content"):
+        physical_restore.restore_data_directory(inc, pgdata)
+    assert not pgdata.exists() and not (scratch / "data.partial").exists()
+
+    # A file the deltas rely on that is not there at all.
+    def file_gone(root, chain, index, ctx=None):
+        (root / big).unlink()
+        return apply_chain(root, chain, index, ctx)
+
+    monkeypatch.setattr(delta_restore, "apply_chain", file_gone)
+    with pytest.raises(physical_restore.ChainError, match=f"{big} is not in the restored directory"):
+        physical_restore.restore_data_directory(inc, pgdata)
+    assert not pgdata.exists() and not (scratch / "data.partial").exists()
+    monkeypatch.undo()
+    physical_restore.restore_data_directory(inc, pgdata)  # intact: restores
+    entry = next(f for f in file_index.load(inc)["files"] if f["path"] == big)
+    assert hashlib.sha256((pgdata / big).read_bytes()).hexdigest() == entry["sha256"]
+
+
+def test_the_standalone_tool_applies_a_links_deltas_by_hand(cluster, target, scratch, monkeypatch):
+    """tools/apply_page_delta.py (standard library only) does what the restore does, from the decrypted
+    pages.delta and the newest files.json; applied twice, the file's crc32 check stops it."""
+    import json
+    import subprocess
+    import sys
+
+    backup(target, method="physical")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 90 = 0")
+    inc = backup(target, kind="incremental")
+    index = file_index.load(inc)
+    changed = [e for e in index["files"] if e.get("deltas")]
+    assert changed
+    monkeypatch.setattr(delta_restore, "apply_chain", lambda *a, **k: 0)  # the holders' files only
+    pgdata = scratch / "data"
+    physical_restore.restore_data_directory(inc, pgdata)
+    assert any(hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() != e["sha256"] for e in changed)
+    (scratch / "files.json").write_text(json.dumps(index))
+    with open(scratch / "pages.delta", "wb") as fh:
+        fh.writelines(artifact_stream(backup=inc, artifact=inc.artifacts.get(name="pages.delta")))
+    command = [sys.executable, "tools/apply_page_delta.py", "--pgdata", str(pgdata), "--index",
+               str(scratch / "files.json"), "--link", inc.pk, str(scratch / "pages.delta")]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    for e in changed:
+        assert hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() == e["sha256"], e["path"]
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 1 and "is not the content its delta was made against" in again.stderr
+
+
+def _stream(parent: bytes, new: bytes, *, end: bytes | None = None) -> list[bytes]:
+    """A one-file page-delta stream turning `parent` into `new` (whole pages, same size), as the writer makes it."""
+    check, out, last = page_delta.FileCheck(), [page_delta.MAGIC, page_delta.file_record("f", len(parent), len(new))], -1
+    for p in range(len(new) // page_delta.PAGE):
+        old, page = (x[p * page_delta.PAGE:(p + 1) * page_delta.PAGE] for x in (parent, new))
+        if old != page:
+            out.append(page_delta.page_record(p - last - 1, old, page))
+            check.add(old, page)
+            last = p
+    out.append(page_delta.file_end_record(check.old_crc, check.new_crc) if end is None else end)
+    out.append(page_delta.end_record(1, len(out) - 3))
+    return out
+
+
+def _apply(chunks: list[bytes], parent: bytes) -> bytes:
+    reader, pages = page_delta.Reader(iter(chunks)), bytearray(parent)
+    assert reader.next_file() == ("f", len(parent), len(parent))
+    while (page := reader.next_page()) is not None:
+        at = page.number * page_delta.PAGE
+        pages[at:at + page_delta.PAGE] = page.apply(bytes(pages[at:at + page_delta.PAGE]), "f")
+    assert reader.next_file() is None and reader.ended
+    return bytes(pages)
+
+
+def test_the_per_file_crc32s_catch_other_parent_content_a_wrong_result_and_a_missing_end_record():
+    """BSPD2 checks a file's parent and new pages once, at its end record (no crc32s per page)."""
+    import random
+    rng = random.Random(8)
+    parent = bytes(rng.getrandbits(8) for _ in range(5 * page_delta.PAGE))
+    new = bytearray(parent)
+    for at in (10, 3 * page_delta.PAGE + 100, 3 * page_delta.PAGE + 4000, 5 * page_delta.PAGE - 1):
+        new[at] ^= 0x5A
+    new = bytes(new)
+    chunks = _stream(parent, new)
+    assert len(chunks) == 2 + 3 + 2 and _apply(chunks, parent) == new  # pages 0, 3 and 4 only
+    other = bytearray(parent)
+    other[3 * page_delta.PAGE + 8000] ^= 1  # a changed page's byte the delta keeps
+    with pytest.raises(page_delta.DeltaError, match="f is not the content its delta was made against"):
+        _apply(chunks, bytes(other))
+    wrong_new = page_delta.file_end_record(*page_delta._E.unpack(chunks[-2][1:])[:1], 1234)
+    with pytest.raises(page_delta.DeltaError, match="the delta does not give the pages it recorded"):
+        _apply(_stream(parent, new, end=wrong_new), parent)
+    with pytest.raises(page_delta.DeltaError, match="end without their end record"):
+        _apply([*chunks[:-2], chunks[-1]], parent)
