@@ -19,6 +19,11 @@ from tests.test_physical_backup import backup, started
 from tests.test_physical_backup import scratch as _scratch
 
 
+@pytest.fixture(autouse=True)
+def _page_deltas_on(settings):
+    settings.BACKUP_PAGE_DELTAS = True  # off by default (backupsite/settings.py)
+
+
 @pytest.fixture
 def scratch():
     """test_physical_backup's: a directory the postgres user can reach."""
@@ -128,6 +133,31 @@ def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, t
         data = (pgdata / path).read_bytes()
         assert len(data) == index2[path]["size"] and hashlib.sha256(data).hexdigest() == index2[path]["sha256"]
     assert not (pgdata / dropped).exists()
+    with started(pgdata) as restored:
+        assert snapshot(restored) == expected
+
+
+def test_with_page_deltas_off_a_changed_file_is_stored_whole_and_supersedes_earlier_deltas(cluster, target, scratch,
+                                                                                            settings):
+    """BACKUP_PAGE_DELTAS off (the default): the next incremental stores the changed heap whole in its tar, and its
+    index entry holds it with no deltas, so the restore writes that copy and applies none of the earlier link's."""
+    full = backup(target, method="physical")
+    big = relpath(cluster, "big")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 3")
+    inc1 = backup(target, kind="incremental")  # deltas on (this module's fixture)
+    settings.BACKUP_PAGE_DELTAS = False
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 90 = 5")
+    inc2 = backup(target, kind="incremental")
+    expected = snapshot(cluster)
+
+    index1 = {f["path"]: f for f in file_index.load(inc1)["files"]}
+    index2 = {f["path"]: f for f in file_index.load(inc2)["files"]}
+    assert index1[big]["deltas"] == [inc1.pk] and big not in tar_members(inc1)
+    assert index2[big]["backup"] == inc2.pk and not index2[big].get("deltas") and big in tar_members(inc2)
+    pgdata = scratch / "data"
+    physical_restore.restore_data_directory(inc2, pgdata)
+    data = (pgdata / big).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == index2[big]["sha256"]
     with started(pgdata) as restored:
         assert snapshot(restored) == expected
 

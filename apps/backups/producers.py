@@ -215,6 +215,7 @@ class IncrementalProducer(_WalkFields):
         walk = incremental.IncrementalBackup(
             PgConn.for_target(target), data_directory=target.data_directory, parent_index=parent_index,
             app_name=f"backupsite-backup-{self.backup.pk}", backup_id=self.backup.pk,
+            page_deltas=settings.BACKUP_PAGE_DELTAS,
         )
         try:
             walk.start()

@@ -91,8 +91,9 @@ class IncrementalBackup:
     """
 
     def __init__(self, conn: PgConn, *, data_directory: str, app_name: str, backup_id: str,
-                 parent_index: dict | None):
+                 parent_index: dict | None, page_deltas: bool = False):
         self.conn, self.app_name, self.backup_id = conn, app_name, backup_id
+        self.page_deltas = page_deltas  # changed relation files as page deltas (plan), else stored whole
         self.root = Path(data_directory)
         self.full = parent_index is None
         self.parent_files = {} if self.full else {f["path"]: f for f in parent_index["files"]}
@@ -254,7 +255,8 @@ class IncrementalBackup:
             elif self._unchanged(rel, st) is not None:
                 action = "same"
             else:
-                action = "delta" if deltable(rel, st.st_size, self.parent_files.get(rel)) else "whole"
+                action = ("delta" if self.page_deltas and deltable(rel, st.st_size, self.parent_files.get(rel))
+                          else "whole")
             out.append((kind, rel, path, st, action))
         return out
 
