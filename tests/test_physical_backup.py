@@ -294,6 +294,34 @@ def test_a_link_corrupt_in_either_restore_process_fails_the_restore_and_leaves_n
         assert not other.exists() and not (scratch / f"other-{name}.partial").exists()
 
 
+def test_one_encrypted_copy_is_not_read_twice_and_a_flipped_byte_still_leaves_nothing(phys, phys_target, scratch,
+                                                                                      monkeypatch):
+    """With one copy of each (encrypted) link, the up-front SHA-256 read of every stored byte is skipped: the
+    decoder authenticates each frame before its bytes are written. A flipped byte still fails the restore, with
+    the link named and nothing left; with a replica to fail over to, the up-front check is made (test_replication)."""
+    full = backup(phys_target, method="physical")
+    assert full.encryption_key_id and all(a.key_id for a in full.artifacts.all())
+    hashed = []
+    cls = type(backends.for_location(full.storage_location))
+    original = cls.sha256
+    monkeypatch.setattr(cls, "sha256", lambda self, key, *a, **k: hashed.append(key) or original(self, key, *a, **k))
+    result = physical_restore.restore_data_directory(full, scratch / "data")
+    assert result["chain"] == [full.pk] and (scratch / "data" / "PG_VERSION").exists() and hashed == []
+
+    backend = backends.for_location(full.storage_location)
+    artifact = full.artifacts.get(name="base.tar")
+    saved = backend.get_bytes(artifact.key)
+    data = bytearray(saved)
+    data[len(data) // 2] ^= 0x01
+    backend.put_bytes(artifact.key, bytes(data))
+    try:
+        with pytest.raises(UserError, match=f"backup {full.pk} .*fails authentication"):
+            physical_restore.restore_data_directory(full, scratch / "other")
+    finally:
+        backend.put_bytes(artifact.key, saved)
+    assert not (scratch / "other").exists() and not (scratch / "other.partial").exists()
+
+
 def test_restore_refuses_bad_destinations_and_logical_backups(phys, phys_target, scratch, target):
     logical = backup(target)
     with pytest.raises(CommandError, match="logical"):
