@@ -256,7 +256,9 @@ def _part_records(link: Backup, parts: list) -> list[dict] | None:
 
 def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup) -> list[dict]:
     """What the forked processes extract, largest first: a link's whole tar, or (a full with part records)
-    each part of it on its own, from its recorded start to the next part's. A file whose data a cut splits
+    each part of it on its own, from its recorded start to the next part's; a part holding nothing the restore
+    takes from this link (every file in it superseded by a newer link) is left unread, as pgBackRest reads only
+    the files it writes. A file whose data a cut splits
     between two parts is made here, before the fork, at its full size (Extractor.create_shared): both open it
     without truncating."""
     from apps.databases.engines import tarstream
@@ -277,6 +279,8 @@ def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Back
             if wanted is not None:
                 files = [p for p in files if p in wanted]
             start = {**record, "write": wanted is None or record["path"] in wanted}
+            if wanted is not None and not files and not start["write"]:
+                continue  # every file of this part is held by a newer link (pgbench: most of the full): not read
             if i and start["left"] and start["write"]:
                 extractor.create_shared(tarstream.safe_relpath(start["path"]), start["file_offset"] + start["left"])
             units.append({"link": link, "parts": parts[i:i + 1], "wanted": None if wanted is None else set(files),
