@@ -70,3 +70,17 @@ def jwt_client(username: str) -> APIClient:
     assert r.status_code == 200, r.content
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {r.json()['access']}")
     return client
+
+
+@contextmanager
+def flipped_byte(backend, key: str, at: float = 0.5):
+    """The stored object `key` with one byte flipped (same size: only authentication or a checksum can tell) for
+    the block's duration; put back as it was afterwards."""
+    saved = backend.get_bytes(key)
+    data = bytearray(saved)
+    data[int(len(data) * at)] ^= 0x01
+    backend.put_bytes(key, bytes(data))
+    try:
+        yield
+    finally:
+        backend.put_bytes(key, saved)

@@ -26,7 +26,7 @@ from apps.databases.engines import tarstream
 from apps.databases.models import DatabaseTarget
 from apps.databases.services import save_target
 from apps.storage import backends
-from tests.helpers import V1, table_contents, throwaway_cluster
+from tests.helpers import V1, flipped_byte, table_contents, throwaway_cluster
 
 TABLES = ["public.properties", "public.tenants", "public.leases", "billing.payments", "public.big"]
 
@@ -314,16 +314,9 @@ def test_one_encrypted_copy_is_not_read_twice_and_a_flipped_byte_still_leaves_no
     assert result["chain"] == [full.pk] and (scratch / "data" / "PG_VERSION").exists() and hashed == []
 
     backend = backends.for_location(full.storage_location)
-    artifact = full.artifacts.get(name="base.tar")
-    saved = backend.get_bytes(artifact.key)
-    data = bytearray(saved)
-    data[len(data) // 2] ^= 0x01
-    backend.put_bytes(artifact.key, bytes(data))
-    try:
-        with pytest.raises(UserError, match=f"backup {full.pk} .*fails authentication"):
-            physical_restore.restore_data_directory(full, scratch / "other")
-    finally:
-        backend.put_bytes(artifact.key, saved)
+    with flipped_byte(backend, full.artifacts.get(name="base.tar").key), \
+            pytest.raises(UserError, match=f"backup {full.pk} .*fails authentication"):
+        physical_restore.restore_data_directory(full, scratch / "other")
     assert not (scratch / "other").exists() and not (scratch / "other.partial").exists()
 
 
@@ -566,18 +559,10 @@ def test_a_full_in_parts_is_extracted_part_by_part_in_parallel_byte_identical(ph
 
     # One corrupt part fails the restore, the part named, nothing left.
     backend = backends.for_location(full.storage_location)
-    part = full.artifacts.get(name="base.tar.1")
-    saved = backend.get_bytes(part.key)
-    data = bytearray(saved)
-    data[len(data) // 3] ^= 0x01
-    backend.put_bytes(part.key, bytes(data))
     other = scratch / "other"
-    try:
-        with pytest.raises(UserError,
-                           match=f"Restoring backup {full.pk} \\(.*base.tar.1.*\\) failed: .*authentication"):
-            physical_restore.restore_data_directory(full, other, verify_first=False)
-    finally:
-        backend.put_bytes(part.key, saved)
+    with flipped_byte(backend, full.artifacts.get(name="base.tar.1").key, at=1 / 3), \
+            pytest.raises(UserError, match=f"Restoring backup {full.pk} \\(.*base.tar.1.*\\) failed: .*authentication"):
+        physical_restore.restore_data_directory(full, other, verify_first=False)
     assert not other.exists() and not (scratch / "other.partial").exists()
 
 
