@@ -106,8 +106,7 @@ class IncrementalBackup:
     def chunks(self) -> Iterator[bytes]:
         try:
             self.start()
-            yield from self._walk()
-            yield from self.stop_chunks()
+            yield from self.planned_chunks(self.plan(), {})  # a full: every entry "dir" or "whole"
         finally:
             self.close()
 
@@ -223,13 +222,6 @@ class IncrementalBackup:
                 elif stat.S_ISREG(st.st_mode) and not excluded_file(entry.name) and top not in EXCLUDED_DIR_CONTENTS:
                     yield "file", rel, Path(entry.path), st
 
-    def _walk(self) -> Iterator[bytes]:
-        for kind, rel, path, st in self._entries():
-            if kind == "dir":
-                yield self._dir(rel, st)
-            else:
-                yield from self._file(rel, path, st)
-
     def _dir(self, rel: str, st: os.stat_result) -> bytes:
         self.info.files.append({"path": rel, "type": "dir", "size": 0, "mtime": int(st.st_mtime),
                                 "backup": self.backup_id})
@@ -279,10 +271,6 @@ class IncrementalBackup:
 
     def _file(self, rel: str, path: Path, st: os.stat_result) -> Iterator[bytes]:
         size, mtime = st.st_size, int(st.st_mtime)
-        old = self._unchanged(rel, st)
-        if old is not None:
-            self.info.files.append({**old, "path": rel})
-            return
         entry = {"path": rel, "type": "file", "size": size, "mtime": mtime, "backup": self.backup_id}
         if self.full:  # as a pg_basebackup full's index: no per-file hash (the artifact's SHA-256 covers it)
             yield from _stored(path, rel, st)
