@@ -141,7 +141,7 @@ def test_with_page_deltas_off_a_changed_file_is_stored_whole_and_supersedes_earl
                                                                                             settings):
     """BACKUP_PAGE_DELTAS off (the default): the next incremental stores the changed heap whole in its tar, and its
     index entry holds it with no deltas, so the restore writes that copy and applies none of the earlier link's."""
-    full = backup(target, method="physical")
+    backup(target, method="physical")
     big = relpath(cluster, "big")
     run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 3")
     inc1 = backup(target, kind="incremental")  # deltas on (this module's fixture)
@@ -226,49 +226,3 @@ def test_the_standalone_tool_applies_a_links_deltas_by_hand(cluster, target, scr
         assert hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() == e["sha256"], e["path"]
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 1 and "is not the content its delta was made against" in again.stderr
-
-
-def _stream(parent: bytes, new: bytes, *, end: bytes | None = None) -> list[bytes]:
-    """A one-file page-delta stream turning `parent` into `new` (whole pages, same size), as the writer makes it."""
-    check, out, last = page_delta.FileCheck(), [page_delta.MAGIC, page_delta.file_record("f", len(parent), len(new))], -1
-    for p in range(len(new) // page_delta.PAGE):
-        old, page = (x[p * page_delta.PAGE:(p + 1) * page_delta.PAGE] for x in (parent, new))
-        if old != page:
-            out.append(page_delta.page_record(p - last - 1, old, page))
-            check.add(old, page)
-            last = p
-    out.append(page_delta.file_end_record(check.old_crc, check.new_crc) if end is None else end)
-    out.append(page_delta.end_record(1, len(out) - 3))
-    return out
-
-
-def _apply(chunks: list[bytes], parent: bytes) -> bytes:
-    reader, pages = page_delta.Reader(iter(chunks)), bytearray(parent)
-    assert reader.next_file() == ("f", len(parent), len(parent))
-    while (page := reader.next_page()) is not None:
-        at = page.number * page_delta.PAGE
-        pages[at:at + page_delta.PAGE] = page.apply(bytes(pages[at:at + page_delta.PAGE]), "f")
-    assert reader.next_file() is None and reader.ended
-    return bytes(pages)
-
-
-def test_the_per_file_crc32s_catch_other_parent_content_a_wrong_result_and_a_missing_end_record():
-    """BSPD2 checks a file's parent and new pages once, at its end record (no crc32s per page)."""
-    import random
-    rng = random.Random(8)
-    parent = bytes(rng.getrandbits(8) for _ in range(5 * page_delta.PAGE))
-    new = bytearray(parent)
-    for at in (10, 3 * page_delta.PAGE + 100, 3 * page_delta.PAGE + 4000, 5 * page_delta.PAGE - 1):
-        new[at] ^= 0x5A
-    new = bytes(new)
-    chunks = _stream(parent, new)
-    assert len(chunks) == 2 + 3 + 2 and _apply(chunks, parent) == new  # pages 0, 3 and 4 only
-    other = bytearray(parent)
-    other[3 * page_delta.PAGE + 8000] ^= 1  # a changed page's byte the delta keeps
-    with pytest.raises(page_delta.DeltaError, match="f is not the content its delta was made against"):
-        _apply(chunks, bytes(other))
-    wrong_new = page_delta.file_end_record(*page_delta._E.unpack(chunks[-2][1:])[:1], 1234)
-    with pytest.raises(page_delta.DeltaError, match="the delta does not give the pages it recorded"):
-        _apply(_stream(parent, new, end=wrong_new), parent)
-    with pytest.raises(page_delta.DeltaError, match="end without their end record"):
-        _apply([*chunks[:-2], chunks[-1]], parent)

@@ -7,9 +7,11 @@
 The format is specified in docs/FORMAT.md 7.1. Only the Python standard library is needed. `--index` is the
 NEWEST backup's decrypted files.json: a record is applied to a file only when that index lists the link in
 the file's "deltas" (others are skipped). Run it once per link holding deltas, in chain order, after every
-tar was extracted. Every file's size is checked before, and at its end record the crc32 of the pages its
-records changed (as found) and of the pages made; a mismatch, a missing file or a missing record ends the
-run with status 1 and one line on stderr (the directory is then not usable: start again from the tars).
+tar was extracted. Every file's size is checked before, and at its end record the crc32c (crc32 in the older
+BSPD2) of the pages its records changed (as found) and of the pages made; a mismatch, a missing file or a
+missing record ends the run with status 1 and one line on stderr (the directory is then not usable: start
+again from the tars). The crc32c is computed by the `google_crc32c` package when it is installed (it comes
+with the backup application), else in pure Python: correct, but about a minute per 100 MB of changed pages.
 """
 from __future__ import annotations
 
@@ -21,7 +23,33 @@ import sys
 import zlib
 
 PAGE = 8192
-MAGIC = b"BSPD2\n"
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        for _ in range(8):
+            n = (n >> 1) ^ 0x82F63B78 if n & 1 else n >> 1
+        table.append(n)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def _crc32c_python(crc: int, data: bytes) -> int:
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+try:
+    from google_crc32c import extend as _crc32c
+except ImportError:  # the standard library has no crc32c
+    _crc32c = _crc32c_python
+
+CRCS = {b"BSPD3\n": _crc32c, b"BSPD2\n": lambda crc, data: zlib.crc32(data, crc)}
 
 
 class Failure(Exception):
@@ -36,8 +64,12 @@ def read(stream, n: int) -> bytes:
 
 
 def apply(stream, root: str, wanted: set[str]) -> int:
-    if read(stream, len(MAGIC)) != MAGIC:
+    crc = CRCS.get(read(stream, 6))
+    if crc is None:
         raise Failure("not a page-delta stream")
+    if crc is _crc32c_python:
+        print("apply_page_delta: google_crc32c is not installed; checking crc32c in pure Python (slow)",
+              file=sys.stderr)
     files = pages = applied = 0
     fd, path = None, None
     tag = read(stream, 1)
@@ -78,7 +110,7 @@ def apply(stream, root: str, wanted: set[str]) -> int:
                         at += kept
                         new[at:at + size] = data[used:used + size]
                         at, used = at + size, used + size
-                    old_crc, new_crc = zlib.crc32(old, old_crc), zlib.crc32(new, new_crc)
+                    old_crc, new_crc = crc(old_crc, old), crc(new_crc, bytes(new))
                     os.pwrite(fd, new, number * PAGE)
                     applied += 1
                 if tag != b"E":
