@@ -443,7 +443,7 @@ class Ours(Tool):
 
     name = "ours"
 
-    def __init__(self, work: Path, cluster: LocalCluster):
+    def __init__(self, work: Path, cluster: LocalCluster, page_deltas: str = "default"):
         super().__init__(work, cluster)
         home = work / "site"
         home.mkdir()
@@ -454,7 +454,8 @@ class Ours(Tool):
         self.env_file = conf / "backupsite.env"
         self.env_file.write_text(
             f"DEBUG=false\nSECRET_KEY={os.urandom(24).hex()}\nDATABASE_URL=sqlite:///{meta / 'meta.sqlite3'}\n"
-            f"BACKUP_LOCAL_ROOT={self.root}\nBACKUP_ENCRYPTION_KEYS_FILE={keys}\nLOG_LEVEL=WARNING\n")
+            f"BACKUP_LOCAL_ROOT={self.root}\nBACKUP_ENCRYPTION_KEYS_FILE={keys}\nLOG_LEVEL=WARNING\n"
+            + ("" if page_deltas == "default" else f"BACKUP_PAGE_DELTAS={page_deltas == 'on'}\n"))
         for path in (keys, self.env_file):
             give(path, 0o600)
         self.python = server_user_python(home)
@@ -550,6 +551,7 @@ def render(info: dict, dbs: dict, ops: list[Op], tools: list[str], started: str,
         f"- Command: `bench/physical.sh --size {args.size} --datasets {args.datasets} --repeat {args.repeat}"
         + (f" --change-pct {args.change_pct:g}" if args.change_pct != 1.0 else "")
         + (" --skip-ours" if args.skip_ours else "")
+        + (f" --page-deltas {args.page_deltas}" if args.page_deltas != "default" else "")
         + (f" --cluster-dir {args.cluster_dir}" if args.cluster_dir else "") + "`",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gib']:.1f} GiB RAM, Linux {info['kernel']}; "
         f"load average at start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}, "
@@ -685,6 +687,8 @@ def main() -> int:
                     help="keep the generated clusters here and reuse them on the next run (never removed)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (repositories, site)")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    ap.add_argument("--page-deltas", choices=("default", "on", "off"), default="default",
+                    help="BACKUP_PAGE_DELTAS in our site's environment file (default: the product's default)")
     args = ap.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
     if not datasets or set(datasets) - {"pgbench", "mixed"}:
@@ -730,7 +734,7 @@ def main() -> int:
                 dwork.chmod(0o755)
                 runners = {"anchor": Anchor(dwork, cluster), "pgbackrest": PgBackRest(dwork, cluster)}
                 if "ours" in tools:
-                    runners["ours"] = Ours(dwork, cluster)
+                    runners["ours"] = Ours(dwork, cluster, args.page_deltas)
                 (accounts,), = query(cluster, "SELECT count(*) FROM pgbench_accounts")
                 changes[dataset] = {"transactions": 2 * max(1, round(accounts * args.change_pct / 100 / 2)),
                                     "accounts": accounts}

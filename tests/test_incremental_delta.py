@@ -179,7 +179,7 @@ def test_a_delta_over_other_content_fails_the_restore_and_leaves_nothing(cluster
     monkeypatch.setattr(delta_restore, "apply_chain", over_other_content)
     pgdata = scratch / "data"
     with pytest.raises(physical_restore.ChainError,
-                       match=rf"page deltas of backup {inc.pk} do not fit.*{big} is not the content"):
+                       match=rf"page deltas of backup {inc.pk} do not fit.*{big}: the delta does not give the pages"):
         physical_restore.restore_data_directory(inc, pgdata)
     assert not pgdata.exists() and not (scratch / "data.partial").exists()
 

@@ -63,6 +63,15 @@ def _pgbench_like(rng: random.Random, parent: bytes, pages: int) -> bytes:
     return bytes(new)
 
 
+def _kept_byte_flipped(parent: bytes, new: bytes) -> bytes:
+    """`parent` with a byte flipped that the delta keeps, in the first page it changes (_pgbench_like changes
+    bytes 0-7 and 12-15 of each, and none of 16-23, so a run ends before them and the next starts after)."""
+    changed = next(p for p in range(len(parent) // PAGE) if parent[p * PAGE:(p + 1) * PAGE] != new[p * PAGE:(p + 1) * PAGE])
+    other = bytearray(parent)
+    other[changed * PAGE + 20] ^= 1
+    return bytes(other)
+
+
 @pytest.fixture
 def files(tmp_path):
     """Parent and new content of three files: one changed in place, one grown, one shrunk (and an empty one)."""
@@ -109,11 +118,8 @@ def test_records_of_files_not_wanted_are_passed_over_and_a_missing_file_is_an_er
 def test_in_place_the_crcs_catch_other_parent_content_and_a_wrong_size(tmp_path, files):
     blob = b"".join(_delta(files))
     _restored(tmp_path, files)
-    other = bytearray(files["base/1/100"][0])
-    changed = next(p for p in range(40) if files["base/1/100"][1][p * PAGE:(p + 1) * PAGE] != other[p * PAGE:(p + 1) * PAGE])
-    other[changed * PAGE + 5000] ^= 1  # a byte the delta keeps, of a page it changes
-    (tmp_path / "base/1/100").write_bytes(bytes(other))
-    with pytest.raises(page_delta.DeltaError, match="base/1/100 is not the content its delta was made against"):
+    (tmp_path / "base/1/100").write_bytes(_kept_byte_flipped(*files["base/1/100"]))
+    with pytest.raises(page_delta.DeltaError, match="base/1/100: the delta does not give the pages it recorded"):
         delta_restore.apply_records(tmp_path, page_delta.Reader(iter([blob])), {"base/1/100"})
     (tmp_path / "base/1/200").write_bytes(files["base/1/200"][0] + bytes(PAGE))
     with pytest.raises(page_delta.DeltaError, match=f"base/1/200 is {10 * PAGE} bytes, its delta is against"):
@@ -160,8 +166,8 @@ def test_the_older_crc32_format_is_still_applied_and_its_checks_still_hold(tmp_p
     delta_restore.apply_records(tmp_path, page_delta.Reader(iter([old_format])), set(files))
     assert all((tmp_path / p).read_bytes() == new for p, (_old, new) in files.items())
     _restored(tmp_path, files)
-    (tmp_path / "base/1/100").write_bytes(files["base/1/100"][1])  # already applied: other content
-    with pytest.raises(page_delta.DeltaError, match="not the content its delta was made against"):
+    (tmp_path / "base/1/200").write_bytes(_kept_byte_flipped(*files["base/1/200"]))
+    with pytest.raises(page_delta.DeltaError, match="base/1/200: the delta does not give the pages it recorded"):
         delta_restore.apply_records(tmp_path, page_delta.Reader(iter([old_format])), set(files))
 
 

@@ -7,12 +7,11 @@ since, or stored whole again later) are passed over. Every file is checked on bo
 the crc32 of the pages found and of the pages made) and its size before; a record missing, a file absent or a
 crc that does not match is a ChainError, and the caller removes the partial directory.
 """
-import mmap
 import os
 from pathlib import Path
 
 from apps.backups import page_delta
-from apps.backups.page_delta import DeltaError
+from apps.backups.page_delta import PAGE, DeltaError
 from apps.jobs.progress import JobContext, note
 
 
@@ -81,12 +80,71 @@ def apply_records(root: Path, reader: page_delta.Reader, wanted: set[str]) -> in
             span = max(parent_size, new_size)
             if span > size:
                 os.ftruncate(fd, span)  # pages past the parent's end are applied over zeros
-            if span:
-                with mmap.mmap(fd, span) as target:  # pages patched in place: no read and write of each
-                    pages += reader.apply_file(target)
-            else:
-                reader.apply_file(bytearray())
+            pages += apply_file(fd, reader, span, where=path)
             os.ftruncate(fd, new_size)
         finally:
             os.close(fd)
     return pages
+
+
+BATCH_PAGES = 2048  # pages patched at once (16 MiB of buffer)
+
+
+def apply_file(fd: int, reader: page_delta.Reader, limit: int, *, where: str) -> int:
+    """Apply the current file's page records to the open file `fd` (the parent's content, `limit` bytes: zeros
+    past the parent's size), then have its end record's crc checked; the number of pages.
+
+    A batch of pages is read into one buffer (a read per run of consecutive pages), its runs are put in with
+    one numpy scatter, and the pages are written back the same way. A pgbench page changed by an update and
+    the hint bits set after it holds ~70 runs of ~4 bytes: a Python statement per run cost 40 µs a page, this
+    costs ~12. (Mapping the file instead was no faster, and less steady, on a file just written.)"""
+    import numpy as np
+
+    crc = reader.crc
+    new_crc = applied = 0
+    buffer = bytearray()
+    while (batch := reader.page_batch(BATCH_PAGES, limit)) is not None:
+        pages, k = batch.pages, len(batch.pages)
+        counts = np.array(batch.counts, dtype=np.int32)
+        runs = np.frombuffer(batch.headers, dtype="<u2").astype(np.int32).reshape(-1, 2)
+        kept, lengths = runs[:, 0], runs[:, 1]
+        first = np.cumsum(counts) - counts  # each page's first run
+        ends = np.concatenate(([0], np.cumsum(kept + lengths, dtype=np.int32)))  # each run's end, over the batch
+        used = np.concatenate(([0], np.cumsum(lengths, dtype=np.int32)))  # each run's bytes' end in batch.data
+        span = ends[first + counts] - ends[first]
+        data = used[first + counts] - used[first]
+        bad = np.flatnonzero((span > PAGE) | (data != np.array(batch.lengths, dtype=np.int32)))
+        if len(bad):
+            raise DeltaError(f"the runs of page {pages[bad[0]]} of {where} do not fit the page or their record")
+        if len(buffer) < k * PAGE:
+            buffer = bytearray(k * PAGE)
+        view = memoryview(buffer)
+        try:
+            groups = _consecutive(pages)  # (reading the pages between too was slower: 1.6 GB/s from the cache)
+            for index, page, n in groups:
+                got = os.preadv(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
+                if got != n * PAGE:
+                    raise DeltaError(f"{where} ends inside page {page + got // PAGE}")
+            # Byte j of run r goes to: its page's place in the buffer + where the run starts in the page + j.
+            base = np.arange(0, k * PAGE, PAGE, dtype=np.int32) - ends[first]
+            run_start = np.repeat(base, counts) + ends[1:] - lengths - used[:-1]
+            target = np.repeat(run_start, lengths) + np.arange(used[-1], dtype=np.int32)
+            np.frombuffer(buffer, dtype=np.uint8)[target] = np.frombuffer(batch.data, dtype=np.uint8)
+            new_crc = crc(new_crc, bytes(view[:k * PAGE]))  # the pages made, one after the other
+            for index, page, n in groups:
+                os.pwritev(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
+        finally:
+            view.release()
+        applied += k
+    reader.file_applied(new_crc, applied)
+    return applied
+
+
+def _consecutive(pages: list[int]) -> list[tuple[int, int, int]]:
+    """(index of the first, page number, count) of each run of consecutive page numbers."""
+    groups, start = [], 0
+    for i in range(1, len(pages) + 1):
+        if i == len(pages) or pages[i] != pages[i - 1] + 1:
+            groups.append((start, pages[start], i - start))
+            start = i
+    return groups

@@ -27,6 +27,7 @@ import re
 import struct
 import sys
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import google_crc32c
 
@@ -133,11 +134,21 @@ class Page:
         return new
 
 
+class PageBatch(NamedTuple):
+    """Page records of one file, parsed: page numbers (ascending), run counts and data lengths of each, their
+    run headers (u16 kept, u16 length: little-endian, one after the other) and their runs' bytes."""
+    pages: list[int]
+    counts: list[int]
+    lengths: list[int]
+    headers: bytes
+    data: bytes
+
+
 class Reader:
     """Records of a page-delta stream, in order: `next_file()` → (path, parent size, new size) or None at the
-    end; then either `next_page()` → the file's next Page, or None after its last, or `apply_file(target)`, which
-    applies them all in place. Pages left unread are skipped. When every page of a file was applied, its end
-    record's crcs are checked (DeltaError).
+    end; then either `next_page()` → the file's next Page, or None after its last, or `page_batch()` → its next
+    records parsed, for the caller to apply and report (`file_applied`). Pages left unread are skipped. When
+    every page of a file was applied, its end record's crcs are checked (DeltaError).
 
     The stream is parsed from one buffer by offset (struct.unpack_from), refilled from the chunks as it runs
     short: the restore reads a record per changed page, and copying each out first cost more than applying it."""
@@ -209,19 +220,20 @@ class Reader:
         self._end_file()
         return None
 
-    def apply_file(self, target) -> int:
-        """Apply every page record of the current file to `target` (a writable buffer such as an mmap of the file:
-        the parent's content, zeros past its size, at least as long as the new pages reach), then check the end
-        record; the number of pages. What Page.apply does, one loop without a Page or a copy of each page."""
-        limit, crc = len(target), self._crc
-        check = self._check
-        old_crc, new_crc = check.old_crc, check.new_crc
-        where = self._path
-        page, count = self._page, 0
-        buf, pos = self._buf, self._pos
+    @property
+    def crc(self) -> Callable[[int, bytes], int]:
+        """The stream's checksum: crc(crc so far, bytes) -> crc."""
+        return self._crc
+
+    def page_batch(self, max_pages: int, limit: int) -> PageBatch | None:
+        """The current file's next page records, up to `max_pages` of them, parsed (not applied); None after its
+        last. A page at or past `limit` bytes is a DeltaError. Each must then be applied (file_applied)."""
+        if self._tag != b"P" or self._path is None:
+            return None
+        pages, counts, lengths, headers, data = [], [], [], [], []
+        buf, pos, tag, page = self._buf, self._pos, self._tag, self._page
         unpack, size = _P.unpack_from, _P.size
-        tag = self._tag
-        while tag == b"P":
+        while tag == b"P" and len(pages) < max_pages:
             if len(buf) - pos < size:
                 self._pos = pos
                 self._fill(size)
@@ -232,35 +244,30 @@ class Reader:
                 self._pos = pos
                 self._fill(need)
                 buf, pos = self._buf, 0
-            pos += size
-            header = array.array("H", buf[pos:pos + 4 * n])
-            if _SWAP:
-                header.byteswap()
-            pos += 4 * n
             page += skipped + 1
-            base = page * PAGE
-            if sum(header) > PAGE or sum(header[1::2]) != length:
-                raise DeltaError(f"the runs of page {page} of {where} do not fit the page or their record")
-            if base + PAGE > limit:
-                raise DeltaError(f"page {page} of {where} is past the file's size")
-            old_crc = crc(old_crc, target[base:base + PAGE])
-            at, runs = base, iter(header)
-            for kept, run in zip(runs, runs):
-                at += kept
-                target[at:at + run] = buf[pos:pos + run]
-                at += run
-                pos += run
-            new_crc = crc(new_crc, target[base:base + PAGE])
-            tag = buf[pos:pos + 1]
-            pos += 1
-            count += 1
-        self._pos, self._tag, self._page = pos, tag, page
-        self.pages += count
-        self._count += count
-        check.old_crc, check.new_crc = old_crc, new_crc
-        check.applied += count
-        self._end_file()
-        return count
+            if (page + 1) * PAGE > limit:
+                raise DeltaError(f"page {page} of {self._path} is past the file's size")
+            pages.append(page)
+            counts.append(n)
+            lengths.append(length)
+            runs = pos + size + 4 * n
+            headers.append(buf[pos + size:runs])
+            data.append(buf[runs:runs + length])
+            pos += need
+            tag = buf[pos - 1:pos]
+        self._buf, self._pos, self._tag, self._page = buf, pos, tag, page
+        self.pages += len(pages)
+        self._count += len(pages)
+        return PageBatch(pages, counts, lengths, b"".join(headers), b"".join(data))
+
+    def file_applied(self, new_crc: int, applied: int) -> None:
+        """The caller applied `applied` pages of the current file's batches, and these pages made have this crc:
+        when that is all of them, check it against the end record. The crc of the pages found is not needed: a
+        found page that differs from the delta's parent in a byte the delta keeps gives a page made that differs
+        too (and one that differs only where the delta writes gives the right page)."""
+        self._check.old_crc, self._check.new_crc, self._check.applied = None, new_crc, applied
+        while self.next_page() is not None:
+            pass  # records left unread are skipped; then the crcs are not comparable
 
     def _end_file(self) -> None:
         if self._tag != b"E":
@@ -270,11 +277,12 @@ class Reader:
         self._path = None
         self._tag = self._read(1)
         if check.applied == self._count:  # every page applied: the file's crcs are comparable
-            if check.old_crc != old_crc:
+            if check.old_crc is not None and check.old_crc != old_crc:
                 raise DeltaError(f"{path} is not the content its delta was made against (crc {check.old_crc:08x} "
                                  f"of the {self._count} pages it changes, the delta expects {old_crc:08x})")
             if check.new_crc != new_crc:
-                raise DeltaError(f"{path}: the delta does not give the pages it recorded")
+                raise DeltaError(f"{path}: the delta does not give the pages it recorded (it was made against "
+                                 "other content, or that content is damaged)")
 
     def seek_file(self, path: str) -> tuple[int, int]:
         """Skip to the record of `path` (records come in the order they were written); its sizes."""
