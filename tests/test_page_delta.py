@@ -201,3 +201,35 @@ def test_the_hand_tools_pure_python_crc32c_is_the_library_s():
     a, b = rng.randbytes(100), rng.randbytes(PAGE)
     assert apply_page_delta._crc32c_python(apply_page_delta._crc32c_python(0, a), b) == \
         google_crc32c.extend(google_crc32c.extend(0, a), b)
+
+
+@pytest.mark.parametrize("shares", [2, 3])
+def test_in_processes_each_applies_every_other_batch_and_the_combined_crcs_are_checked(tmp_path, files, monkeypatch,
+                                                                                       shares):
+    monkeypatch.setattr(delta_restore, "BATCH_PAGES", 3)  # many batches per file (the children are forked after)
+    blob = b"".join(_delta(files))
+    chunks = [blob[i:i + 5000] for i in range(0, len(blob), 5000)]
+    _restored(tmp_path, files)
+    wanted = set(files) | {"base/1/500"}
+    pages = delta_restore.apply_in_processes(tmp_path, lambda: iter(chunks), wanted, name="d", shares=shares)
+    assert pages == sum(map(_changed_pages, files.values())) and wanted == {"base/1/500"}  # no record: left
+    for path, (_parent, new) in files.items():
+        assert (tmp_path / path).read_bytes() == new, path
+    _restored(tmp_path, files)
+    (tmp_path / "base/1/100").write_bytes(_kept_byte_flipped(*files["base/1/100"]))
+    with pytest.raises(page_delta.DeltaError, match="base/1/100: the delta does not give the pages it recorded"):
+        delta_restore.apply_in_processes(tmp_path, lambda: iter(chunks), set(files), name="d", shares=shares)
+    (tmp_path / "base/1/300").unlink()
+    with pytest.raises(page_delta.DeltaError, match="base/1/300 is not in the restored directory"):
+        delta_restore.apply_in_processes(tmp_path, lambda: iter(chunks), set(files), name="d", shares=shares)
+
+
+def test_crcs_of_parts_combine_into_the_crc_of_the_whole():
+    import zlib
+    rng = random.Random(5)
+    for _ in range(20):
+        a, b = rng.randbytes(rng.randrange(0, 3 * PAGE)), rng.randbytes(rng.randrange(0, 3 * PAGE))
+        assert page_delta.crc_combine(page_delta.POLYNOMIALS[page_delta.MAGIC], google_crc32c.extend(0, a),
+                                      google_crc32c.extend(0, b), len(b)) == google_crc32c.extend(0, a + b)
+        assert page_delta.crc_combine(page_delta.POLYNOMIALS[page_delta.MAGIC_CRC32], zlib.crc32(a), zlib.crc32(b),
+                                      len(b)) == zlib.crc32(a + b)

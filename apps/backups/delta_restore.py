@@ -3,11 +3,17 @@ holders, in chain order (apps/backups/page_delta.py for the format).
 
 Which deltas apply comes from the newest file index: a file's "deltas" names the links, in chain order, whose
 records for it turn the holder's version into its content at the newest backup. Records of other files (dropped
-since, or stored whole again later) are passed over. Every file is checked on both sides (at its end record,
-the crc32 of the pages found and of the pages made) and its size before; a record missing, a file absent or a
-crc that does not match is a ChainError, and the caller removes the partial directory.
+since, or stored whole again later) are passed over. Every file's size is checked before, and after, the crc
+of the pages made against its end record (a page found that differs from the delta's parent in a byte the delta
+keeps makes a page that differs); a record missing, a file absent or a crc that does not match is a ChainError,
+and the caller removes the partial directory.
+
+From a local location a link's records are applied by APPLY_PROCESSES forked processes side by side: each reads
+the whole stream and applies every other batch of records, the crcs of its batches are combined in order in the
+parent (page_delta.crc_combine) and checked as one.
 """
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from apps.backups import page_delta
@@ -47,32 +53,126 @@ def apply_chain(root: Path, chain: list, index: dict, ctx: JobContext | None = N
     return pages
 
 
+# Processes applying a link's page deltas side by side (each decodes the whole stream, applies its share).
+APPLY_PROCESSES = max(2, os.cpu_count() or 1)
+BATCH_PAGES = 2048  # records applied at once (16 MiB of buffer)
+
+
 def apply_link(root: Path, link, artifact, wanted: set[str]) -> int:
     """Apply one link's records for the files in `wanted` (each removed from it once applied)."""
-    from apps.backups.restores import artifact_stream
+    from apps.documents import forked
 
-    stream = artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False,
-                             threaded=True)
+    if forked.available() and link._source_backend.location.kind == "local":  # (no cloud SDK in a fork)
+        return apply_in_processes(root, lambda: _stream(link, artifact), wanted, name=_name(link))
+    stream = _stream(link, artifact)
     try:
-        return apply_records(root, page_delta.Reader(stream, name=f"{page_delta.NAME} of backup {link.pk}"), wanted)
+        return apply_records(root, page_delta.Reader(stream, name=_name(link)), wanted)
     finally:
         stream.close()
 
 
-def apply_records(root: Path, reader: page_delta.Reader, wanted: set[str]) -> int:
-    """Apply a delta stream's records for the files in `wanted` under `root`; the number of pages written."""
-    from apps.databases.engines import tarstream
+def _stream(link, artifact):
+    from apps.backups.restores import artifact_stream
 
+    return artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False,
+                           threaded=True)
+
+
+def _name(link) -> str:
+    return f"{page_delta.NAME} of backup {link.pk}"
+
+
+def apply_in_processes(root: Path, open_stream: Callable[[], Iterator[bytes]], wanted: set[str], *, name: str,
+                       shares: int = APPLY_PROCESSES) -> int:
+    """apply_records in `shares` forked processes, each reading its own stream from `open_stream()` (see the
+    module's doc); the number of pages written."""
+    import numpy  # noqa: F401 (once, before the fork, not in each child)
+
+    from apps.documents import forked
+
+    def work(share: int, report) -> dict:
+        stream = open_stream()
+        try:
+            reader = page_delta.Reader(stream, name=name)
+            return {"files": apply_share(root, reader, set(wanted), share, shares), "polynomial": reader.polynomial}
+        except (DeltaError, OSError) as exc:
+            return {"error": str(exc) or type(exc).__name__}
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    results = forked.run(list(range(shares)), work)
+    for got in results:
+        if got is not None and "error" in got:
+            raise DeltaError(got["error"])
+    if any(got is None for got in results):
+        raise DeltaError("a process applying them died")
+    files = results[0]["files"]
+    if any(got["files"].keys() != files.keys() for got in results):
+        raise DeltaError("the processes applying them found different files")
+    pages = 0
+    for path, info in files.items():
+        crc = 0
+        for _, batch_crc, count in sorted(b for got in results for b in got["files"][path]["batches"]):
+            crc = page_delta.crc_combine(results[0]["polynomial"], crc, batch_crc, count * PAGE)
+            pages += count
+        if crc != info["crc"]:
+            raise page_delta.wrong_pages(path)
+        fd = _open_restored(root, path)
+        try:
+            os.ftruncate(fd, info["new_size"])
+        finally:
+            os.close(fd)
+    wanted.difference_update(files)
+    return pages
+
+
+def apply_share(root: Path, reader: page_delta.Reader, wanted: set[str], share: int, shares: int) -> dict:
+    """One process's share of a stream's records for the files in `wanted`: the batches whose number (counted
+    over the whole stream) is `share` modulo `shares`. Per file: its new size, the crc of its pages made that
+    its end record holds, and (number, crc, pages) of each batch applied here. The caller sets the sizes once
+    every share is done."""
+    files, number, buffer = {}, 0, bytearray()
+    while (record := reader.next_file()) is not None:
+        path, parent_size, new_size = record
+        if path not in wanted:
+            continue
+        wanted.discard(path)
+        span = max(parent_size, new_size)
+        fd = _open_restored(root, path)
+        try:
+            size = os.fstat(fd).st_size
+            if size not in (parent_size, span):  # (another share may have extended it already)
+                raise DeltaError(f"{path} is {size} bytes, its delta is against {parent_size}")
+            if size < span:
+                os.ftruncate(fd, span)  # pages past the parent's end are applied over zeros
+            batches = []
+            while True:
+                if number % shares == share:
+                    if (batch := reader.page_batch(BATCH_PAGES, span)) is None:
+                        break
+                    crc, buffer = _apply_batch(fd, batch, where=path, buffer=buffer, crc=reader.crc)
+                    batches.append((number, crc, len(batch.pages)))
+                elif reader.skip_batch(BATCH_PAGES, span) is None:
+                    break
+                number += 1
+            files[path] = {"new_size": new_size, "crc": reader.file_end()[1], "batches": batches}
+        finally:
+            os.close(fd)
+    return files
+
+
+def apply_records(root: Path, reader: page_delta.Reader, wanted: set[str]) -> int:
+    """Apply a delta stream's records for the files in `wanted` under `root`, in this process; the number of
+    pages written."""
     pages = 0
     while (record := reader.next_file()) is not None:
         path, parent_size, new_size = record
         if path not in wanted:
             continue
         wanted.discard(path)
-        try:
-            fd = os.open(root / tarstream.safe_relpath(path), os.O_RDWR | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise DeltaError(f"{path} is not in the restored directory") from None
+        fd = _open_restored(root, path)
         try:
             size = os.fstat(fd).st_size
             if size != parent_size:
@@ -80,64 +180,71 @@ def apply_records(root: Path, reader: page_delta.Reader, wanted: set[str]) -> in
             span = max(parent_size, new_size)
             if span > size:
                 os.ftruncate(fd, span)  # pages past the parent's end are applied over zeros
-            pages += apply_file(fd, reader, span, where=path)
+            new_crc, applied, buffer = 0, 0, bytearray()
+            while (batch := reader.page_batch(BATCH_PAGES, span)) is not None:
+                new_crc, buffer = _apply_batch(fd, batch, where=path, buffer=buffer, crc=reader.crc, start=new_crc)
+                applied += len(batch.pages)
+            reader.file_applied(new_crc, applied)
+            pages += applied
             os.ftruncate(fd, new_size)
         finally:
             os.close(fd)
     return pages
 
 
-BATCH_PAGES = 2048  # pages patched at once (16 MiB of buffer)
+def _open_restored(root: Path, path: str) -> int:
+    from apps.databases.engines import tarstream
+
+    try:
+        return os.open(root / tarstream.safe_relpath(path), os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise DeltaError(f"{path} is not in the restored directory") from None
 
 
-def apply_file(fd: int, reader: page_delta.Reader, limit: int, *, where: str) -> int:
-    """Apply the current file's page records to the open file `fd` (the parent's content, `limit` bytes: zeros
-    past the parent's size), then have its end record's crc checked; the number of pages.
+def _apply_batch(fd: int, batch: page_delta.PageBatch, *, where: str, buffer: bytearray, crc, start: int = 0
+                 ) -> tuple[int, bytearray]:
+    """Apply a batch of page records to the open file `fd`; the crc of the pages made (continuing `start`) and
+    the buffer (kept for the next batch).
 
-    A batch of pages is read into one buffer (a read per run of consecutive pages), its runs are put in with
-    one numpy scatter, and the pages are written back the same way. A pgbench page changed by an update and
-    the hint bits set after it holds ~70 runs of ~4 bytes: a Python statement per run cost 40 µs a page, this
-    costs ~12. (Mapping the file instead was no faster, and less steady, on a file just written.)"""
+    The pages are read into one buffer (a read per run of consecutive pages: reading the pages between too was
+    slower, 1.6 GB/s from the page cache), the runs put in with one numpy scatter, and the pages written back
+    the same way. A pgbench page changed by an update and the hint bits set after it holds ~70 runs of ~4
+    bytes: a Python statement per run cost 40 µs a page, this ~12. (Mapping the file instead was no faster, and
+    less steady, on a file just written.)"""
     import numpy as np
 
-    crc = reader.crc
-    new_crc = applied = 0
-    buffer = bytearray()
-    while (batch := reader.page_batch(BATCH_PAGES, limit)) is not None:
-        pages, k = batch.pages, len(batch.pages)
-        counts = np.array(batch.counts, dtype=np.int32)
-        runs = np.frombuffer(batch.headers, dtype="<u2").astype(np.int32).reshape(-1, 2)
-        kept, lengths = runs[:, 0], runs[:, 1]
-        first = np.cumsum(counts) - counts  # each page's first run
-        ends = np.concatenate(([0], np.cumsum(kept + lengths, dtype=np.int32)))  # each run's end, over the batch
-        used = np.concatenate(([0], np.cumsum(lengths, dtype=np.int32)))  # each run's bytes' end in batch.data
-        span = ends[first + counts] - ends[first]
-        data = used[first + counts] - used[first]
-        bad = np.flatnonzero((span > PAGE) | (data != np.array(batch.lengths, dtype=np.int32)))
-        if len(bad):
-            raise DeltaError(f"the runs of page {pages[bad[0]]} of {where} do not fit the page or their record")
-        if len(buffer) < k * PAGE:
-            buffer = bytearray(k * PAGE)
-        view = memoryview(buffer)
-        try:
-            groups = _consecutive(pages)  # (reading the pages between too was slower: 1.6 GB/s from the cache)
-            for index, page, n in groups:
-                got = os.preadv(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
-                if got != n * PAGE:
-                    raise DeltaError(f"{where} ends inside page {page + got // PAGE}")
-            # Byte j of run r goes to: its page's place in the buffer + where the run starts in the page + j.
-            base = np.arange(0, k * PAGE, PAGE, dtype=np.int32) - ends[first]
-            run_start = np.repeat(base, counts) + ends[1:] - lengths - used[:-1]
-            target = np.repeat(run_start, lengths) + np.arange(used[-1], dtype=np.int32)
-            np.frombuffer(buffer, dtype=np.uint8)[target] = np.frombuffer(batch.data, dtype=np.uint8)
-            new_crc = crc(new_crc, bytes(view[:k * PAGE]))  # the pages made, one after the other
-            for index, page, n in groups:
-                os.pwritev(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
-        finally:
-            view.release()
-        applied += k
-    reader.file_applied(new_crc, applied)
-    return applied
+    pages, k = batch.pages, len(batch.pages)
+    counts = np.array(batch.counts, dtype=np.int32)
+    runs = np.frombuffer(batch.headers, dtype="<u2").astype(np.int32).reshape(-1, 2)
+    kept, lengths = runs[:, 0], runs[:, 1]
+    first = np.cumsum(counts) - counts  # each page's first run
+    ends = np.concatenate(([0], np.cumsum(kept + lengths, dtype=np.int32)))  # each run's end, over the batch
+    used = np.concatenate(([0], np.cumsum(lengths, dtype=np.int32)))  # each run's bytes' end in batch.data
+    span = ends[first + counts] - ends[first]
+    data = used[first + counts] - used[first]
+    bad = np.flatnonzero((span > PAGE) | (data != np.array(batch.lengths, dtype=np.int32)))
+    if len(bad):
+        raise DeltaError(f"the runs of page {pages[bad[0]]} of {where} do not fit the page or their record")
+    if len(buffer) < k * PAGE:
+        buffer = bytearray(k * PAGE)
+    view = memoryview(buffer)
+    try:
+        groups = _consecutive(pages)
+        for index, page, n in groups:
+            got = os.preadv(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
+            if got != n * PAGE:
+                raise DeltaError(f"{where} ends inside page {page + got // PAGE}")
+        # Byte j of run r goes to: its page's place in the buffer + where the run starts in the page + j.
+        base = np.arange(0, k * PAGE, PAGE, dtype=np.int32) - ends[first]
+        run_start = np.repeat(base, counts) + ends[1:] - lengths - used[:-1]
+        target = np.repeat(run_start, lengths) + np.arange(used[-1], dtype=np.int32)
+        np.frombuffer(buffer, dtype=np.uint8)[target] = np.frombuffer(batch.data, dtype=np.uint8)
+        made = crc(start, bytes(view[:k * PAGE]))  # the pages made, one after the other
+        for index, page, n in groups:
+            os.pwritev(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
+    finally:
+        view.release()
+    return made, buffer
 
 
 def _consecutive(pages: list[int]) -> list[tuple[int, int, int]]:

@@ -22,6 +22,7 @@ page: in hardware (google-crc32c) it costs 1 µs a page where zlib's crc32 costs
 """
 import array
 import binascii
+import functools
 import itertools
 import re
 import struct
@@ -49,6 +50,12 @@ _SWAP = sys.byteorder == "big"  # the u16 arrays are little-endian
 
 class DeltaError(Exception):
     """A page-delta stream that is malformed, or that does not fit the content it is applied to."""
+
+
+def wrong_pages(path: str) -> DeltaError:
+    """The pages a file's records made are not those its end record's crc describes."""
+    return DeltaError(f"{path}: the delta does not give the pages it recorded (it was made against other content, "
+                      "or that content is damaged)")
 
 
 def file_record(path: str, parent_size: int, new_size: int) -> bytes:
@@ -86,6 +93,40 @@ def _crc32(crc: int, data: bytes) -> int:
 
 
 CRCS: dict[bytes, Callable[[int, bytes], int]] = {MAGIC: google_crc32c.extend, MAGIC_CRC32: _crc32}
+POLYNOMIALS = {MAGIC: 0x82F63B78, MAGIC_CRC32: 0xEDB88320}  # reflected, as the crcs are computed
+
+
+def crc_combine(polynomial: int, crc1: int, crc2: int, length2: int) -> int:
+    """The crc of A + B from crc1 of A, crc2 of B and B's length (zlib's crc32_combine, for any reflected crc
+    with all-ones start and end, as crc32 and crc32c are): parts of a file applied apart are checked as one."""
+    return _times(_zeros(polynomial, length2), crc1) ^ crc2 if length2 > 0 else crc1
+
+
+def _times(matrix: tuple[int, ...], vector: int) -> int:
+    total, i = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return total
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros(polynomial: int, length: int) -> tuple[int, ...]:
+    """The GF(2) operator (32 columns) that appends `length` zero bytes to a crc: batches are mostly of one
+    length, so it is made once."""
+    operator = (polynomial, *(1 << n for n in range(31)))  # one zero bit
+    for _ in range(3):
+        operator = tuple(_times(operator, column) for column in operator)  # a zero byte: 2, 4, 8 bits
+    result = tuple(1 << n for n in range(32))  # identity
+    while length:
+        if length & 1:
+            result = tuple(_times(operator, column) for column in result)
+        length >>= 1
+        if length:
+            operator = tuple(_times(operator, column) for column in operator)
+    return result
 
 
 class FileCheck:
@@ -161,6 +202,7 @@ class Reader:
         if magic not in CRCS:
             raise DeltaError(f"{name} is not a page-delta stream")
         self._crc = CRCS[magic]
+        self.polynomial = POLYNOMIALS[magic]
         self._tag = self._read(1)
         self.files = self.pages = 0
         self.ended = False
@@ -260,6 +302,45 @@ class Reader:
         self._count += len(pages)
         return PageBatch(pages, counts, lengths, b"".join(headers), b"".join(data))
 
+    def skip_batch(self, max_pages: int, limit: int) -> int | None:
+        """Pass over the current file's next page records, up to `max_pages` (as page_batch would return them);
+        their number, or None after its last."""
+        if self._tag != b"P" or self._path is None:
+            return None
+        buf, pos, tag, page, n = self._buf, self._pos, self._tag, self._page, 0
+        unpack, size = _P.unpack_from, _P.size
+        while tag == b"P" and n < max_pages:
+            if len(buf) - pos < size:
+                self._pos = pos
+                self._fill(size)
+                buf, pos = self._buf, 0
+            skipped, runs, length = unpack(buf, pos)
+            need = size + 4 * runs + length + 1
+            if len(buf) - pos < need:
+                self._pos = pos
+                self._fill(need)
+                buf, pos = self._buf, 0
+            page += skipped + 1
+            if (page + 1) * PAGE > limit:
+                raise DeltaError(f"page {page} of {self._path} is past the file's size")
+            pos += need
+            tag = buf[pos - 1:pos]
+            n += 1
+        self._buf, self._pos, self._tag, self._page = buf, pos, tag, page
+        self.pages += n
+        self._count += n
+        return n
+
+    def file_end(self) -> tuple[int, int]:
+        """After the current file's last page record: its end record's crcs (of the pages found, of the pages
+        made), unchecked: for a caller that applied the file's batches in parts and combines their crcs."""
+        if self._tag != b"E" or self._path is None:
+            raise DeltaError(f"{self.name}: the records of {self._path} end without their end record")
+        old_crc, new_crc = _E.unpack(self._read(_E.size))
+        self._path = None
+        self._tag = self._read(1)
+        return old_crc, new_crc
+
     def file_applied(self, new_crc: int, applied: int) -> None:
         """The caller applied `applied` pages of the current file's batches, and these pages made have this crc:
         when that is all of them, check it against the end record. The crc of the pages found is not needed: a
@@ -270,19 +351,14 @@ class Reader:
             pass  # records left unread are skipped; then the crcs are not comparable
 
     def _end_file(self) -> None:
-        if self._tag != b"E":
-            raise DeltaError(f"{self.name}: the records of {self._path} end without their end record")
-        old_crc, new_crc = _E.unpack(self._read(_E.size))
         check, path = self._check, self._path
-        self._path = None
-        self._tag = self._read(1)
+        old_crc, new_crc = self.file_end()
         if check.applied == self._count:  # every page applied: the file's crcs are comparable
             if check.old_crc is not None and check.old_crc != old_crc:
                 raise DeltaError(f"{path} is not the content its delta was made against (crc {check.old_crc:08x} "
                                  f"of the {self._count} pages it changes, the delta expects {old_crc:08x})")
             if check.new_crc != new_crc:
-                raise DeltaError(f"{path}: the delta does not give the pages it recorded (it was made against "
-                                 "other content, or that content is damaged)")
+                raise wrong_pages(path)
 
     def seek_file(self, path: str) -> tuple[int, int]:
         """Skip to the record of `path` (records come in the order they were written); its sizes."""
