@@ -233,3 +233,31 @@ def test_crcs_of_parts_combine_into_the_crc_of_the_whole():
                                       google_crc32c.extend(0, b), len(b)) == google_crc32c.extend(0, a + b)
         assert page_delta.crc_combine(page_delta.POLYNOMIALS[page_delta.MAGIC_CRC32], zlib.crc32(a), zlib.crc32(b),
                                       len(b)) == zlib.crc32(a + b)
+
+
+def test_a_block_encoded_at_once_gives_the_same_pages_and_crcs_as_page_by_page(tmp_path):
+    rng = random.Random(21)
+    parent = rng.randbytes(70 * PAGE)
+    new = bytearray(_pgbench_like(rng, parent, 30))
+    for p in (0, 5, 69):  # a page's first and last bytes, and runs 7 and 6 equal bytes apart
+        new[p * PAGE] ^= 1
+        new[p * PAGE + PAGE - 1] ^= 1
+        new[p * PAGE + 100] ^= 1
+        new[p * PAGE + 108] ^= 1  # 7 equal bytes between: two runs
+        new[p * PAGE + 200] ^= 1
+        new[p * PAGE + 207] ^= 1  # 6 equal bytes between: one run
+    new = bytes(new)
+    by_page = _delta({"f": (parent, new)})
+    check, out, last = page_delta.FileCheck(), [page_delta.MAGIC, page_delta.file_record("f", len(parent), len(new))], -1
+    for first in range(0, 70, 32):  # blocks of 32 pages, the last one short
+        records, last = page_delta.block_records(parent[first * PAGE:(first + 32) * PAGE],
+                                                 new[first * PAGE:(first + 32) * PAGE], first, last, check)
+        out += records
+    out += [page_delta.file_end_record(check.old_crc, check.new_crc), page_delta.end_record(1, len(out) - 2)]
+    assert len(out) == len(by_page) and out[-2] == by_page[-2]  # the same pages, the same crcs
+    assert sum(map(len, out)) <= sum(map(len, by_page))  # no equal bytes kept at a page's edges
+    (tmp_path / "f").write_bytes(parent)
+    delta_restore.apply_records(tmp_path, page_delta.Reader(iter(out)), {"f"})
+    assert (tmp_path / "f").read_bytes() == new
+    records, last = page_delta.block_records(parent[:PAGE], parent[:PAGE], 0, 7, page_delta.FileCheck())
+    assert records == [] and last == 7

@@ -205,17 +205,18 @@ class _FileDelta:
         touched = any(rec is not None and rec.number < stop for rec in self.ahead)
         if not touched and base is not None and (base == new if count == n else base[:count * PAGE] == new):
             return
-        for i in range(count):
-            p = first + i
-            old = base[i * PAGE:(i + 1) * PAGE] if base is not None and p < self.base_pages else ZERO_PAGE
-            if touched:
-                old = self._parent_page(p, old)
-            page = new[i * PAGE:(i + 1) * PAGE]
-            if old != page:
-                self.out.append(page_delta.page_record(p - self.last - 1, old, page))
-                self.check.add(old, page)
-                self.last = p
-                self.records += 1
+        if not touched and base is not None and first + count <= self.base_pages:
+            parent = base[:count * PAGE]
+        else:  # past the holder's end (zeros), or pages earlier links' deltas changed: rebuilt page by page
+            parent = []
+            for i in range(count):
+                p = first + i
+                old = base[i * PAGE:(i + 1) * PAGE] if base is not None and p < self.base_pages else ZERO_PAGE
+                parent.append(self._parent_page(p, old) if touched else old)
+            parent = b"".join(parent)
+        records, self.last = page_delta.block_records(parent, new, first, self.last, self.check)
+        self.out.extend(records)
+        self.records += len(records)
 
     def _parent_page(self, p: int, cur: bytes) -> bytes:
         size = self.base_size
