@@ -85,7 +85,7 @@ def tar_members(b) -> set[str]:
     return {m.path for m in scanner.members}
 
 
-def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, target, scratch):
+def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, target, scratch, monkeypatch):
     full = backup(target, method="physical")
     big, grows, shrinks = relpath(cluster, "big"), relpath(cluster, "grows"), relpath(cluster, "shrinks")
     dropped = relpath(cluster, "dropped")
@@ -126,6 +126,8 @@ def test_two_incrementals_store_page_deltas_and_restore_to_the_source(cluster, t
         assert inc.size_stored < bound * full.size_stored, (inc.size_stored, full.size_stored)
 
     pgdata = scratch / "data"
+    # Batches of 64 records: each file's split over the processes applying them side by side, crcs combined.
+    monkeypatch.setattr(delta_restore, "BATCH_PAGES", 64)
     result = physical_restore.restore_data_directory(inc2, pgdata)
     assert result["chain"] == [full.pk, inc1.pk, inc2.pk]
     # Byte for byte the content the incremental read (before any WAL replay).
