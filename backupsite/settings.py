@@ -203,9 +203,9 @@ BACKUP_ZSTD_THREADS = max(0, int(_zstd_threads)) if _zstd_threads else (2 if (os
 # of the files as an artifact of its own): 2 where there are 2 CPUs or more; 1 writes one base.tar.
 BACKUP_PROCESSES = max(1, env.int("BACKUP_PROCESSES", default=2 if (os.cpu_count() or 1) >= 2 else 1))
 # Incrementals store changed relation files as sub-page deltas against the parent's version (pages.delta): on
-# pgbench ~9-11 % of the full where whole files are ~98 %, but the restore applies them page by page in Python,
-# which made restore and PITR about twice pgBackRest's time (docs/BENCHMARKS.md, docs/DECISIONS.md). Off: whole files.
-BACKUP_PAGE_DELTAS = env.bool("BACKUP_PAGE_DELTAS", default=False)
+# pgbench ~10 % of the full where whole files are ~98 %; the restore applies them in batches, in two processes
+# (docs/DECISIONS.md, docs/BENCHMARKS.md). Off: changed files stored whole.
+BACKUP_PAGE_DELTAS = env.bool("BACKUP_PAGE_DELTAS", default=True)
 # Directory holding pg_dump, pg_restore, psql, initdb... (empty: use PATH).
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # A backup's lease on its target is renewed by the job heartbeat; one not renewed for this long is stale
