@@ -261,3 +261,14 @@ def test_a_block_encoded_at_once_gives_the_same_pages_and_crcs_as_page_by_page(t
     assert (tmp_path / "f").read_bytes() == new
     records, last = page_delta.block_records(parent[:PAGE], parent[:PAGE], 0, 7, page_delta.FileCheck())
     assert records == [] and last == 7
+
+
+def test_in_processes_a_file_already_at_its_new_size_is_refused(tmp_path, files):
+    """Each process accepts a file at its parent size or already extended (by the other): the parent then checks
+    that the first to open it found the parent size."""
+    blob = b"".join(_delta(files))
+    _restored(tmp_path, files)
+    (tmp_path / "base/1/200").write_bytes(files["base/1/200"][0] + bytes(5 * PAGE))  # as if grown: other content
+    with pytest.raises(page_delta.DeltaError, match=f"base/1/200 is {14 * PAGE} bytes, its delta is against "
+                                                    f"{9 * PAGE}"):
+        delta_restore.apply_in_processes(tmp_path, lambda: iter([blob]), set(files), name="d", shares=2)

@@ -113,6 +113,9 @@ def apply_in_processes(root: Path, open_stream: Callable[[], Iterator[bytes]], w
         raise DeltaError("the processes applying them found different files")
     pages = 0
     for path, info in files.items():
+        seen = min(got["files"][path]["seen"] for got in results)  # the first to open it saw it unextended
+        if seen != info["parent_size"]:
+            raise DeltaError(f"{path} is {seen} bytes, its delta is against {info['parent_size']}")
         crc = 0
         for _, batch_crc, count in sorted(b for got in results for b in got["files"][path]["batches"]):
             crc = page_delta.crc_combine(results[0]["polynomial"], crc, batch_crc, count * PAGE)
@@ -130,9 +133,10 @@ def apply_in_processes(root: Path, open_stream: Callable[[], Iterator[bytes]], w
 
 def apply_share(root: Path, reader: page_delta.Reader, wanted: set[str], share: int, shares: int) -> dict:
     """One process's share of a stream's records for the files in `wanted`: the batches whose number (counted
-    over the whole stream) is `share` modulo `shares`. Per file: its new size, the crc of its pages made that
-    its end record holds, and (number, crc, pages) of each batch applied here. The caller sets the sizes once
-    every share is done."""
+    over the whole stream) is `share` modulo `shares`. Per file: its sizes, the size it had when opened here,
+    the crc of its pages made that its end record holds, and (number, crc, pages) of each batch applied here.
+    The caller checks that one share found it at its parent size, and sets the new size once every share is
+    done."""
     files, number, buffer = {}, 0, bytearray()
     while (record := reader.next_file()) is not None:
         path, parent_size, new_size = record
@@ -157,7 +161,8 @@ def apply_share(root: Path, reader: page_delta.Reader, wanted: set[str], share: 
                 elif reader.skip_batch(BATCH_PAGES, span) is None:
                     break
                 number += 1
-            files[path] = {"new_size": new_size, "crc": reader.file_end()[1], "batches": batches}
+            files[path] = {"parent_size": parent_size, "new_size": new_size, "seen": size,
+                           "crc": reader.file_end()[1], "batches": batches}
         finally:
             os.close(fd)
     return files
