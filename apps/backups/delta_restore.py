@@ -108,6 +108,15 @@ def apply_in_processes(root: Path, open_stream: Callable[[], Iterator[bytes]], w
             raise DeltaError(got["error"])
     if any(got is None for got in results):
         raise DeltaError("a process applying them died")
+    pages = _finish(root, results)
+    wanted.difference_update(results[0]["files"])
+    return pages
+
+
+def _finish(root: Path, results: list[dict]) -> int:
+    """Check each file the shares (`results`, apply_share's in "files") applied records to, and set its size:
+    one share found it at the parent's size, and the crcs of their batches, combined in order, are the one its
+    end record holds. The number of pages."""
     files = results[0]["files"]
     if any(got["files"].keys() != files.keys() for got in results):
         raise DeltaError("the processes applying them found different files")
@@ -127,7 +136,6 @@ def apply_in_processes(root: Path, open_stream: Callable[[], Iterator[bytes]], w
             os.ftruncate(fd, info["new_size"])
         finally:
             os.close(fd)
-    wanted.difference_update(files)
     return pages
 
 
@@ -158,7 +166,7 @@ def apply_share(root: Path, reader: page_delta.Reader, wanted: set[str], share: 
                         break
                     crc, buffer = _apply_batch(fd, batch, where=path, buffer=buffer, crc=reader.crc)
                     batches.append((number, crc, len(batch.pages)))
-                elif reader.skip_batch(BATCH_PAGES, span) is None:
+                elif reader.page_batch(BATCH_PAGES, span, skip=True) is None:
                     break
                 number += 1
             files[path] = {"parent_size": parent_size, "new_size": new_size, "seen": size,
@@ -171,30 +179,8 @@ def apply_share(root: Path, reader: page_delta.Reader, wanted: set[str], share: 
 def apply_records(root: Path, reader: page_delta.Reader, wanted: set[str]) -> int:
     """Apply a delta stream's records for the files in `wanted` under `root`, in this process; the number of
     pages written."""
-    pages = 0
-    while (record := reader.next_file()) is not None:
-        path, parent_size, new_size = record
-        if path not in wanted:
-            continue
-        wanted.discard(path)
-        fd = _open_restored(root, path)
-        try:
-            size = os.fstat(fd).st_size
-            if size != parent_size:
-                raise DeltaError(f"{path} is {size} bytes, its delta is against {parent_size}")
-            span = max(parent_size, new_size)
-            if span > size:
-                os.ftruncate(fd, span)  # pages past the parent's end are applied over zeros
-            new_crc, applied, buffer = 0, 0, bytearray()
-            while (batch := reader.page_batch(BATCH_PAGES, span)) is not None:
-                new_crc, buffer = _apply_batch(fd, batch, where=path, buffer=buffer, crc=reader.crc, start=new_crc)
-                applied += len(batch.pages)
-            reader.file_applied(new_crc, applied)
-            pages += applied
-            os.ftruncate(fd, new_size)
-        finally:
-            os.close(fd)
-    return pages
+    files = apply_share(root, reader, wanted, 0, 1)
+    return _finish(root, [{"files": files, "polynomial": reader.polynomial}])
 
 
 def _open_restored(root: Path, path: str) -> int:
@@ -206,10 +192,10 @@ def _open_restored(root: Path, path: str) -> int:
         raise DeltaError(f"{path} is not in the restored directory") from None
 
 
-def _apply_batch(fd: int, batch: page_delta.PageBatch, *, where: str, buffer: bytearray, crc, start: int = 0
+def _apply_batch(fd: int, batch: page_delta.PageBatch, *, where: str, buffer: bytearray, crc
                  ) -> tuple[int, bytearray]:
-    """Apply a batch of page records to the open file `fd`; the crc of the pages made (continuing `start`) and
-    the buffer (kept for the next batch).
+    """Apply a batch of page records to the open file `fd`; the crc of the pages made and the buffer (kept for
+    the next batch).
 
     The pages are read into one buffer (a read per run of consecutive pages: reading the pages between too was
     slower, 1.6 GB/s from the page cache), the runs put in with one numpy scatter, and the pages written back
@@ -244,7 +230,7 @@ def _apply_batch(fd: int, batch: page_delta.PageBatch, *, where: str, buffer: by
         run_start = np.repeat(base, counts) + ends[1:] - lengths - used[:-1]
         target = np.repeat(run_start, lengths) + np.arange(used[-1], dtype=np.int32)
         np.frombuffer(buffer, dtype=np.uint8)[target] = np.frombuffer(batch.data, dtype=np.uint8)
-        made = crc(start, bytes(view[:k * PAGE]))  # the pages made, one after the other
+        made = crc(0, bytes(view[:k * PAGE]))  # the pages made, one after the other
         for index, page, n in groups:
             os.pwritev(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
     finally:

@@ -236,8 +236,9 @@ class PageBatch(NamedTuple):
 class Reader:
     """Records of a page-delta stream, in order: `next_file()` → (path, parent size, new size) or None at the
     end; then either `next_page()` → the file's next Page, or None after its last, or `page_batch()` → its next
-    records parsed, for the caller to apply and report (`file_applied`). Pages left unread are skipped. When
-    every page of a file was applied, its end record's crcs are checked (DeltaError).
+    records parsed, for the caller to apply, then `file_end()` → its end record's crcs, for the caller to check
+    (delta_restore). Pages left unread are skipped. When every page a file's next_page() gave was applied
+    (Page.apply), its end record's crcs are checked (DeltaError).
 
     The stream is parsed from one buffer by offset (struct.unpack_from), refilled from the chunks as it runs
     short: the restore reads a record per changed page, and copying each out first cost more than applying it."""
@@ -315,9 +316,10 @@ class Reader:
         """The stream's checksum: crc(crc so far, bytes) -> crc."""
         return self._crc
 
-    def page_batch(self, max_pages: int, limit: int) -> PageBatch | None:
+    def page_batch(self, max_pages: int, limit: int, *, skip: bool = False) -> PageBatch | None:
         """The current file's next page records, up to `max_pages` of them, parsed (not applied); None after its
-        last. A page at or past `limit` bytes is a DeltaError. Each must then be applied (file_applied)."""
+        last. A page at or past `limit` bytes is a DeltaError. With `skip`, passed over: only their page
+        numbers."""
         if self._tag != b"P" or self._path is None:
             return None
         pages, counts, lengths, headers, data = [], [], [], [], []
@@ -338,46 +340,18 @@ class Reader:
             if (page + 1) * PAGE > limit:
                 raise DeltaError(f"page {page} of {self._path} is past the file's size")
             pages.append(page)
-            counts.append(n)
-            lengths.append(length)
-            runs = pos + size + 4 * n
-            headers.append(buf[pos + size:runs])
-            data.append(buf[runs:runs + length])
+            if not skip:
+                counts.append(n)
+                lengths.append(length)
+                runs = pos + size + 4 * n
+                headers.append(buf[pos + size:runs])
+                data.append(buf[runs:runs + length])
             pos += need
             tag = buf[pos - 1:pos]
         self._buf, self._pos, self._tag, self._page = buf, pos, tag, page
         self.pages += len(pages)
         self._count += len(pages)
         return PageBatch(pages, counts, lengths, b"".join(headers), b"".join(data))
-
-    def skip_batch(self, max_pages: int, limit: int) -> int | None:
-        """Pass over the current file's next page records, up to `max_pages` (as page_batch would return them);
-        their number, or None after its last."""
-        if self._tag != b"P" or self._path is None:
-            return None
-        buf, pos, tag, page, n = self._buf, self._pos, self._tag, self._page, 0
-        unpack, size = _P.unpack_from, _P.size
-        while tag == b"P" and n < max_pages:
-            if len(buf) - pos < size:
-                self._pos = pos
-                self._fill(size)
-                buf, pos = self._buf, 0
-            skipped, runs, length = unpack(buf, pos)
-            need = size + 4 * runs + length + 1
-            if len(buf) - pos < need:
-                self._pos = pos
-                self._fill(need)
-                buf, pos = self._buf, 0
-            page += skipped + 1
-            if (page + 1) * PAGE > limit:
-                raise DeltaError(f"page {page} of {self._path} is past the file's size")
-            pos += need
-            tag = buf[pos - 1:pos]
-            n += 1
-        self._buf, self._pos, self._tag, self._page = buf, pos, tag, page
-        self.pages += n
-        self._count += n
-        return n
 
     def file_end(self) -> tuple[int, int]:
         """After the current file's last page record: its end record's crcs (of the pages found, of the pages
@@ -389,20 +363,11 @@ class Reader:
         self._tag = self._read(1)
         return old_crc, new_crc
 
-    def file_applied(self, new_crc: int, applied: int) -> None:
-        """The caller applied `applied` pages of the current file's batches, and these pages made have this crc:
-        when that is all of them, check it against the end record. The crc of the pages found is not needed: a
-        found page that differs from the delta's parent in a byte the delta keeps gives a page made that differs
-        too (and one that differs only where the delta writes gives the right page)."""
-        self._check.old_crc, self._check.new_crc, self._check.applied = None, new_crc, applied
-        while self.next_page() is not None:
-            pass  # records left unread are skipped; then the crcs are not comparable
-
     def _end_file(self) -> None:
         check, path = self._check, self._path
         old_crc, new_crc = self.file_end()
         if check.applied == self._count:  # every page applied: the file's crcs are comparable
-            if check.old_crc is not None and check.old_crc != old_crc:
+            if check.old_crc != old_crc:
                 raise DeltaError(f"{path} is not the content its delta was made against (crc {check.old_crc:08x} "
                                  f"of the {self._count} pages it changes, the delta expects {old_crc:08x})")
             if check.new_crc != new_crc:
