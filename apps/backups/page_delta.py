@@ -12,13 +12,14 @@ A stream of records (integers little-endian):
            u32 crc32c of the pages they give                                      -- after a file's last P
     Z      u8 'Z', u64 files, u64 pages                                            -- the end
 
-The runs are where the pages differ, split at 7 or more equal bytes. A page at or past the parent's end is
-compared with zeros; a file's pages come in ascending order. The check that a delta fits its parent is per
-file, not per page (two checksums a page were 8 incompressible bytes in ~40 of pgbench's; docs/DECISIONS.md):
-when every record of a file was applied, a parent crc that is not the recorded one, or a crc of the pages
-made that is not the new one, is an error: the delta was made against other content. The file index's
-SHA-256 of each file's content checks the result again. crc32c (BSPD3) because the restore computes two per
-page: in hardware (google-crc32c) it costs 1 µs a page where zlib's crc32 costs 4.
+The runs are where the pages differ, split at 7 or more equal bytes (block_records; page_record is the same
+for one page). A page at or past the parent's end is compared with zeros; a file's pages come in ascending
+order. The check that a delta fits its parent is per file, not per page (two checksums a page were 8
+incompressible bytes in ~40 of pgbench's; docs/DECISIONS.md): when every record of a file was applied, a crc
+of the pages made that is not the recorded one is an error (the delta was made against other content; the
+crc of the parent's pages says so more clearly, where it is computed). The file index's SHA-256 of each
+file's content checks the result again. crc32c (BSPD3): in hardware (google-crc32c) it costs 1 µs a page
+where zlib's crc32 costs 4.
 """
 import array
 import binascii
@@ -41,9 +42,9 @@ _F = struct.Struct("<QQ")
 _P = struct.Struct("<IHH")
 _E = struct.Struct("<II")
 _Z = struct.Struct("<QQ")
-# The gaps between runs: 7 zero bytes or more (a shorter gap stays inside a run: a run costs 4 bytes of
-# header; 9 before: 4 % larger compressed on pgbench, applied 25 % faster). Splitting on the gaps (a literal
-# prefix, C-level) is 3x faster than matching the runs.
+# The gaps between runs: 7 zero bytes or more of the XOR (a shorter gap stays inside a run: a run costs 4 bytes
+# of header; 9 before: 4 % larger compressed on pgbench). Splitting on the gaps (a literal prefix, C-level) is 3x
+# faster than matching the runs. block_records finds the same runs with numpy.
 _GAPS = re.compile(rb"(\x00{7,})")
 _SWAP = sys.byteorder == "big"  # the u16 arrays are little-endian
 
@@ -85,9 +86,10 @@ def page_record(skipped: int, old: bytes, new: bytes) -> bytes:
 
 def block_records(old: bytes, new: bytes, first: int, last: int, check: "FileCheck") -> tuple[list[bytes], int]:
     """The page records of a block of whole pages (`old`: the parent's, `new`: the new ones, of equal length),
-    page `first` onwards, `last` the page of the file's previous record: what page_record gives for each page
-    that differs, found with numpy over the whole block (page_record in a loop cost ~100 µs a pgbench page:
-    ~70 runs, the hint bits); the pages go into `check`. Returns the records and the new `last`."""
+    page `first` onwards, `last` the page of the file's previous record: a record for each page that differs,
+    with the runs page_record finds less the equal bytes it leaves at a page's edges, found with numpy over the
+    whole block (page_record in a loop cost ~100 µs a pgbench page: ~70 runs, the hint bits); the pages go
+    into `check`. Returns the records and the new `last`."""
     import numpy as np
 
     k = len(new) // PAGE
@@ -124,10 +126,9 @@ def block_records(old: bytes, new: bytes, first: int, last: int, check: "FileChe
         records.append(b"".join((b"P", _P.pack(number - last - 1, n, size), header[4 * runs_at[i]:4 * runs_at[i + 1]],
                                  data[data_at[i]:data_at[i + 1]])))
         last = number
-    changed = pages.tolist()
     check.old_crc = check.crc(check.old_crc, a.reshape(k, PAGE)[pages].tobytes())
     check.new_crc = check.crc(check.new_crc, b.reshape(k, PAGE)[pages].tobytes())
-    check.applied += len(changed)
+    check.applied += len(records)
     return records, last
 
 
