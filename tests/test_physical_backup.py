@@ -299,50 +299,6 @@ def test_a_link_corrupt_in_either_restore_process_fails_the_restore_and_leaves_n
         assert not other.exists() and not (scratch / f"other-{name}.partial").exists()
 
 
-def test_each_restore_process_fsyncs_its_files_and_the_parent_only_the_rest_and_every_directory(
-        phys, phys_target, scratch, monkeypatch):
-    """Durability of a forked restore: every file is fsynced once, by the child that wrote it as it finishes (or,
-    for a file the page deltas change afterwards, by the parent), every directory by the parent after them all,
-    before the directory appears under its name; then the restored cluster starts and equals the source."""
-    import os
-
-    full = backup(phys_target, method="physical")
-    change(phys, "durable")
-    inc = backup(phys_target, kind="incremental")
-    expected = snapshot(phys)
-    log = scratch / "fsyncs.log"
-    real = tarstream._fsync_path
-
-    def observed(path: str, flags: int) -> None:  # the real fsync; recorded by pid (the children are forked)
-        real(path, flags)
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, f"{os.getpid()} {int(bool(flags & os.O_DIRECTORY))} {path}\n".encode())
-        finally:
-            os.close(fd)
-
-    monkeypatch.setattr(tarstream, "_fsync_path", observed)
-    pgdata = scratch / "data"
-    physical_restore.restore_data_directory(inc, pgdata, verify_first=False)
-    partial = f"{pgdata}.partial"
-    rows = [line.split(" ", 2) for line in log.read_text().splitlines()]
-    synced = [(int(pid), kind == "1", os.path.relpath(path, partial)) for pid, kind, path in rows]
-    parent = os.getpid()
-    by_children = [rel for pid, d, rel in synced if pid != parent and not d]
-    by_parent = [rel for pid, d, rel in synced if pid == parent and not d]
-    files = {str(p.relative_to(pgdata)) for p in pgdata.rglob("*") if p.is_file()}
-    dirs = {str(p.relative_to(pgdata)) for p in pgdata.rglob("*") if p.is_dir()} | {"."}
-    changed = {f["path"] for f in file_index.load(inc)["files"] if f.get("deltas")}
-    # Forked processes wrote the chain (a file cut between two parts of the full is written, and fsynced, by both).
-    assert by_children and len(set(by_children)) >= len(by_children) - 4
-    assert set(by_children) | set(by_parent) == files
-    assert set(by_parent) == (files - set(by_children)) | (changed & files)
-    assert {rel for pid, d, rel in synced if d} == dirs and all(pid == parent for pid, d, _ in synced if d)
-    assert max(i for i, (_, d, _) in enumerate(synced) if not d) < min(i for i, (_, d, _) in enumerate(synced) if d)
-    with started(pgdata) as restored:
-        assert snapshot(restored) == expected
-
-
 def test_one_encrypted_copy_is_not_read_twice_and_a_flipped_byte_still_leaves_nothing(phys, phys_target, scratch,
                                                                                       monkeypatch):
     """With one copy of each (encrypted) link, the up-front SHA-256 read of every stored byte is skipped: the

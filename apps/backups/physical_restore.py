@@ -193,13 +193,9 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
                 if wanted:
                     raise _lacking(link, len(wanted), sorted(wanted)[0])
         delta_restore.apply_chain(partial, chain, index, ctx)  # the page deltas, over the extracted files
-        _complete_wal(partial, index.get("wal_segment_size"))  # (fsyncs what it extends)
+        _complete_wal(partial, index.get("wal_segment_size"))
         _own(partial, uid_gid)  # the directories (the files already are)
-        # Every file and directory durable before the directory appears under its final name. The forked
-        # processes fsynced their files as each finished (_extract_in_processes): not again, but for the files
-        # the page deltas changed after.
-        changed = {str(tarstream.safe_relpath(e["path"])) for e in index["files"] if e.get("deltas")}
-        extractor.sync_all(skip=extractor.synced - changed)
+        extractor.sync_all()  # every file and directory durable before the directory appears under its final name
         if target.exists():
             target.rmdir()  # empty, checked above
         os.rename(partial, target)
@@ -324,15 +320,12 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
             _extract(child, link=link, parts=unit["parts"], wanted=wanted, ctx=None, report=report,
                      refuse=others if wanted is None and link.pk == newest.pk else None,
                      start=unit["start"], end=unit["end"])
-            # Its files made durable now, while other children still extract, rather than all by the parent at the
-            # end (each fsync costs a flush of the device cache, even for a file already written back).
-            synced = child.sync_written()
+            child.drop_unwritten()
         except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
             child.close()
             return {"error": str(exc) or type(exc).__name__, "chain": isinstance(exc, ChainError)}
         left = sorted(wanted or ())
-        return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else "",
-                "synced": synced}
+        return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else ""}
 
     total = sum(a.size_raw for _, parts, _ in links for a in parts)
     note(ctx, "extracting " + ", ".join(_keys(u["parts"]) for u in units)
@@ -354,7 +347,6 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
             raise _lacking(link, got["left"], got["example"])
         extractor.files += got["files"]
         extractor.bytes += got["bytes"]
-        extractor.synced.update(got["synced"])
 
 
 def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, ctx: JobContext | None,

@@ -266,7 +266,6 @@ class Extractor:
         self._precreator = None
         self._precreated: set[PurePosixPath] = set()  # made empty by the precreator
         self._opened: set[PurePosixPath] = set()  # opened for writing by open_file
-        self.synced: set[str] = set()  # relative paths of files fsynced by others (forked children's sync_written)
         # Files written by two processes at different offsets (a full's tar cut inside them): made once, by
         # create_shared, before the processes start; open_file never truncates them.
         self.shared: set[PurePosixPath] = set()
@@ -370,35 +369,17 @@ class Extractor:
         while len(self._pending) > self.SYNC_QUEUE:
             self._pending.popleft().result()  # an error is raised here
 
-    def sync_written(self) -> list[str]:
-        """fsync each file this extractor opened for writing (after `drop_unwritten`), SYNC_THREADS at a time; their
-        paths relative to the root, for `sync_all(skip=...)` of the extractor that owns the whole tree (a forked
-        child's files, made durable as it finishes while the other children still extract)."""
-        self.drop_unwritten()
-        rels = sorted(str(rel) for rel in self._opened)
-        paths = [os.path.join(self.root, rel) for rel in rels]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=self.SYNC_THREADS, thread_name_prefix="restore-fsync-own") as pool:
-            for _ in pool.map(_fsync_path, paths, [os.O_RDONLY | os.O_NOFOLLOW] * len(paths)):
-                pass
-        return rels
-
-    def sync_all(self, skip: set[str] | frozenset = frozenset()) -> None:
+    def sync_all(self) -> None:
         """Wait for the background work, then fsync every file, then every directory under the root (and the root).
 
         The files' data is mostly written back by then (started as each file was finished), so the fsyncs
-        wait for little more than one journal commit. `skip`: paths relative to the root of files already
-        fsynced since they last changed (`sync_written`); the directories are fsynced whatever it holds.
+        wait for little more than one journal commit.
         """
         self.drop_unwritten()
         dirs, files = [], []
-        root = str(self.root)
-        for dirpath, _dirs, names in os.walk(root):
+        for dirpath, _dirs, names in os.walk(self.root):
             dirs.append(dirpath)
-            rel_dir = os.path.relpath(dirpath, root)
-            files.extend(os.path.join(dirpath, name) for name in names
-                         if not skip or (name if rel_dir == "." else f"{rel_dir}/{name}") not in skip)
+            files.extend(os.path.join(dirpath, name) for name in names)
         # fsync waits for the device (and releases the GIL): a few at a time, as pgBackRest's processes do.
         from concurrent.futures import ThreadPoolExecutor
 
