@@ -147,9 +147,10 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
     offset = cluster.log.stat().st_size
     cluster.start_detached()
     started = checked = time.monotonic()
+    log = _LogReader(cluster.log, offset, (_READY, _NOT_REACHED))
     while True:
-        text = _log_since(cluster.log, offset)
-        if _READY in text:
+        text = log.read()
+        if log.seen(_READY):
             cluster.wait_ready()
             reached = [m.group(1) for line in text.splitlines() if (m := _STOPPED.search(line))]
             return "; ".join(reached) or "replayed all archived WAL"
@@ -162,8 +163,8 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
             checked = now
             stopped = not cluster.is_running()
         if stopped:
-            text = _log_since(cluster.log, offset)  # what it wrote before it exited
-        if _NOT_REACHED in text:
+            text = log.read()  # what it wrote before it exited
+        if log.seen(_NOT_REACHED):
             cluster.stop(mode="immediate")
             raise UserError(
                 "Recovery ended before it reached the target: the archived WAL stops earlier (an archiving gap, or a "
@@ -175,10 +176,32 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
         time.sleep(LOG_POLL)  # time to ready is what a recovery is measured by
 
 
-def _log_since(path: Path, offset: int) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read().decode(errors="replace")
+class _LogReader:
+    """The server log from `offset` on, read as it grows: each read takes only the whole lines written since the
+    last (a recovery of hours logs a line per segment, and is read every LOG_POLL), and looks for the `watched`
+    messages in them; `seen` says whether one has appeared in any read so far."""
+
+    def __init__(self, path: Path, offset: int, watched: tuple[str, ...]):
+        self.path, self.pos, self.text, self.watched = path, offset, "", watched
+        self._partial = b""  # the start of a line not yet ended
+        self._hits: set[str] = set()
+
+    def read(self) -> str:
+        """Everything logged since `offset` (whole lines)."""
+        with open(self.path, "rb") as fh:
+            fh.seek(self.pos)
+            data = fh.read()
+        self.pos += len(data)
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        data, self._partial = data[:cut], data[cut:]
+        new = data.decode(errors="replace")
+        self.text += new
+        self._hits.update(m for m in self.watched if m in new)
+        return self.text
+
+    def seen(self, message: str) -> bool:
+        return message in self._hits
 
 
 def _tail(text: str, lines: int = 6) -> str:
