@@ -1,5 +1,6 @@
 """Tar streams: the header scan used for file indexes, the member writer, and the refusals of the extractor."""
 import io
+import os
 import tarfile
 
 import pytest
@@ -164,3 +165,31 @@ def test_precreated_files_take_the_members_data_and_mode_and_unwritten_ones_go(t
     assert not (root / "base/not_in_the_tar").exists()  # precreated, written by no member: removed
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == [
         "PG_VERSION", "base", "base/grouped", "nodir", "nodir/late"]
+
+
+def test_sync_all_fsyncs_every_file_then_every_directory(tmp_path, monkeypatch):
+    """The restore's durability step: each file written, then each directory (the root too), is fsynced, the
+    directories only once every file is."""
+    root = tmp_path / "root"
+    root.mkdir()
+    extractor = tarstream.Extractor(root, sync=True)
+    members = [_file(f"base/{n}/{m}", bytes([m]) * (m * 100)) for n in range(3) for m in range(1, 20)]
+    tar = tarstream.StreamExtractor(extractor)
+    for piece in _in_chunks(_tar([_file("PG_VERSION", b"15\n"), *members]), 4096):
+        tar.feed(piece)
+    tar.close()
+    synced = []
+    real = tarstream._fsync_path
+
+    def observed(path: str, flags: int) -> None:
+        real(path, flags)  # the real call; only recorded here
+        synced.append((path, bool(flags & os.O_DIRECTORY)))
+
+    monkeypatch.setattr(tarstream, "_fsync_path", observed)
+    extractor.sync_all()
+    files = {str(p) for p in root.rglob("*") if p.is_file()}
+    dirs = {str(p) for p in root.rglob("*") if p.is_dir()} | {str(root)}
+    assert len(files) == 58 and {p for p, d in synced if not d} == files
+    assert {p for p, d in synced if d} == dirs and len(synced) == len(files) + len(dirs)
+    first_dir = min(i for i, (_, d) in enumerate(synced) if d)
+    assert all(not d for _, d in synced[:first_dir]) and first_dir == len(files)

@@ -82,6 +82,12 @@ def restore_command(target_name: str, inv: Invocation, *, spool: str | None = No
     Each wal_fetch is a Django process (about a second); with a spool it also fetches the next `prefetch`
     archived segments, authenticated, into the spool, and the following requests are served by `mv` alone
     (as pgBackRest's asynchronous archive-get). The spool must be a directory only the server user writes.
+
+    A file moved in leaves an empty `<name>.served` marker. PostgreSQL asks for the segment holding the last
+    record again as recovery ends (it tries the archive before pg_wal); the file it was given is then still in
+    pg_wal under its own name (the server keeps what restore_command gives it), so that copy is served again
+    rather than a wal_fetch process started. Only a file this recovery was served is taken from pg_wal (never
+    one the backup brought there), and the server still checks every WAL page's address and timeline.
     """
     if not spool:
         return inv.command("wal_fetch", target_name, "%f", "%p")
@@ -90,9 +96,12 @@ def restore_command(target_name: str, inv: Invocation, *, spool: str | None = No
     # While the recovery still fills the spool (FILLING marker), wait for the file to appear (at most 30 s)
     # rather than start a wal_fetch process: the server may start before every segment is fetched.
     filling = shlex.quote(spool).replace("%", "%%") + "/" + FILLING
-    wait = (f'n=0; while [ -f {filling} ] && [ ! -f {ahead} ] && [ ! -f {ahead}.missing ] && [ $n -lt 600 ]; '
-            'do sleep 0.05; n=$((n+1)); done; ')
-    return wait + f'if [ -f {ahead} ]; then mv -f {ahead} "%p"; elif [ -f {ahead}.missing ]; then exit 1; else {fetch}; fi'
+    wait = (f'n=0; while [ -f {filling} ] && [ ! -f {ahead} ] && [ ! -f {ahead}.missing ] && '
+            f'[ ! -f {ahead}.served ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; ')
+    return wait + (f'if [ -f {ahead} ]; then mv -f {ahead} "%p" && {{ true > {ahead}.served || true; }}; '
+                   f'elif [ -f {ahead}.missing ]; then exit 1; '
+                   f'elif [ -f {ahead}.served ] && [ -f "pg_wal/%f" ]; then cp "pg_wal/%f" "%p"; '
+                   f'else {fetch}; fi')
 
 
 def conf_value(value: str) -> str:

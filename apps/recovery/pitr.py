@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 _STOPPED = re.compile(r"(recovery stopping .*|last completed transaction was at log time .*)$")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 _READY = "database system is ready to accept connections"
+LOG_POLL = 0.01  # seconds between reads of the recovering server's log (a read of what it wrote since the last)
+RUNNING_CHECK = 0.5  # seconds between checks that it still runs (pg_ctl status), after its first 2 s
 
 
 def request_pitr(*, target: DatabaseTarget, goal: RecoveryTarget, pgdata: str, actor: Actor,
@@ -144,18 +146,25 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
     clusters.give_to_server_user(cluster.log)
     offset = cluster.log.stat().st_size
     cluster.start_detached()
-    started = time.monotonic()
+    started = checked = time.monotonic()
+    log = _LogReader(cluster.log, offset, (_READY, _NOT_REACHED))
     while True:
-        text = _log_since(cluster.log, offset)
-        if _READY in text:
+        text = log.read()
+        if log.seen(_READY):
             cluster.wait_ready()
             reached = [m.group(1) for line in text.splitlines() if (m := _STOPPED.search(line))]
             return "; ".join(reached) or "replayed all archived WAL"
-        elapsed = time.monotonic() - started
-        stopped = elapsed > 2 and not cluster.is_running()
+        now = time.monotonic()
+        elapsed = now - started
+        # Whether the server still runs is asked of pg_ctl (two processes) at most every RUNNING_CHECK seconds,
+        # not at every poll of the log: those processes would take CPU from the replay they wait for.
+        stopped = False
+        if elapsed > 2 and now - checked >= RUNNING_CHECK:
+            checked = now
+            stopped = not cluster.is_running()
         if stopped:
-            text = _log_since(cluster.log, offset)  # what it wrote before it exited
-        if _NOT_REACHED in text:
+            text = log.read()  # what it wrote before it exited
+        if log.seen(_NOT_REACHED):
             cluster.stop(mode="immediate")
             raise UserError(
                 "Recovery ended before it reached the target: the archived WAL stops earlier (an archiving gap, or a "
@@ -164,13 +173,35 @@ def start_and_wait_promoted(cluster: clusters.LocalCluster, *, timeout: float = 
             raise UserError(f"The recovered cluster stopped during recovery. Server log: {_tail(text)}")
         if elapsed > timeout:
             raise UserError(f"Recovery did not finish within {timeout:.0f} s. Server log: {_tail(text)}")
-        time.sleep(0.05)  # time to ready is what a recovery is measured by
+        time.sleep(LOG_POLL)  # time to ready is what a recovery is measured by
 
 
-def _log_since(path: Path, offset: int) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read().decode(errors="replace")
+class _LogReader:
+    """The server log from `offset` on, read as it grows: each read takes only the whole lines written since the
+    last (a recovery of hours logs a line per segment, and is read every LOG_POLL), and looks for the `watched`
+    messages in them; `seen` says whether one has appeared in any read so far."""
+
+    def __init__(self, path: Path, offset: int, watched: tuple[str, ...]):
+        self.path, self.pos, self.text, self.watched = path, offset, "", watched
+        self._partial = b""  # the start of a line not yet ended
+        self._hits: set[str] = set()
+
+    def read(self) -> str:
+        """Everything logged since `offset` (whole lines)."""
+        with open(self.path, "rb") as fh:
+            fh.seek(self.pos)
+            data = fh.read()
+        self.pos += len(data)
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        data, self._partial = data[:cut], data[cut:]
+        new = data.decode(errors="replace")
+        self.text += new
+        self._hits.update(m for m in self.watched if m in new)
+        return self.text
+
+    def seen(self, message: str) -> bool:
+        return message in self._hits
 
 
 def _tail(text: str, lines: int = 6) -> str:

@@ -5,7 +5,8 @@ PostgreSQL asks its restore_command for one file at a time, and each `wal_fetch`
 segment from the base backup's start to just past the goal, each authenticated like any fetch; the
 restore_command then only moves files in (wal_config.restore_command). Files known not to be archived
 that PostgreSQL always asks for (the next timelines' history, the segment after the archive's end) get
-a `.missing` marker, answered "not archived" by the shell. Anything else still goes to wal_fetch.
+a `.missing` marker, answered "not archived" by the shell; a file asked for again after it was moved in
+(the last segment, as recovery ends) is copied from pg_wal. Anything else still goes to wal_fetch.
 """
 import logging
 from concurrent.futures import ThreadPoolExecutor
