@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from apps.backups import delta_restore, file_index, sources
@@ -181,7 +182,9 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             if wanted is None or wanted:
                 links.append((link, tar_parts(link), wanted))
         if _parallel(links):
-            _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx)
+            deltas = any(entry.get("deltas") for entry in index["files"])
+            _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx,
+                                  forked=delta_restore.warm_up if deltas else None)
         else:
             # The files are created in a thread of their own, in the order the links will write them.
             order = {b.pk: i for i, b in enumerate(chain)}
@@ -290,7 +293,7 @@ def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Back
 
 
 def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
-                          ctx: JobContext | None) -> None:
+                          ctx: JobContext | None, forked: Callable[[], None] | None = None) -> None:
     """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
     streams to authenticate, decompress and write, on two cores), and each part of a full that records where
     each starts as a stream of its own (a file cut between two parts is written by both, at their offsets);
@@ -305,7 +308,7 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
     its sync_all makes them durable.
     """
     from apps.databases.engines import tarstream
-    from apps.documents import forked
+    from apps.documents import forked as processes
 
     others = set().union(*(paths for pk, paths in holders.items() if pk != newest.pk))
     units = _units(extractor, links, holders=holders, newest=newest)
@@ -332,8 +335,8 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
          + f" in {min(len(units), PART_PROCESSES)} processes")
     if ctx is not None:
         ctx.progress(0, total, force=True)
-    results = forked.run(list(range(len(units))), work, workers=PART_PROCESSES,
-                         on_progress=None if ctx is None else (lambda done: ctx.progress(done, total)))
+    results = processes.run(list(range(len(units))), work, workers=PART_PROCESSES, forked=forked,
+                            on_progress=None if ctx is None else (lambda done: ctx.progress(done, total)))
     for unit, got in zip(units, results):  # an error first: a child that failed takes no further part
         if got is not None and "error" in got:
             link, parts = unit["link"], unit["parts"]
