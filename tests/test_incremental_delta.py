@@ -3,6 +3,7 @@ its changed pages differ from the parent's version (pages.delta), not whole; a r
 refuses pages that are not the ones a delta was made against.
 """
 import hashlib
+import os
 import time
 
 import psycopg
@@ -228,3 +229,37 @@ def test_the_standalone_tool_applies_a_links_deltas_by_hand(cluster, target, scr
         assert hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() == e["sha256"], e["path"]
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 1 and "is not the content its delta was made against" in again.stderr
+
+
+def test_files_the_deltas_leave_are_fsynced_beside_them_and_the_rest_after(cluster, target, scratch, monkeypatch):
+    """Every restored file is fsynced before the rename: those no delta changes (nor the WAL completion) while the
+    deltas are applied, the ones they changed and the WAL after, then every directory."""
+    backup(target, method="physical")
+    run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0")
+    inc = backup(target, kind="incremental")
+    changed = {f["path"] for f in file_index.load(inc)["files"] if f.get("deltas")}
+    assert changed
+    events, applied = [], []
+    fsync_path, apply_chain = tarstream._fsync_path, delta_restore.apply_chain
+
+    def recording_fsync(path, flags):
+        events.append((path, bool(applied), bool(flags & os.O_DIRECTORY)))
+        return fsync_path(path, flags)
+
+    def recording_apply(*args, **kwargs):
+        pages = apply_chain(*args, **kwargs)
+        applied.append(pages)
+        return pages
+
+    monkeypatch.setattr(tarstream, "_fsync_path", recording_fsync)
+    monkeypatch.setattr(delta_restore, "apply_chain", recording_apply)
+    pgdata = scratch / "data"
+    physical_restore.restore_data_directory(inc, pgdata)
+    partial = str(scratch / "data.partial") + os.sep
+    files = {os.path.relpath(p, partial): after for p, after, is_dir in events if not is_dir}
+    on_disk = {str(p.relative_to(pgdata)) for p in pgdata.rglob("*") if p.is_file()}
+    assert set(files) == on_disk and len(files) == sum(not is_dir for _, _, is_dir in events)  # every file, once
+    assert all(files[p] for p in changed) and all(after for p, after in files.items() if p.startswith("pg_wal/"))
+    assert sum(not after for after in files.values()) > 100  # the rest while the deltas were applied
+    last_file = max(i for i, (_, _, is_dir) in enumerate(events) if not is_dir)
+    assert all(is_dir and after for _, after, is_dir in events[last_file + 1:]) and events[-1][2]

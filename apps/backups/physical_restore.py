@@ -195,10 +195,21 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
                 _extract(extractor, link=link, parts=parts, wanted=wanted, ctx=ctx)
                 if wanted:
                     raise _lacking(link, len(wanted), sorted(wanted)[0])
-        delta_restore.apply_chain(partial, chain, index, ctx)  # the page deltas, over the extracted files
+        synced = frozenset()
+        if any(entry.get("deltas") for entry in index["files"]):
+            # The files the page deltas and the WAL completion leave as they are are fsynced meanwhile (a thread
+            # doing only os calls: the delta processes forked beside it need none of its locks).
+            changed = {os.path.join(partial, entry["path"]) for entry in index["files"] if entry.get("deltas")}
+            wal = os.path.join(partial, "pg_wal") + os.sep
+            early = _background(extractor.sync_files,
+                                wanted=lambda path: path not in changed and not path.startswith(wal))
+            try:
+                delta_restore.apply_chain(partial, chain, index, ctx)  # the page deltas, over the extracted files
+            finally:
+                synced = early.result()
         _complete_wal(partial, index.get("wal_segment_size"))
         _own(partial, uid_gid)  # the directories (the files already are)
-        extractor.sync_all()  # every file and directory durable before the directory appears under its final name
+        extractor.sync_all(synced=synced)  # every file and directory durable before the directory is renamed
         if target.exists():
             target.rmdir()  # empty, checked above
         os.rename(partial, target)
@@ -213,6 +224,17 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             "locations": {b.pk: sources.source_name(b) for b in chain},
             "files": extractor.files, "bytes": extractor.bytes, "lsn_start": backup.lsn_start,
             "lsn_stop": backup.lsn_stop, "timeline": backup.timeline, "system_identifier": backup.system_identifier}
+
+
+def _background(fn, **kwargs):
+    """fn(**kwargs) in a thread of its own; its future."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-early-fsync")
+    try:
+        return pool.submit(fn, **kwargs)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _keys(parts: list) -> str:

@@ -9,7 +9,7 @@ import collections
 import os
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -369,26 +369,41 @@ class Extractor:
         while len(self._pending) > self.SYNC_QUEUE:
             self._pending.popleft().result()  # an error is raised here
 
-    def sync_all(self) -> None:
-        """Wait for the background work, then fsync every file, then every directory under the root (and the root).
+    def sync_all(self, *, synced: frozenset[str] | set[str] = frozenset()) -> None:
+        """Wait for the background work, then fsync every file (but those in `synced`: sync_files did them, and
+        nothing wrote them since), then every directory under the root (and the root).
 
         The files' data is mostly written back by then (started as each file was finished), so the fsyncs
         wait for little more than one journal commit.
         """
         self.drop_unwritten()
-        dirs, files = [], []
-        for dirpath, _dirs, names in os.walk(self.root):
-            dirs.append(dirpath)
-            files.extend(os.path.join(dirpath, name) for name in names)
-        # fsync waits for the device (and releases the GIL): a few at a time, as pgBackRest's processes do.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=self.SYNC_THREADS, thread_name_prefix="restore-fsync-all") as pool:
-            for _ in pool.map(_fsync_path, files, [os.O_RDONLY | os.O_NOFOLLOW] * len(files)):
-                pass
+        dirs = [dirpath for dirpath, _dirs, _names in os.walk(self.root)]
+        pool = self._sync_pool()
+        with pool:
+            self._fsync_files(pool, lambda path: path not in synced)
             # After the files (map has returned every result): each directory's entries name files already durable.
             for _ in pool.map(_fsync_path, dirs, [os.O_RDONLY | os.O_DIRECTORY] * len(dirs)):
                 pass
+
+    def sync_files(self, *, wanted: Callable[[str], bool]) -> set[str]:
+        """fsync the files under the root whose path `wanted` accepts, as sync_all does (the restore runs it
+        beside the page deltas, for the files they do not change); the paths fsynced."""
+        self.drop_unwritten()
+        with self._sync_pool() as pool:
+            return self._fsync_files(pool, wanted)
+
+    def _sync_pool(self):
+        # fsync waits for the device (and releases the GIL): a few at a time, as pgBackRest's processes do.
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=self.SYNC_THREADS, thread_name_prefix="restore-fsync-all")
+
+    def _fsync_files(self, pool, wanted: Callable[[str], bool]) -> set[str]:
+        files = [path for dirpath, _dirs, names in os.walk(self.root)
+                 for path in (os.path.join(dirpath, name) for name in names) if wanted(path)]
+        for _ in pool.map(_fsync_path, files, [os.O_RDONLY | os.O_NOFOLLOW] * len(files)):
+            pass
+        return set(files)
 
     def drop_unwritten(self) -> None:
         """Wait for the background work (see close), then remove the precreated files no member wrote."""
@@ -537,25 +552,29 @@ _sync_file_range = None
 
 
 def _writeback_close(fd: int) -> None:
-    """Start writing the file's dirty pages to disk without waiting (Linux sync_file_range), then close it.
-
-    Only a head start for the fsync that sync_all does later: where the call is missing or fails, nothing is lost.
-    """
-    global _sync_file_range
+    """Start writing the file's dirty pages to disk without waiting (start_writeback), then close it."""
     try:
-        if _sync_file_range is None:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            func = getattr(libc, "sync_file_range", None)
-            if func is not None:
-                func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-                func.restype = ctypes.c_int
-            _sync_file_range = func or False
-        if _sync_file_range:
-            _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        start_writeback(fd)
     finally:
         os.close(fd)
+
+
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Start writing the dirty pages of a file's range (0: to its end) to disk without waiting (Linux
+    sync_file_range). Only a head start for the fsync that sync_all does later: where the call is missing or
+    fails, nothing is lost."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = getattr(libc, "sync_file_range", None)
+        if func is not None:
+            func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+            func.restype = ctypes.c_int
+        _sync_file_range = func or False
+    if _sync_file_range:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def is_regular_file(path: Path) -> bool:
