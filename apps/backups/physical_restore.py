@@ -205,8 +205,10 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
                                 wanted=lambda path: path not in changed and not path.startswith(wal))
             try:
                 delta_restore.apply_chain(partial, chain, index, ctx)  # the page deltas, over the extracted files
-            finally:
-                synced = early.result()
+            except BaseException:
+                early.exception()  # finished (its own error, if any, is not the one to report) before the removal
+                raise
+            synced = early.result()
         _complete_wal(partial, index.get("wal_segment_size"))
         _own(partial, uid_gid)  # the directories (the files already are)
         extractor.sync_all(synced=synced)  # every file and directory durable before the directory is renamed
