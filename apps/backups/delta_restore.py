@@ -3,10 +3,10 @@ holders, in chain order (apps/backups/page_delta.py for the format).
 
 Which deltas apply comes from the newest file index: a file's "deltas" names the links, in chain order, whose
 records for it turn the holder's version into its content at the newest backup. Records of other files (dropped
-since, or stored whole again later) are passed over. Every file's size is checked before, and after, the crc
-of the pages made against its end record (a page found that differs from the delta's parent in a byte the delta
-keeps makes a page that differs); a record missing, a file absent or a crc that does not match is a ChainError,
-and the caller removes the partial directory.
+since, or stored whole again later) are passed over. Every file's size is checked before; after, the crc of the
+pages made is checked against its end record (a page found that differs from the delta's parent in a byte the
+delta keeps makes a page that differs). A record missing, a file absent or a crc that does not match is a
+ChainError, and the caller removes the partial directory.
 
 From a local location a link's records are applied by APPLY_PROCESSES forked processes side by side: each reads
 the whole stream and applies every other batch of records, the crcs of its batches are combined in order in the
@@ -53,8 +53,9 @@ def apply_chain(root: Path, chain: list, index: dict, ctx: JobContext | None = N
     return pages
 
 
-# Processes applying a link's page deltas side by side (each decodes the whole stream, applies its share).
-APPLY_PROCESSES = max(2, os.cpu_count() or 1)
+# Processes applying a link's page deltas side by side: each decodes and parses the whole stream and applies its
+# share, so past a few the parsing they all repeat outweighs the share they save.
+APPLY_PROCESSES = min(4, max(2, os.cpu_count() or 1))
 BATCH_PAGES = 2048  # records applied at once (16 MiB of buffer)
 
 
