@@ -181,10 +181,11 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
             if wanted is None or wanted:
                 links.append((link, tar_parts(link), wanted))
+        # The files page deltas change once extracted (their paths in the partial directory).
+        changed = {os.path.join(partial, entry["path"]) for entry in index["files"] if entry.get("deltas")}
         if _parallel(links):
-            deltas = any(entry.get("deltas") for entry in index["files"])
             _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx,
-                                  forked=delta_restore.warm_up if deltas else None)
+                                  forked=delta_restore.warm_up if changed else None)
         else:
             # The files are created in a thread of their own, in the order the links will write them.
             order = {b.pk: i for i, b in enumerate(chain)}
@@ -196,10 +197,9 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
                 if wanted:
                     raise _lacking(link, len(wanted), sorted(wanted)[0])
         synced = frozenset()
-        if any(entry.get("deltas") for entry in index["files"]):
+        if changed:
             # The files the page deltas and the WAL completion leave as they are are fsynced meanwhile (a thread
             # doing only os calls: the delta processes forked beside it need none of its locks).
-            changed = {os.path.join(partial, entry["path"]) for entry in index["files"] if entry.get("deltas")}
             wal = os.path.join(partial, "pg_wal") + os.sep
             early = _background(extractor.sync_files,
                                 wanted=lambda path: path not in changed and not path.startswith(wal))
