@@ -84,3 +84,15 @@ def flipped_byte(backend, key: str, at: float = 0.5):
         yield
     finally:
         backend.put_bytes(key, saved)
+
+
+def physical_target(name: str, cluster: LocalCluster, dbname: str = "shop"):
+    """A saved target on a throwaway cluster whose data directory the tests can read (physical by default, so
+    incrementals read the files)."""
+    from apps.core.services import SYSTEM
+    from apps.databases.models import DatabaseTarget
+    from apps.databases.services import save_target
+
+    return save_target(target=DatabaseTarget(
+        name=name, host="127.0.0.1", port=cluster.port, dbname=dbname, user="postgres", sslmode="disable",
+        default_method="physical", data_directory=str(cluster.data)), actor=SYSTEM)

@@ -11,11 +11,8 @@ import pytest
 
 from apps.backups import delta_restore, file_index, page_delta, physical_restore
 from apps.backups.restores import artifact_stream
-from apps.core.services import SYSTEM
 from apps.databases.engines import tarstream
-from apps.databases.models import DatabaseTarget
-from apps.databases.services import save_target
-from tests.helpers import table_contents, throwaway_cluster
+from tests.helpers import physical_target, table_contents, throwaway_cluster
 from tests.test_physical_backup import backup, started
 from tests.test_physical_backup import scratch as _scratch
 
@@ -59,9 +56,7 @@ def cluster():
 
 @pytest.fixture
 def target(db, cluster):
-    t = DatabaseTarget(name="delta", host="127.0.0.1", port=cluster.port, dbname="shop", user="postgres",
-                       sslmode="disable", default_method="physical", data_directory=str(cluster.data))
-    return save_target(target=t, actor=SYSTEM)
+    return physical_target("delta", cluster)
 
 
 def run(cluster, *statements) -> None:

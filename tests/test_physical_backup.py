@@ -23,10 +23,15 @@ from apps.core.services import SYSTEM
 from apps.databases import sample_data
 from apps.databases.clusters import LocalCluster, free_port
 from apps.databases.engines import tarstream
-from apps.databases.models import DatabaseTarget
 from apps.databases.services import save_target
 from apps.storage import backends
-from tests.helpers import V1, flipped_byte, table_contents, throwaway_cluster
+from tests.helpers import (
+    V1,
+    flipped_byte,
+    physical_target,
+    table_contents,
+    throwaway_cluster,
+)
 
 TABLES = ["public.properties", "public.tenants", "public.leases", "billing.payments", "public.big"]
 
@@ -54,9 +59,7 @@ def phys():
 
 @pytest.fixture
 def phys_target(db, phys):
-    t = DatabaseTarget(name="phys", host="127.0.0.1", port=phys.port, dbname="shop", user="postgres",
-                       sslmode="disable", default_method="physical", data_directory=str(phys.data))
-    return save_target(target=t, actor=SYSTEM)
+    return physical_target("phys", phys)
 
 
 @pytest.fixture

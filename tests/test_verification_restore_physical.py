@@ -7,11 +7,9 @@ from apps.backups.jobs import DatabaseBackupJob
 from apps.backups.models import Backup
 from apps.core.services import SYSTEM
 from apps.databases import sample_data
-from apps.databases.models import DatabaseTarget
-from apps.databases.services import save_target
 from apps.verification import services
 from apps.verification.models import VerificationRun
-from tests.helpers import throwaway_cluster
+from tests.helpers import physical_target, throwaway_cluster
 
 pytestmark = pytest.mark.django_db
 
@@ -35,9 +33,7 @@ def take(target, **params) -> Backup:
 
 
 def test_an_incremental_chain_restores_starts_and_passes_amcheck(phys, scratch_root):
-    target = save_target(target=DatabaseTarget(
-        name="phys", host="127.0.0.1", port=phys.port, dbname="shop", user="postgres", sslmode="disable",
-        default_method="physical", data_directory=str(phys.data)), actor=SYSTEM)
+    target = physical_target("phys", phys)
     full = take(target, method="physical")
     with psycopg.connect(**phys.conn("shop").kwargs(), autocommit=True) as c:
         c.execute("INSERT INTO tenants (full_name, email) SELECT 'n' || g, g || '@x.org' FROM generate_series(1, 50) g")
