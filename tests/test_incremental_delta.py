@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from apps.backups import delta_restore, file_index, page_delta, physical_restore
+from apps.backups import delta_patch, delta_restore, file_index, page_delta, physical_restore
 from apps.backups.restores import artifact_stream
 from apps.databases.engines import tarstream
 from tests.helpers import physical_target, table_contents, throwaway_cluster
@@ -160,33 +160,56 @@ def test_with_page_deltas_off_a_changed_file_is_stored_whole_and_supersedes_earl
         assert snapshot(restored) == expected
 
 
-def test_a_delta_over_other_content_fails_the_restore_and_leaves_nothing(cluster, target, scratch, monkeypatch):
+@pytest.mark.parametrize("when", ["as extracted", "after the extraction"])
+def test_a_delta_over_other_content_fails_the_restore_and_leaves_nothing(cluster, target, scratch, monkeypatch,
+                                                                         when):
+    """The deltas put into the pages as the extraction processes write them (delta_patch), or applied after
+    (delta_restore: the path of a serial extraction or of deltas from two links): other content under a delta
+    is caught by the crc of the pages made, and a file missing is named."""
     full = backup(target, method="physical")
     run(cluster, "UPDATE big SET n = n + 1 WHERE id % 100 = 0")
     inc = backup(target, kind="incremental")
     big = relpath(cluster, "big")
     assert file_index.load(inc)["files"] and inc.parent_id == full.pk
-
-    apply_chain = delta_restore.apply_chain
-
-    def over_other_content(root, chain, index, ctx=None):
-        with open(root / big, "r+b") as fh:  # the holder's file, extracted, then altered
-            fh.write(b"\xff" * (1 << 20))
-        return apply_chain(root, chain, index, ctx)
-
-    monkeypatch.setattr(delta_restore, "apply_chain", over_other_content)
     pgdata = scratch / "data"
+
+    if when == "after the extraction":
+        monkeypatch.setattr(delta_patch, "prepare", lambda *args, **kwargs: None)
+        apply_chain = delta_restore.apply_chain
+
+        def over_other_content(root, chain, index, ctx=None):
+            with open(root / big, "r+b") as fh:  # the holder's file, extracted, then altered
+                fh.write(b"\xff" * (1 << 20))
+            return apply_chain(root, chain, index, ctx)
+
+        def file_gone(root, chain, index, ctx=None):
+            (root / big).unlink()
+            return apply_chain(root, chain, index, ctx)
+
+        hooks = [(delta_restore, "apply_chain", over_other_content), (delta_restore, "apply_chain", file_gone)]
+    else:
+        feed, finish = delta_patch.FilePatch.feed, delta_patch.finish
+
+        def over_other_content(self, data):  # the holder's file altered as it is extracted
+            if self.path == big and self.pos < (1 << 20):
+                data = memoryview(b"\xff" * len(data))
+            return feed(self, data)
+
+        def file_gone(root, spool, reports):
+            (root / big).unlink()
+            return finish(root, spool, reports)
+
+        hooks = [(delta_patch.FilePatch, "feed", over_other_content), (delta_patch, "finish", file_gone)]
+
+    monkeypatch.setattr(*hooks[0])
     with pytest.raises(physical_restore.ChainError,
                        match=rf"page deltas of backup {inc.pk} do not fit.*{big}: the delta does not give the pages"):
         physical_restore.restore_data_directory(inc, pgdata)
     assert not pgdata.exists() and not (scratch / "data.partial").exists()
+    assert not [p for p in os.listdir(scratch) if p.startswith(".pages-delta-")]
 
     # A file the deltas rely on that is not there at all.
-    def file_gone(root, chain, index, ctx=None):
-        (root / big).unlink()
-        return apply_chain(root, chain, index, ctx)
-
-    monkeypatch.setattr(delta_restore, "apply_chain", file_gone)
+    monkeypatch.setattr(*hooks[1])
     with pytest.raises(physical_restore.ChainError, match=f"{big} is not in the restored directory"):
         physical_restore.restore_data_directory(inc, pgdata)
     assert not pgdata.exists() and not (scratch / "data.partial").exists()
@@ -209,7 +232,8 @@ def test_the_standalone_tool_applies_a_links_deltas_by_hand(cluster, target, scr
     index = file_index.load(inc)
     changed = [e for e in index["files"] if e.get("deltas")]
     assert changed
-    monkeypatch.setattr(delta_restore, "apply_chain", lambda *a, **k: 0)  # the holders' files only
+    monkeypatch.setattr(delta_patch, "prepare", lambda *a, **k: None)  # the holders' files only
+    monkeypatch.setattr(delta_restore, "apply_chain", lambda *a, **k: 0)
     pgdata = scratch / "data"
     physical_restore.restore_data_directory(inc, pgdata)
     assert any(hashlib.sha256((pgdata / e["path"]).read_bytes()).hexdigest() != e["sha256"] for e in changed)
@@ -247,6 +271,7 @@ def test_files_the_deltas_leave_are_fsynced_beside_them_and_the_rest_after(clust
         return pages
 
     monkeypatch.setattr(tarstream, "_fsync_path", recording_fsync)
+    monkeypatch.setattr(delta_patch, "prepare", lambda *a, **k: None)  # applied after the extraction
     monkeypatch.setattr(delta_restore, "apply_chain", recording_apply)
     pgdata = scratch / "data"
     physical_restore.restore_data_directory(inc, pgdata)

@@ -4,6 +4,7 @@ One throwaway cluster for the module (autovacuum off: background rewrites of the
 size bound of an incremental a matter of luck). Restored directories are started as postgres on a free
 port and their tables compared with the source's at backup time.
 """
+import hashlib
 import json
 import shutil
 import tempfile
@@ -610,4 +611,37 @@ def test_a_full_without_part_records_restores_as_one_stream(phys, phys_target, s
     result = physical_restore.restore_data_directory(full, scratch / "data")
     assert result["chain"] == [full.pk]
     with started(scratch / "data") as restored:
+        assert snapshot(restored) == expected
+
+
+def test_page_deltas_over_a_full_in_parts_are_put_in_as_the_parts_are_extracted(phys, phys_target, scratch,
+                                                                                monkeypatch):
+    """An incremental's page deltas over a full in parts: each process makes the changed pages of what it
+    extracts as it writes them (delta_patch), the file a cut falls inside included (its two halves by two
+    processes, the page cut between them after); the cluster starts with the source's contents."""
+    from apps.backups import delta_patch, delta_restore
+
+    with psycopg.connect(**phys.conn("shop").kwargs(), autocommit=True) as c:
+        c.execute("CHECKPOINT")
+        big = c.execute("SELECT pg_relation_filepath('big')").fetchone()[0]
+    full = backup(phys_target, method="physical")
+    cut = file_index.load(full)["tar_parts"][1]
+    assert cut["path"] == big and cut["left"] > 0  # the cut falls inside big's file
+    with psycopg.connect(**phys.conn("shop").kwargs(), autocommit=True) as c:
+        c.execute("UPDATE big SET payload = upper(payload) WHERE id % 40 = 0")  # every page, and new ones
+    change(phys, "parts")
+    inc = backup(phys_target, kind="incremental")
+    expected = snapshot(phys)
+    entry = next(f for f in file_index.load(inc)["files"] if f["path"] == big)
+    assert entry.get("deltas") == [inc.pk]
+
+    reports, finish = [], delta_patch.finish
+    monkeypatch.setattr(delta_patch, "finish", lambda root, spool, got: reports.append(got) or finish(root, spool, got))
+    monkeypatch.setattr(delta_restore, "apply_chain", lambda *a, **k: pytest.fail("deltas applied after extraction"))
+    pgdata = scratch / "data"
+    physical_restore.restore_data_directory(inc, pgdata)
+    halves = [r for report in reports[0] for r in report.get(big, ())]
+    assert len(halves) == 2 and [h["ended"] for h in halves].count(True) == 1  # two processes, one wrote the end
+    assert hashlib.sha256((pgdata / big).read_bytes()).hexdigest() == entry["sha256"]
+    with started(pgdata) as restored:
         assert snapshot(restored) == expected

@@ -193,3 +193,33 @@ def test_sync_all_fsyncs_every_file_then_every_directory(tmp_path, monkeypatch):
     assert {p for p, d in synced if d} == dirs and len(synced) == len(files) + len(dirs)
     first_dir = min(i for i, (_, d) in enumerate(synced) if d)
     assert all(not d for _, d in synced[:first_dir]) and first_dir == len(files)
+
+
+def test_files_a_later_step_rewrites_are_not_written_back_when_extracted_but_still_synced(tmp_path, monkeypatch):
+    """The restore's page deltas rewrite most pages of the files they change: starting those files' writeback as
+    each is extracted sent their pages to the disk twice. They are only closed; sync_all still fsyncs them."""
+    root = tmp_path / "root"
+    root.mkdir()
+    started = []
+    real = tarstream.start_writeback
+
+    def observed(fd: int, offset: int = 0, length: int = 0) -> None:
+        started.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(tarstream, "start_writeback", observed)
+    extractor = tarstream.Extractor(root, sync=True, rewritten=frozenset({"base/1/16384", "base/1/16384_fsm"}))
+    members = [_file(name, name.encode() * 300) for name in ("PG_VERSION", "base/1/16384", "base/1/16384_fsm",
+                                                              "base/1/16390")]
+    tar = tarstream.StreamExtractor(extractor)
+    for piece in _in_chunks(_tar(members), 1000):
+        tar.feed(piece)
+    tar.close()
+    synced = []
+    real_fsync = tarstream._fsync_path
+    monkeypatch.setattr(tarstream, "_fsync_path", lambda path, flags: (real_fsync(path, flags), synced.append(path)))
+    extractor.sync_all()
+    assert sorted(os.path.relpath(p, root) for p in started) == ["PG_VERSION", "base/1/16390"]
+    assert {os.path.relpath(p, root) for p in synced} >= {"PG_VERSION", "base/1/16384", "base/1/16384_fsm",
+                                                          "base/1/16390"}
+    assert (root / "base/1/16384").read_bytes() == b"base/1/16384" * 300

@@ -128,6 +128,8 @@ def _finish(root: Path, results: list[dict]) -> int:
     """Check each file the shares (`results`, apply_share's in "files") applied records to, and set its size:
     one share found it at the parent's size, and the crcs of their batches, combined in order, are the one its
     end record holds. The number of pages."""
+    from apps.databases.engines import tarstream
+
     files = results[0]["files"]
     if any(got["files"].keys() != files.keys() for got in results):
         raise DeltaError("the processes applying them found different files")
@@ -145,6 +147,7 @@ def _finish(root: Path, results: list[dict]) -> int:
         fd = _open_restored(root, path)
         try:
             os.ftruncate(fd, info["new_size"])
+            tarstream.start_writeback(fd)  # the pages no delta changed: the extraction left them unwritten
         finally:
             os.close(fd)
     return pages
@@ -175,7 +178,8 @@ def apply_share(root: Path, reader: page_delta.Reader, wanted: set[str], share: 
                 if number % shares == share:
                     if (batch := reader.page_batch(BATCH_PAGES, span)) is None:
                         break
-                    crc, buffer = _apply_batch(fd, batch, where=path, buffer=buffer, crc=reader.crc)
+                    crc, buffer = _apply_runs(fd, Runs(batch, path), 0, len(batch.pages), where=path,
+                                              buffer=buffer, crc=reader.crc)
                     batches.append((number, crc, len(batch.pages)))
                 elif reader.page_batch(BATCH_PAGES, span, skip=True) is None:
                     break
@@ -203,10 +207,51 @@ def _open_restored(root: Path, path: str) -> int:
         raise DeltaError(f"{path} is not in the restored directory") from None
 
 
-def _apply_batch(fd: int, batch: page_delta.PageBatch, *, where: str, buffer: bytearray, crc
-                 ) -> tuple[int, bytearray]:
-    """Apply a batch of page records to the open file `fd`; the crc of the pages made and the buffer (kept for
-    the next batch).
+class Runs:
+    """A PageBatch's runs located with numpy, checked once (each page's runs fit the page and its record), then
+    put into pages wherever they are (`put`)."""
+
+    def __init__(self, batch: page_delta.PageBatch, where: str):
+        import numpy as np
+
+        self.pages = np.array(batch.pages, dtype=np.int64)
+        counts = np.array(batch.counts, dtype=np.int32)
+        runs = np.frombuffer(batch.headers, dtype="<u2").astype(np.int32).reshape(-1, 2)
+        kept, self.lengths = runs[:, 0], runs[:, 1]
+        self.counts, self.first = counts, np.cumsum(counts) - counts  # each page's first run
+        self.ends = np.concatenate(([0], np.cumsum(kept + self.lengths, dtype=np.int32)))  # runs' ends, over all
+        self.used = np.concatenate(([0], np.cumsum(self.lengths, dtype=np.int32)))  # runs' bytes' ends in data
+        first = self.first
+        span = self.ends[first + counts] - self.ends[first]
+        data = self.used[first + counts] - self.used[first]
+        bad = np.flatnonzero((span > PAGE) | (data != np.array(batch.lengths, dtype=np.int32)))
+        if len(bad):
+            raise DeltaError(f"the runs of page {batch.pages[bad[0]]} of {where} do not fit the page or their record")
+        self.data = np.frombuffer(batch.data, dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.pages)
+
+    def put(self, target, i: int, j: int, slots) -> None:
+        """Records i..j-1 into `target` (a uint8 array of whole pages): record i + r's page is page slots[r]."""
+        import numpy as np
+
+        if i >= j:
+            return
+        r0, r1 = self.first[i], self.first[j - 1] + self.counts[j - 1]  # their runs
+        # Byte d of run r goes to: its page's place + where the run starts in the page + (d - the run's first).
+        base = np.asarray(slots, dtype=np.int64) * PAGE - self.ends[self.first[i:j]]
+        run_start = np.repeat(base, self.counts[i:j]) + self.ends[r0 + 1:r1 + 1] - self.lengths[r0:r1] \
+            - self.used[r0:r1]
+        d0, d1 = self.used[r0], self.used[r1]
+        target[np.repeat(run_start, self.lengths[r0:r1]) + np.arange(d0, d1)] = self.data[d0:d1]
+
+
+def _apply_runs(fd: int, runs: Runs, i: int, j: int, *, where: str, buffer: bytearray, crc, zeros: bool = False
+                ) -> tuple[int, bytearray]:
+    """Apply records i..j-1 of a parsed batch to the open file `fd`; the crc of the pages made and the buffer
+    (kept for the next batch). `zeros`: the pages are past the file's data, and not read (`fd` may be
+    write-only).
 
     The pages are read into one buffer (a read per run of consecutive pages: reading the pages between too was
     slower, 1.6 GB/s from the page cache), the runs put in with one numpy scatter, and the pages written back
@@ -217,32 +262,19 @@ def _apply_batch(fd: int, batch: page_delta.PageBatch, *, where: str, buffer: by
 
     from apps.databases.engines import tarstream
 
-    pages, k = batch.pages, len(batch.pages)
-    counts = np.array(batch.counts, dtype=np.int32)
-    runs = np.frombuffer(batch.headers, dtype="<u2").astype(np.int32).reshape(-1, 2)
-    kept, lengths = runs[:, 0], runs[:, 1]
-    first = np.cumsum(counts) - counts  # each page's first run
-    ends = np.concatenate(([0], np.cumsum(kept + lengths, dtype=np.int32)))  # each run's end, over the batch
-    used = np.concatenate(([0], np.cumsum(lengths, dtype=np.int32)))  # each run's bytes' end in batch.data
-    span = ends[first + counts] - ends[first]
-    data = used[first + counts] - used[first]
-    bad = np.flatnonzero((span > PAGE) | (data != np.array(batch.lengths, dtype=np.int32)))
-    if len(bad):
-        raise DeltaError(f"the runs of page {pages[bad[0]]} of {where} do not fit the page or their record")
+    pages, k = runs.pages[i:j].tolist(), j - i
     if len(buffer) < k * PAGE:
         buffer = bytearray(k * PAGE)
     view = memoryview(buffer)
     try:
         groups = _consecutive(pages)
-        for index, page, n in groups:
+        if zeros:
+            view[:k * PAGE] = bytes(k * PAGE)
+        for index, page, n in [] if zeros else groups:
             got = os.preadv(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
             if got != n * PAGE:
                 raise DeltaError(f"{where} ends inside page {page + got // PAGE}")
-        # Byte j of run r goes to: its page's place in the buffer + where the run starts in the page + j.
-        base = np.arange(0, k * PAGE, PAGE, dtype=np.int32) - ends[first]
-        run_start = np.repeat(base, counts) + ends[1:] - lengths - used[:-1]
-        target = np.repeat(run_start, lengths) + np.arange(used[-1], dtype=np.int32)
-        np.frombuffer(buffer, dtype=np.uint8)[target] = np.frombuffer(batch.data, dtype=np.uint8)
+        runs.put(np.frombuffer(buffer, dtype=np.uint8), i, j, np.arange(k))
         made = crc(0, bytes(view[:k * PAGE]))  # the pages made, one after the other
         for index, page, n in groups:
             os.pwritev(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)

@@ -244,13 +244,17 @@ class Reader:
     The stream is parsed from one buffer by offset (struct.unpack_from), refilled from the chunks as it runs
     short: the restore reads a record per changed page, and copying each out first cost more than applying it."""
 
-    def __init__(self, chunks: Iterator[bytes], name: str = NAME):
+    def __init__(self, chunks: Iterator[bytes], name: str = NAME, *, resume: tuple[bytes, str, int] | None = None):
+        """`resume` (magic, path, page): `chunks` are a stream's bytes from a page record of `path` (or its end
+        record) on, where `offset` was, and `page` the page number of the record before it (-1 for none), read
+        from there as that file's records."""
         self.name = name
         self._chunks = iter(chunks)
-        self._buf, self._pos = b"", 0
-        magic = self._read(len(MAGIC))
+        self._buf, self._pos, self._base = b"", 0, 0
+        magic = self._read(len(MAGIC)) if resume is None else resume[0]
         if magic not in CRCS:
             raise DeltaError(f"{name} is not a page-delta stream")
+        self.magic = magic
         self._crc = CRCS[magic]
         self.polynomial = POLYNOMIALS[magic]
         self._tag = self._read(1)
@@ -259,9 +263,22 @@ class Reader:
         self._path: str | None = None  # the file whose records are being read, until its end record
         self._page = self._count = 0
         self._check = FileCheck(self._crc)
+        if resume is not None:
+            self._path, self._page = resume[1], resume[2]
+
+    @property
+    def page(self) -> int:
+        """The page number of the last page record read in the current file (-1 before its first)."""
+        return self._page
+
+    @property
+    def offset(self) -> int:
+        """Where in the stream the next record begins (its tag, already read, counts as not yet)."""
+        return self._base + self._pos - 1
 
     def _fill(self, n: int) -> None:
         """At least `n` bytes from the current position in the buffer."""
+        self._base += self._pos
         parts, have = [self._buf[self._pos:]], len(self._buf) - self._pos
         while have < n:
             chunk = next(self._chunks, None)

@@ -17,8 +17,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from apps.backups import delta_restore, file_index, sources
+from apps.backups import delta_patch, delta_restore, file_index, sources
 from apps.backups.models import Backup, BackupFormat, BackupKind, BackupStatus
+from apps.backups.page_delta import DeltaError
 from apps.backups.restores import artifact_stream
 from apps.core.durable import fsync_dir
 from apps.core.errors import UserError
@@ -167,25 +168,37 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         note(ctx, f"removing {partial}, left by an interrupted restore")
         shutil.rmtree(partial)
     partial.mkdir(mode=0o700)
-    extractor = None
+    extractor = patches = None
     try:
         from apps.databases.engines import tarstream
 
-        # Files are created owned by the server user and fsynced in the background as they complete.
-        extractor = tarstream.Extractor(partial, owner=uid_gid, sync=True)
-        for entry in index["files"]:
-            if entry["type"] == "dir":
-                extractor.make_dir(tarstream.safe_relpath(entry["path"]))
         links = []  # (link, the parts of its tar, the files wanted from it: None for all, from the newest)
         for link in chain:
             wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
             if wanted is None or wanted:
                 links.append((link, tar_parts(link), wanted))
-        # The files page deltas change once extracted (their paths in the partial directory).
-        changed = {os.path.join(partial, entry["path"]) for entry in index["files"] if entry.get("deltas")}
-        if _parallel(links):
-            _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx,
-                                  forked=delta_restore.warm_up if changed else None)
+        parallel = _parallel(links)
+        # The page deltas: put into the pages as the extraction processes write them (delta_patch), or applied
+        # after the extraction (delta_restore, below).
+        patches = delta_patch.prepare(chain, index, directory=target.parent, ctx=ctx) if parallel else None
+        deltas = [] if patches else [entry["path"] for entry in index["files"] if entry.get("deltas")]
+        changed = {os.path.join(partial, path) for path in deltas}  # as extracted, in the partial directory
+        # Files are created owned by the server user and written back in the background as they complete, but
+        # those the page deltas change after: their pages are written to the disk once, after the deltas.
+        extractor = tarstream.Extractor(partial, owner=uid_gid, sync=True,
+                                        rewritten=frozenset(str(tarstream.safe_relpath(p)) for p in deltas))
+        for entry in index["files"]:
+            if entry["type"] == "dir":
+                extractor.make_dir(tarstream.safe_relpath(entry["path"]))
+        if parallel:
+            reports = _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx,
+                                            forked=delta_restore.warm_up if changed else None, patches=patches)
+            if patches is not None:
+                try:
+                    delta_patch.finish(partial, patches, reports)
+                except DeltaError as exc:
+                    raise ChainError(f"The page deltas of backup {patches.link.pk} do not fit the restored "
+                                     f"files: {exc}.") from None
         else:
             # The files are created in a thread of their own, in the order the links will write them.
             order = {b.pk: i for i, b in enumerate(chain)}
@@ -221,6 +234,9 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             extractor.close()
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    finally:
+        if patches is not None:
+            patches.close()
     note(ctx, f"restored {extractor.files} files ({extractor.bytes} bytes) into {target}")
     return {"backup_id": backup.pk, "chain": [b.pk for b in chain], "pgdata": str(target),
             "locations": {b.pk: sources.source_name(b) for b in chain},
@@ -317,7 +333,8 @@ def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Back
 
 
 def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
-                          ctx: JobContext | None, forked: Callable[[], None] | None = None) -> None:
+                          ctx: JobContext | None, forked: Callable[[], None] | None = None,
+                          patches: "delta_patch.Spool | None" = None) -> list[dict]:
     """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
     streams to authenticate, decompress and write, on two cores), and each part of a full that records where
     each starts as a stream of its own (a file cut between two parts is written by both, at their offsets);
@@ -329,7 +346,8 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
     fork. Every frame is authenticated before its bytes are written, in each child as in one process; a child
     that fails reports its error, which is raised here (after every child has stopped) with its parts named,
     and the caller removes the partial directory. Files and counts are the parent's `extractor`'s afterwards;
-    its sync_all makes them durable.
+    its sync_all makes them durable. With `patches`, the page deltas are put in as files are written
+    (delta_patch); what each child applied (Spool.take_reports) is returned, for delta_patch.finish.
     """
     from apps.databases.engines import tarstream
     from apps.documents import forked as processes
@@ -340,19 +358,20 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
     def work(i: int, report) -> dict:
         unit = units[i]
         link, wanted = unit["link"], unit["wanted"]
-        child = tarstream.Extractor(extractor.root, owner=extractor._owner, sync=True)
+        child = tarstream.Extractor(extractor.root, owner=extractor._owner, sync=True, rewritten=extractor.rewritten)
         child._made, child.shared = set(extractor._made), set(extractor.shared)
         child.precreate([tarstream.safe_relpath(p) for p in unit["files"]])
         try:
             _extract(child, link=link, parts=unit["parts"], wanted=wanted, ctx=None, report=report,
                      refuse=others if wanted is None and link.pk == newest.pk else None,
-                     start=unit["start"], end=unit["end"])
+                     start=unit["start"], end=unit["end"], patch=None if patches is None else patches.open)
             child.drop_unwritten()
         except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
             child.close()
-            return {"error": str(exc) or type(exc).__name__, "chain": isinstance(exc, ChainError)}
+            return {"error": str(exc) or type(exc).__name__, "chain": isinstance(exc, (ChainError, DeltaError))}
         left = sorted(wanted or ())
-        return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else ""}
+        return {"files": child.files, "bytes": child.bytes, "left": len(left), "example": left[0] if left else "",
+                "patched": {} if patches is None else patches.take_reports()}
 
     total = sum(a.size_raw for _, parts, _ in links for a in parts)
     note(ctx, "extracting " + ", ".join(_keys(u["parts"]) for u in units)
@@ -374,16 +393,18 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
             raise _lacking(link, got["left"], got["example"])
         extractor.files += got["files"]
         extractor.bytes += got["bytes"]
+    return [got["patched"] for got in results]
 
 
 def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, ctx: JobContext | None,
              report=None, refuse: set[str] | None = None, start: dict | None = None,
-             end: dict | None = None) -> None:
+             end: dict | None = None, patch=None) -> None:
     """Stream one link's tar (the decoded bytes of its `parts`, one after the other, each authenticated and
     checked to its end as a stream of its own) into the directory: all of it (`wanted` None), or only the files in `wanted`
     (each removed from it as written). `report(n)`: called with the size of each raw chunk (a forked child's
     progress). `refuse`: paths this tar must not hold (those another process writes). `start`, `end`: part
     records (tarstream.StreamExtractor) when `parts` are a run of a full's parts that begins or ends inside it.
+    `patch`: the page deltas' writer of each file (tarstream.StreamExtractor, delta_patch).
 
     Three threads, each a few MiB ahead of the next: one reads and authenticates (AES-GCM per frame, the
     stored SHA-256 at the end), one decompresses, this one writes the members (a fourth fsyncs finished
@@ -412,7 +433,7 @@ def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, c
         ctx.progress(0, sum(a.size_raw for a in parts), force=True)
     chunks = read_ahead(stream, name=f"restore-{link.pk}")
     tar = tarstream.StreamExtractor(extractor, select=select if wanted is not None else
-                                    not_refused if refuse else None, start=start, end=end)
+                                    not_refused if refuse else None, start=start, end=end, patch=patch)
     try:
         for chunk in ctx.count(chunks) if ctx is not None else chunks:
             tar.feed(chunk)

@@ -249,14 +249,17 @@ class Extractor:
     # 4 took 0.17-0.23 s and 1 took 0.27 s; 12-24 were no better than 8.
     SYNC_THREADS = 8
 
-    def __init__(self, root: Path, *, owner: tuple[int, int] | None = None, sync: bool = False):
+    def __init__(self, root: Path, *, owner: tuple[int, int] | None = None, sync: bool = False,
+                 rewritten: frozenset[str] = frozenset()):
         """`owner` (uid, gid): given to every file as it is created. `sync`: the writeback of each file finished
         by StreamExtractor is started (sync_file_range, not waited for) and the file closed, in a background
         thread, while the next ones are written; `sync_all` then fsyncs every file and directory under the root,
         as PostgreSQL's own `initdb --sync-only` does. Durable without a system-wide sync(), and without an fsync
         per file while files are still being created (each one forced a journal commit that held up the next
-        file's creation)."""
+        file's creation). `rewritten`: relative paths of files a later step writes again (the restore's page
+        deltas), whose writeback is not started: their pages would go to the disk twice."""
         self.root = root
+        self.rewritten = rewritten
         self.files = 0
         self.bytes = 0
         self._made: set[PurePosixPath] = set()  # directories made by us (never a link: none is ever written)
@@ -360,9 +363,10 @@ class Extractor:
             self._stop_precreating.set()
             self._precreator.join()
 
-    def done(self, fd: int) -> None:
-        """A file is complete: close it, or (sync) have its writeback started and close it in the background."""
-        if self._syncer is None:
+    def done(self, fd: int, rel: PurePosixPath | None = None) -> None:
+        """A file (at `rel`) is complete: close it, or (sync) have its writeback started and close it in the
+        background."""
+        if self._syncer is None or (rel is not None and str(rel) in self.rewritten):
             os.close(fd)
             return
         self._pending.append(self._syncer.submit(_writeback_close, fd))
@@ -440,12 +444,18 @@ class StreamExtractor(TarScanner):
     the data or padding of `path`: `left` data bytes, written at `file_offset` when `start["write"]`, then
     `pad` bytes; all zero and "" at a header). `end`, the next part's start record, says where it must end
     (None: at the end-of-archive marker, as a whole tar).
+
+    `patch(relpath, fd, offset)` (optional): a writer for a file's data from `offset` on (None: written as it
+    comes), fed its data (`feed(view)`) and then closed (`close(at_end=...)`: its end, or the end of this
+    part); the restore's page deltas (apps/backups/delta_patch.py).
     """
 
-    def __init__(self, extractor: "Extractor", select=None, *, start: dict | None = None, end: dict | None = None):
+    def __init__(self, extractor: "Extractor", select=None, *, start: dict | None = None, end: dict | None = None,
+                 patch=None):
         super().__init__()
-        self.extractor, self.select, self.end = extractor, select, end
+        self.extractor, self.select, self.end, self.patch = extractor, select, end, patch
         self._fd: int | None = None
+        self._writer = None  # patch's writer of the current member
         self._current: Member | None = None
         self._continued = False  # the current member began in an earlier part (counted there)
         self._skipped = 0  # its data bytes before this stream began
@@ -464,6 +474,8 @@ class StreamExtractor(TarScanner):
                     raise
                 self._fd, self._current, self._sink = fd, member, True
                 self._continued, self._skipped = True, start["file_offset"]
+                if patch is not None:
+                    self._writer = patch(str(rel), fd, start["file_offset"])
 
     def _on_member(self, member: Member) -> bool:
         rel = safe_relpath(member.path)
@@ -478,23 +490,30 @@ class StreamExtractor(TarScanner):
             return False
         self._fd = self.extractor.open_file(rel, member.mode)
         self._current = member
+        if self.patch is not None:
+            self._writer = self.patch(str(rel), self._fd, 0)
         return True
 
     def _on_data(self, data: memoryview) -> None:
+        if self._writer is not None:
+            self._writer.feed(data)
+            return
         fd = self._fd
         while data:
             n = os.write(fd, data)
             data = data[n:]
 
     def _on_member_end(self) -> None:
-        fd, member = self._fd, self._current
-        self._fd = self._current = None
+        fd, member, writer = self._fd, self._current, self._writer
+        self._fd = self._current = self._writer = None
         try:
+            if writer is not None:
+                writer.close(at_end=True)
             os.utime(fd, (member.mtime, member.mtime))
         except BaseException:
             os.close(fd)
             raise
-        self.extractor.done(fd)
+        self.extractor.done(fd, PurePosixPath(member.path))
         self.extractor.files += 0 if self._continued else 1  # a continued member: counted where its header was
         self.extractor.bytes += member.size - self._skipped
         self._continued, self._skipped = False, 0
@@ -522,21 +541,23 @@ class StreamExtractor(TarScanner):
             raise TarError(f"This part of the backup's tar ends {where}, not where the next part begins "
                            f"({end['path'] or 'at a header'}).")
         if self._fd is not None:  # the member goes on in the next part: what this part holds of it is written
-            fd, member = self._fd, self._current
-            self._fd = self._current = None
+            fd, member, writer = self._fd, self._current, self._writer
+            self._fd = self._current = self._writer = None
             try:
+                if writer is not None:
+                    writer.close(at_end=False)
                 os.utime(fd, (member.mtime, member.mtime))  # after our writes; the other writer's come after its own
             except BaseException:
                 os.close(fd)
                 raise
-            self.extractor.done(fd)
+            self.extractor.done(fd, PurePosixPath(member.path))
             self.extractor.files += 0 if self._continued else 1
             self.extractor.bytes += member.size - self._data_left - self._skipped
 
     def abort(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-            self._fd = self._current = None
+            self._fd = self._current = self._writer = None
 
 
 def _fsync_path(path: str, flags: int) -> None:
