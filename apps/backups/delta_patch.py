@@ -21,9 +21,9 @@ Otherwise (deltas of two links on one file, or an extraction in this process) de
 afterwards.
 """
 import os
+import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,19 +31,18 @@ from apps.backups import page_delta
 from apps.backups.delta_restore import BATCH_PAGES, Runs, _apply_runs, _open_restored
 from apps.backups.page_delta import PAGE, DeltaError
 
-READ = 1 << 20  # bytes read from the spool at a time
-
-
 class Mark(NamedTuple):
-    """Where a batch of a file's records (BATCH_PAGES of them) begins: a reader can start there."""
+    """A batch of a file's records (BATCH_PAGES of them, the last fewer) in the spool."""
     page: int  # of its first record
-    offset: int  # in the spool
-    previous: int  # the page of the record before it (-1: none)
     index: int  # of its first record, in the file's
+    previous: int  # the page of the record before it (-1: none)
+    start: int  # where its first record's fields begin (after its tag)
+    end: int  # where its last record ends
 
 
 class FileDelta(NamedTuple):
-    marks: list[Mark]  # the first at its first record (or its end record, with none)
+    marks: list[Mark]
+    base: int  # where its records' offsets begin in the spool's offsets (in records)
     parent_size: int
     new_size: int
     records: int
@@ -51,35 +50,48 @@ class FileDelta(NamedTuple):
 
 
 class Spool:
-    """One link's page-delta stream, decoded, in an unlinked temporary file; `files`: the wanted ones'
-    records."""
+    """One link's page-delta stream, decoded, in an unlinked temporary file, and where each record of the
+    wanted files begins in another; `files`: the wanted files' records. A batch of records is parsed from
+    there with numpy (`runs`), not record by record: ~5 µs a record in Python."""
 
-    def __init__(self, file, magic: bytes, files: dict[str, FileDelta], name: str):
-        self.file, self.magic, self.files, self.name = file, magic, files, name
+    def __init__(self, file, offsets, magic: bytes, files: dict[str, FileDelta], name: str):
+        self.file, self.offsets, self.magic, self.files, self.name = file, offsets, magic, files, name
         self.polynomial = page_delta.POLYNOMIALS[magic]
+        self.crc = page_delta.CRCS[magic]
         self.reports: dict[str, list[dict]] = {}  # what each FilePatch closed here applied (in a child: its own)
 
-    def reader(self, path: str, *, page: int = 0, index: int | None = None) -> tuple[page_delta.Reader, int]:
-        """A Reader of `path`'s records from the batch holding its first record of `page` or later (or its record
-        number `index`) or an earlier one, and the number of the first record it reads. (A process extracting
-        the end of a file starts there, not at its first record: ten parts of pgbench's big table each parsing
-        half of its records before theirs cost 2 s.)"""
+    def runs(self, path: str, m: int) -> Runs:
+        """The records of `path`'s batch number `m`, parsed."""
+        import numpy as np
+
+        info = self.files[path]
+        mark = info.marks[m]
+        count = (info.marks[m + 1].index if m + 1 < len(info.marks) else info.records) - mark.index
+        offsets = np.frombuffer(_pread(self.offsets.fileno(), 8 * count, 8 * (info.base + mark.index)), dtype="<i8")
+        region = np.frombuffer(_pread(self.file.fileno(), mark.end - mark.start, mark.start), dtype=np.uint8)
+        at = offsets - mark.start  # each record's fields: u32 pages skipped, u16 runs, u16 data length
+
+        def u16(where):
+            return region[where].astype(np.int32) | (region[where + 1].astype(np.int32) << 8)
+
+        at = at.astype(np.int32)  # (a batch is far under 2 GiB: int32 indexes, half the memory traffic)
+        skipped = u16(at).astype(np.int64) | (u16(at + 2).astype(np.int64) << 16)
+        counts, lengths = u16(at + 4), u16(at + 6)
+        ends = at + 8 + 4 * counts + lengths
+        if ends[-1] != len(region) or not np.array_equal(ends[:-1] + 1, at[1:]):
+            raise DeltaError(f"{self.name}: the records of {path} are not where they were found")
+        pages = mark.previous + np.cumsum(skipped + 1)
+        headers, data = region[_spans(at + 8, 4 * counts)], region[_spans(at + 8 + 4 * counts, lengths)]
+        return Runs(page_delta.PageBatch(pages, counts, lengths, headers, data), path)
+
+    def batch_of(self, path: str, *, page: int | None = None, index: int | None = None) -> int:
+        """The number of `path`'s batch holding its first record of `page` or later, or its record `index` (the
+        one before, when none does)."""
         import bisect
 
         marks = self.files[path].marks
-        if index is None:
-            at = max(0, bisect.bisect_right([m.page for m in marks], page) - 1)
-        else:
-            at = max(0, bisect.bisect_right([m.index for m in marks], index) - 1)
-        mark, fd = marks[at], self.file.fileno()
-
-        def chunks():
-            offset = mark.offset
-            while chunk := os.pread(fd, READ, offset):
-                yield chunk
-                offset += len(chunk)
-
-        return page_delta.Reader(chunks(), self.name, resume=(self.magic, path, mark.previous)), mark.index
+        keys = [m.page for m in marks] if index is None else [m.index for m in marks]
+        return max(0, bisect.bisect_right(keys, page if index is None else index) - 1)
 
     def open(self, rel: str, fd: int, offset: int) -> "FilePatch | None":
         """The writer of `rel`'s bytes from `offset` on, through `fd` (at that offset), when it has deltas."""
@@ -91,16 +103,54 @@ class Spool:
 
     def close(self) -> None:
         self.file.close()
+        self.offsets.close()
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise DeltaError("the spooled page deltas end early")
+    return data
+
+
+def _spans(starts, lengths):
+    """The indexes of each span [start, start + length), one after the other (numpy)."""
+    import numpy as np
+
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()), dtype=np.int32)
+
+
+_numpy: threading.Thread | None = None
+
+
+def import_numpy() -> None:
+    """Start importing numpy in a thread (~0.15 s of CPU), e.g. while the restore checks the chain and reads the
+    index: the extraction processes then inherit it. `numpy_imported()` must follow before any fork (a child
+    forked while the thread imports would inherit the import's locks)."""
+    global _numpy
+    import importlib
+
+    if _numpy is None and "numpy" not in sys.modules:
+        _numpy = threading.Thread(target=importlib.import_module, args=("numpy",), name="import-numpy")
+        _numpy.start()
+
+
+def numpy_imported() -> None:
+    """Wait for import_numpy's thread, if any."""
+    global _numpy
+    if _numpy is not None:
+        _numpy.join()
+        _numpy = None
 
 
 def spool(chunks, wanted: set[str], *, directory: Path, name: str) -> Spool:
     """Decode a page-delta stream (`chunks`, authenticated as they come) into a Spool of the files in `wanted`
     (each removed from it as found); numpy is imported meanwhile, before the processes that use it are forked."""
-    import importlib
+    import array
 
-    numpy = threading.Thread(target=importlib.import_module, args=("numpy",), name="import-numpy")
-    numpy.start()
+    import_numpy()
     file = tempfile.TemporaryFile(dir=directory, prefix=".pages-delta-")
+    offsets = tempfile.TemporaryFile(dir=directory, prefix=".pages-delta-offsets-")
     try:
         fd = file.fileno()
 
@@ -112,28 +162,37 @@ def spool(chunks, wanted: set[str], *, directory: Path, name: str) -> Spool:
                 yield chunk
 
         stream = tee()
-        reader, files = page_delta.Reader(stream, name), {}
+        reader, files, base = page_delta.Reader(stream, name), {}, 0
         while (record := reader.next_file()) is not None:
             path, parent_size, new_size = record
+            keep = path in wanted
             count, marks = 0, []
             while True:
-                offset, previous = reader.offset, reader.page
+                previous = reader.page
                 if (batch := reader.page_batch(BATCH_PAGES, max(parent_size, new_size), skip=True)) is None:
                     break
-                marks.append(Mark(batch.pages[0], offset, previous, count))
+                if keep:
+                    marks.append(Mark(batch.pages[0], count, previous, batch.offsets[0], reader.offset))
+                    where = array.array("q", batch.offsets)
+                    if sys.byteorder == "big":
+                        where.byteswap()
+                    offsets.write(where.tobytes())
                 count += len(batch.pages)
             _old_crc, new_crc = reader.file_end()
-            if path in wanted:
+            if keep:
                 wanted.discard(path)
-                files[path] = FileDelta(marks or [Mark(0, offset, -1, 0)], parent_size, new_size, count, new_crc)
+                files[path] = FileDelta(marks, base, parent_size, new_size, count, new_crc)
+                base += count
         for _ in stream:  # past the end record: the decoder's own end checks
             pass
-        return Spool(file, reader.magic, files, name)
+        offsets.flush()
+        return Spool(file, offsets, reader.magic, files, name)
     except BaseException:
         file.close()
+        offsets.close()
         raise
     finally:
-        numpy.join()
+        numpy_imported()
 
 
 class FilePatch:
@@ -145,22 +204,23 @@ class FilePatch:
         self.info = spool.files[path]
         self.carry = bytearray()  # the start of a page (pos is where it begins), held until the page is whole
         self.segments: list[list[int]] = []  # [first record, crc of its pages made, records] applied here
-        # index: records passed so far (applied here or not), in the file's order
-        self._reader, self.index = spool.reader(path, page=offset // PAGE)
-        self._crc = self._reader.crc
+        self._crc = spool.crc
+        # The records are read from the batch holding the first of a page at or after `offset` (a process
+        # extracting the end of a file starts there, not at its first record: ten parts of pgbench's big table
+        # each passing over half its records before theirs cost 2 s of CPU).
+        self._next = spool.batch_of(path, page=offset // PAGE) if self.info.marks else 0  # the batch to parse next
+        self.index = self.info.marks[self._next].index if self.info.marks else 0  # records passed (applied or not)
         self._runs: Runs | None = None  # the parsed batch holding the next record, and its place in it
         self._at = 0
-        self._last = False  # no batch left
+        self._buffer = bytearray()
 
     def _current(self) -> Runs | None:
         while self._runs is None or self._at >= len(self._runs):
-            if self._last:
+            if self._next >= len(self.info.marks):
+                self._runs = None
                 return None
-            batch = self._reader.page_batch(BATCH_PAGES, max(self.info.parent_size, self.info.new_size))
-            if batch is None:
-                self._last, self._runs = True, None
-                return None
-            self._runs, self._at = Runs(batch, self.path), 0
+            self._runs, self._at = self.spool.runs(self.path, self._next), 0
+            self._next += 1
         return self._runs
 
     def feed(self, data: memoryview) -> None:
@@ -207,10 +267,13 @@ class FilePatch:
         if not pieces:
             self._write(data)
             return
-        buffer = bytearray(data)
-        target, view = np.frombuffer(buffer, dtype=np.uint8), memoryview(buffer)
+        if len(self._buffer) < len(data):
+            self._buffer = bytearray(len(data))
+        view = memoryview(self._buffer)[:len(data)]  # one buffer for the file: a new one each time cost a page
+        view[:] = data                                 # fault per 4 KiB, ~0.3 s for pgbench's big table
+        target = np.frombuffer(view, dtype=np.uint8)
         for runs, low, high, index in pieces:
-            slots = runs.pages[low:high] - first
+            slots = (runs.pages[low:high] - first).astype(np.int32)
             runs.put(target, low, high, slots)
             # The crc of the pages made, a run of consecutive pages at a time.
             cuts = [0, *(np.flatnonzero(np.diff(slots) != 1) + 1).tolist(), high - low]
@@ -314,17 +377,12 @@ def _apply_missing(fd: int, spool: Spool, path: str, segments: list[list[int]]) 
     for first, _crc, count in segments:
         covered.update(range(first, first + count))
     missing = [i for i in range(spool.files[path].records) if i not in covered]
-    span = max(spool.files[path].parent_size, spool.files[path].new_size)
-    buffer, runs = bytearray(), None
+    buffer, runs, at = bytearray(), None, 0
     for want in missing:  # (a page cut between two parts: one here and there)
         if runs is None or not at <= want < at + len(runs):
-            reader, at = spool.reader(path, index=want)
-            while (batch := reader.page_batch(BATCH_PAGES, span)) is not None and at + len(batch.pages) <= want:
-                at += len(batch.pages)
-            if batch is None:
-                raise DeltaError(f"{path}: its record {want} is missing")  # (cannot happen: counted in the spool)
-            runs = Runs(batch, path)
-        crc, buffer = _apply_runs(fd, runs, want - at, want - at + 1, where=path, buffer=buffer, crc=reader.crc)
+            m = spool.batch_of(path, index=want)
+            runs, at = spool.runs(path, m), spool.files[path].marks[m].index
+        crc, buffer = _apply_runs(fd, runs, want - at, want - at + 1, where=path, buffer=buffer, crc=spool.crc)
         segments.append([want, crc, 1])
     return sorted(segments)
 

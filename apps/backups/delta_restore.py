@@ -215,7 +215,7 @@ class Runs:
         import numpy as np
 
         self.pages = np.array(batch.pages, dtype=np.int64)
-        counts = np.array(batch.counts, dtype=np.int32)
+        counts = np.asarray(batch.counts, dtype=np.int32)
         runs = np.frombuffer(batch.headers, dtype="<u2").astype(np.int32).reshape(-1, 2)
         kept, self.lengths = runs[:, 0], runs[:, 1]
         self.counts, self.first = counts, np.cumsum(counts) - counts  # each page's first run
@@ -224,7 +224,7 @@ class Runs:
         first = self.first
         span = self.ends[first + counts] - self.ends[first]
         data = self.used[first + counts] - self.used[first]
-        bad = np.flatnonzero((span > PAGE) | (data != np.array(batch.lengths, dtype=np.int32)))
+        bad = np.flatnonzero((span > PAGE) | (data != np.asarray(batch.lengths, dtype=np.int32)))
         if len(bad):
             raise DeltaError(f"the runs of page {batch.pages[bad[0]]} of {where} do not fit the page or their record")
         self.data = np.frombuffer(batch.data, dtype=np.uint8)
@@ -240,11 +240,12 @@ class Runs:
             return
         r0, r1 = self.first[i], self.first[j - 1] + self.counts[j - 1]  # their runs
         # Byte d of run r goes to: its page's place + where the run starts in the page + (d - the run's first).
-        base = np.asarray(slots, dtype=np.int64) * PAGE - self.ends[self.first[i:j]]
+        # (int32 throughout, for a target under 2 GiB: int64 indexes took twice the memory traffic.)
+        base = np.asarray(slots, dtype=np.int32) * PAGE - self.ends[self.first[i:j]]
         run_start = np.repeat(base, self.counts[i:j]) + self.ends[r0 + 1:r1 + 1] - self.lengths[r0:r1] \
             - self.used[r0:r1]
         d0, d1 = self.used[r0], self.used[r1]
-        target[np.repeat(run_start, self.lengths[r0:r1]) + np.arange(d0, d1)] = self.data[d0:d1]
+        target[np.repeat(run_start, self.lengths[r0:r1]) + np.arange(d0, d1, dtype=np.int32)] = self.data[d0:d1]
 
 
 def _apply_runs(fd: int, runs: Runs, i: int, j: int, *, where: str, buffer: bytearray, crc, zeros: bool = False

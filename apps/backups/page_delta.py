@@ -148,7 +148,15 @@ POLYNOMIALS = {MAGIC: 0x82F63B78, MAGIC_CRC32: 0xEDB88320}  # reflected, as the 
 def crc_combine(polynomial: int, crc1: int, crc2: int, length2: int) -> int:
     """The crc of A + B from crc1 of A, crc2 of B and B's length (zlib's crc32_combine, for any reflected crc
     with all-ones start and end, as crc32 and crc32c are): parts of a file applied apart are checked as one."""
-    return _times(_zeros(polynomial, length2), crc1) ^ crc2 if length2 > 0 else crc1
+    if length2 <= 0:
+        return crc1
+    powers, k = _powers(polynomial), 0
+    while length2:  # appends 2**k zero bytes for each bit k of the length
+        if length2 & 1:
+            crc1 = _times(powers(k), crc1)
+        length2 >>= 1
+        k += 1
+    return crc1 ^ crc2
 
 
 def _times(matrix: tuple[int, ...], vector: int) -> int:
@@ -161,21 +169,21 @@ def _times(matrix: tuple[int, ...], vector: int) -> int:
     return total
 
 
-@functools.lru_cache(maxsize=64)
-def _zeros(polynomial: int, length: int) -> tuple[int, ...]:
-    """The GF(2) operator (32 columns) that appends `length` zero bytes to a crc: batches are mostly of one
-    length, so it is made once."""
+@functools.lru_cache(maxsize=8)
+def _powers(polynomial: int) -> Callable[[int], tuple[int, ...]]:
+    """The GF(2) operators (32 columns each) that append 2**k zero bytes to a crc, made once as asked for: a
+    combine then costs a vector product per bit of the length, whatever the length (the parts' lengths vary)."""
     operator = (polynomial, *(1 << n for n in range(31)))  # one zero bit
     for _ in range(3):
         operator = tuple(_times(operator, column) for column in operator)  # a zero byte: 2, 4, 8 bits
-    result = tuple(1 << n for n in range(32))  # identity
-    while length:
-        if length & 1:
-            result = tuple(_times(operator, column) for column in result)
-        length >>= 1
-        if length:
-            operator = tuple(_times(operator, column) for column in operator)
-    return result
+    made = [operator]
+
+    def power(k: int) -> tuple[int, ...]:
+        while len(made) <= k:
+            made.append(tuple(_times(made[-1], column) for column in made[-1]))
+        return made[k]
+
+    return power
 
 
 class FileCheck:
@@ -226,12 +234,15 @@ class Page:
 
 class PageBatch(NamedTuple):
     """Page records of one file, parsed: page numbers (ascending), run counts and data lengths of each, their
-    run headers (u16 kept, u16 length: little-endian, one after the other) and their runs' bytes."""
+    run headers (u16 kept, u16 length: little-endian, one after the other) and their runs' bytes (lists and
+    bytes, or numpy arrays). Passed over (`skip`): only the page numbers, and where each record's fields
+    begin in the stream (after its tag)."""
     pages: list[int]
     counts: list[int]
     lengths: list[int]
     headers: bytes
     data: bytes
+    offsets: list[int] | None = None
 
 
 class Reader:
@@ -244,14 +255,11 @@ class Reader:
     The stream is parsed from one buffer by offset (struct.unpack_from), refilled from the chunks as it runs
     short: the restore reads a record per changed page, and copying each out first cost more than applying it."""
 
-    def __init__(self, chunks: Iterator[bytes], name: str = NAME, *, resume: tuple[bytes, str, int] | None = None):
-        """`resume` (magic, path, page): `chunks` are a stream's bytes from a page record of `path` (or its end
-        record) on, where `offset` was, and `page` the page number of the record before it (-1 for none), read
-        from there as that file's records."""
+    def __init__(self, chunks: Iterator[bytes], name: str = NAME):
         self.name = name
         self._chunks = iter(chunks)
         self._buf, self._pos, self._base = b"", 0, 0
-        magic = self._read(len(MAGIC)) if resume is None else resume[0]
+        magic = self._read(len(MAGIC))
         if magic not in CRCS:
             raise DeltaError(f"{name} is not a page-delta stream")
         self.magic = magic
@@ -263,8 +271,6 @@ class Reader:
         self._path: str | None = None  # the file whose records are being read, until its end record
         self._page = self._count = 0
         self._check = FileCheck(self._crc)
-        if resume is not None:
-            self._path, self._page = resume[1], resume[2]
 
     @property
     def page(self) -> int:
@@ -273,8 +279,8 @@ class Reader:
 
     @property
     def offset(self) -> int:
-        """Where in the stream the next record begins (its tag, already read, counts as not yet)."""
-        return self._base + self._pos - 1
+        """Where in the stream the last record read ends."""
+        return self._base + self._pos - 1  # (the next record's tag is read already)
 
     def _fill(self, n: int) -> None:
         """At least `n` bytes from the current position in the buffer."""
@@ -337,10 +343,10 @@ class Reader:
     def page_batch(self, max_pages: int, limit: int, *, skip: bool = False) -> PageBatch | None:
         """The current file's next page records, up to `max_pages` of them, parsed (not applied); None after its
         last. A page at or past `limit` bytes is a DeltaError. With `skip`, passed over: only their page
-        numbers."""
+        numbers and offsets."""
         if self._tag != b"P" or self._path is None:
             return None
-        pages, counts, lengths, headers, data = [], [], [], [], []
+        pages, counts, lengths, headers, data, offsets = [], [], [], [], [], []
         buf, pos, tag, page = self._buf, self._pos, self._tag, self._page
         unpack, size = _P.unpack_from, _P.size
         while tag == b"P" and len(pages) < max_pages:
@@ -358,7 +364,9 @@ class Reader:
             if (page + 1) * PAGE > limit:
                 raise DeltaError(f"page {page} of {self._path} is past the file's size")
             pages.append(page)
-            if not skip:
+            if skip:
+                offsets.append(self._base + pos)
+            else:
                 counts.append(n)
                 lengths.append(length)
                 runs = pos + size + 4 * n
@@ -369,7 +377,7 @@ class Reader:
         self._buf, self._pos, self._tag, self._page = buf, pos, tag, page
         self.pages += len(pages)
         self._count += len(pages)
-        return PageBatch(pages, counts, lengths, b"".join(headers), b"".join(data))
+        return PageBatch(pages, counts, lengths, b"".join(headers), b"".join(data), offsets if skip else None)
 
     def file_end(self) -> tuple[int, int]:
         """After the current file's last page record: its end record's crcs (of the pages found, of the pages

@@ -152,22 +152,29 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
     """
     target = Path(pgdata).absolute()
     _check_destination(target)
-    # Everything checked before anything is written (with verify_first, every stored byte against its SHA-256).
-    chain = backup_chain(backup, deep=verify_first, ctx=ctx)
-    index = file_index.load(backup, backend=chain[-1]._source_backend)  # the copy just checked
-    holders: dict[str, set[str]] = {}
-    for entry in index["files"]:
-        if entry["type"] == "file":
-            holders.setdefault(entry["backup"], set()).add(entry["path"])
-    unknown = set(holders) - {b.pk for b in chain}
-    if unknown:
-        raise ChainError(f"The file index of {backup.pk} refers to backups outside its chain: {sorted(unknown)[:3]}.")
-    uid_gid = _owner_ids(owner)
-    partial = target.with_name(target.name + ".partial")
-    if partial.exists():
-        note(ctx, f"removing {partial}, left by an interrupted restore")
-        shutil.rmtree(partial)
-    partial.mkdir(mode=0o700)
+    if backup.kind == BackupKind.INCREMENTAL:
+        delta_patch.import_numpy()  # meanwhile, for the page deltas (waited for before the extraction's fork)
+    try:
+        # Everything checked before anything is written (with verify_first, every stored byte against its SHA-256).
+        chain = backup_chain(backup, deep=verify_first, ctx=ctx)
+        index = file_index.load(backup, backend=chain[-1]._source_backend)  # the copy just checked
+        holders: dict[str, set[str]] = {}
+        for entry in index["files"]:
+            if entry["type"] == "file":
+                holders.setdefault(entry["backup"], set()).add(entry["path"])
+        unknown = set(holders) - {b.pk for b in chain}
+        if unknown:
+            raise ChainError(f"The file index of {backup.pk} refers to backups outside its chain: "
+                             f"{sorted(unknown)[:3]}.")
+        uid_gid = _owner_ids(owner)
+        partial = target.with_name(target.name + ".partial")
+        if partial.exists():
+            note(ctx, f"removing {partial}, left by an interrupted restore")
+            shutil.rmtree(partial)
+        partial.mkdir(mode=0o700)
+    except BaseException:
+        delta_patch.numpy_imported()  # never left running into a later fork
+        raise
     extractor = patches = None
     try:
         from apps.databases.engines import tarstream
@@ -190,6 +197,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         for entry in index["files"]:
             if entry["type"] == "dir":
                 extractor.make_dir(tarstream.safe_relpath(entry["path"]))
+        delta_patch.numpy_imported()  # before the fork (and if there are no deltas to spool)
         if parallel:
             reports = _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx,
                                             forked=delta_restore.warm_up if changed else None, patches=patches)
@@ -230,6 +238,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         os.rename(partial, target)
         fsync_dir(target.parent)
     except BaseException:
+        delta_patch.numpy_imported()
         if extractor is not None:
             extractor.close()
         shutil.rmtree(partial, ignore_errors=True)
