@@ -223,3 +223,27 @@ def test_files_a_later_step_rewrites_are_not_written_back_when_extracted_but_sti
     assert {os.path.relpath(p, root) for p in synced} >= {"PG_VERSION", "base/1/16384", "base/1/16384_fsm",
                                                           "base/1/16390"}
     assert (root / "base/1/16384").read_bytes() == b"base/1/16384" * 300
+
+
+def test_a_large_file_has_its_writeback_started_as_it_is_written_not_only_at_its_end(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    monkeypatch.setattr(tarstream, "WRITEBACK_EVERY", 10_000)
+    started = []
+    real = tarstream.start_writeback
+
+    def observed(fd: int, offset: int = 0, length: int = 0) -> None:
+        started.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(tarstream, "start_writeback", observed)
+    extractor = tarstream.Extractor(root, sync=True)
+    tar = tarstream.StreamExtractor(extractor)
+    for piece in _in_chunks(_tar([_file("big", b"b" * 50_000), _file("small", b"s" * 100)]), 4096):
+        tar.feed(piece)
+    tar.close()
+    extractor.sync_all()
+    big = [size for path, size in started if path.endswith("/big")]
+    assert len(big) >= 5 and big[0] < 50_000 and big[-1] == 50_000  # during, then once complete
+    assert [size for path, size in started if path.endswith("/small")] == [100]
+    assert (root / "big").read_bytes() == b"b" * 50_000

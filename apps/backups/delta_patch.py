@@ -6,8 +6,9 @@ the restore. When every file with deltas relies on one link's (`deltas` of one b
 
 1. `spool`, before the extraction processes are forked: that link's `pages.delta` is decoded once
    (authenticated as it is read, like every artifact) into an unlinked temporary file beside the restore
-   (nothing is left if the process dies), noting where each wanted file's records start, how many there are
-   and the crc of the pages they make;
+   (nothing is left if the process dies), and where each record of the wanted files begins into another;
+   per file: its batches of records (so that a process starting inside a file starts at its batch), how many
+   there are and the crc of the pages they make;
 2. in the extraction processes, a file with deltas is written through a `FilePatch`: its whole pages that have
    a record are copied, their runs put in (delta_restore.Runs), and written; the others go straight from the
    stream. A page split between two chunks is held until whole. A part of a full's tar that begins or ends

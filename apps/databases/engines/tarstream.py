@@ -363,6 +363,12 @@ class Extractor:
             self._stop_precreating.set()
             self._precreator.join()
 
+    def write_back(self, fd: int, rel: PurePosixPath) -> None:
+        """A large file (at `rel`) is still being written: start the writeback of what it has so far, in the
+        background thread (before the file's `done`, which closes it there)."""
+        if self._syncer is not None and str(rel) not in self.rewritten:
+            self._pending.append(self._syncer.submit(start_writeback, fd))
+
     def done(self, fd: int, rel: PurePosixPath | None = None) -> None:
         """A file (at `rel`) is complete: close it, or (sync) have its writeback started and close it in the
         background."""
@@ -431,6 +437,11 @@ class Extractor:
             self._syncer = None
 
 
+# A file being extracted has its writeback started every this many bytes, not only once complete: the last parts
+# of pgbench's 700 MB table were otherwise still to be written when the restore's final fsync came.
+WRITEBACK_EVERY = 64 << 20
+
+
 class StreamExtractor(TarScanner):
     """Extracts a tar stream fed chunk by chunk (`feed`, then `close`) under `extractor.root`, without tarfile.
 
@@ -456,6 +467,7 @@ class StreamExtractor(TarScanner):
         self.extractor, self.select, self.end, self.patch = extractor, select, end, patch
         self._fd: int | None = None
         self._writer = None  # patch's writer of the current member
+        self._unsynced = 0  # bytes written to the current member since its writeback was last started
         self._current: Member | None = None
         self._continued = False  # the current member began in an earlier part (counted there)
         self._skipped = 0  # its data bytes before this stream began
@@ -489,19 +501,22 @@ class StreamExtractor(TarScanner):
         if self.select is not None and not self.select(str(rel), member):
             return False
         self._fd = self.extractor.open_file(rel, member.mode)
-        self._current = member
+        self._current, self._unsynced = member, 0
         if self.patch is not None:
             self._writer = self.patch(str(rel), self._fd, 0)
         return True
 
     def _on_data(self, data: memoryview) -> None:
+        self._unsynced += len(data)
         if self._writer is not None:
             self._writer.feed(data)
-            return
-        fd = self._fd
-        while data:
-            n = os.write(fd, data)
-            data = data[n:]
+        else:
+            fd, view = self._fd, data
+            while view:
+                view = view[os.write(fd, view):]
+        if self._unsynced >= WRITEBACK_EVERY:  # a large file: its pages go to the disk while the rest is written
+            self._unsynced = 0
+            self.extractor.write_back(self._fd, PurePosixPath(self._current.path))
 
     def _on_member_end(self) -> None:
         fd, member, writer = self._fd, self._current, self._writer
