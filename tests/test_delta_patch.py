@@ -1,7 +1,6 @@
 """Page deltas put into the pages as the extraction writes them (apps/backups/delta_patch.py), without a cluster:
 whatever the chunking, a file written in two parts cut anywhere (the cut page's record left to finish), files
 that grow and shrink, and deltas that do not fit. The restore of a real chain: test_incremental_delta.py."""
-import io
 import os
 import tarfile
 
@@ -11,6 +10,7 @@ from apps.backups import delta_patch, page_delta
 from apps.backups.page_delta import PAGE
 from apps.databases.engines import tarstream
 from tests.test_page_delta import _changed_pages, _delta, _kept_byte_flipped, files  # noqa: F401 (a fixture)
+from tests.test_tarstream import _file, _tar
 
 
 def _spool(tmp_path, files: dict, wanted=None) -> delta_patch.Spool:
@@ -20,22 +20,13 @@ def _spool(tmp_path, files: dict, wanted=None) -> delta_patch.Spool:
                              directory=tmp_path, name="pages.delta of test")
 
 
-def _tar(contents: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, data in contents.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("chunk", [1, 7, 4096, PAGE + 3, 1 << 20])
 def test_files_patched_as_extracted_are_byte_identical_whatever_the_chunking(tmp_path, files, chunk):
     spool = _spool(tmp_path, files)
     root = tmp_path / "root"
     root.mkdir()
-    blob = _tar({path: parent for path, (parent, _new) in files.items()} | {"PG_VERSION": b"15\n"})
+    contents = {path: parent for path, (parent, _new) in files.items()} | {"PG_VERSION": b"15\n"}
+    blob = _tar([_file(path, data) for path, data in contents.items()], fmt=tarfile.PAX_FORMAT)
     extractor = tarstream.Extractor(root)
     tar = tarstream.StreamExtractor(extractor, patch=spool.open)
     for i in range(0, len(blob), chunk):

@@ -270,8 +270,9 @@ class FilePatch:
             return
         if len(self._buffer) < len(data):
             self._buffer = bytearray(len(data))
-        view = memoryview(self._buffer)[:len(data)]  # one buffer for the file: a new one each time cost a page
-        view[:] = data                                 # fault per 4 KiB, ~0.3 s for pgbench's big table
+        # One buffer for the file: a new one for each chunk cost a page fault per 4 KiB (~0.3 s on pgbench).
+        view = memoryview(self._buffer)[:len(data)]
+        view[:] = data
         target = np.frombuffer(view, dtype=np.uint8)
         for runs, low, high, index in pieces:
             slots = (runs.pages[low:high] - first).astype(np.int32)
