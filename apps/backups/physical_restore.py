@@ -5,8 +5,10 @@ target and cluster (system identifier), its artifacts and manifest present in st
 and checksums the catalog records. Then each link's tar is streamed through the authenticating decoder
 (restores.artifact_stream) and extracted into `<pgdata>.partial`: from an older link only the files the
 newest index says it holds, from the newest everything (its own files, backup_label, WAL); then each
-link's page deltas (apps/backups/delta_restore.py) over the files they change. Only a complete directory is renamed to `<pgdata>`; a failure removes the partial one, and a process killed
-midway leaves only `<pgdata>.partial`, which the next restore to the same place clears first.
+link's page deltas over the files they change: put into the pages as the extraction processes write them
+(apps/backups/delta_patch.py), or applied after (apps/backups/delta_restore.py). Only a complete directory is
+renamed to `<pgdata>`; a failure removes the partial one, and a process killed midway leaves only
+`<pgdata>.partial`, which the next restore to the same place clears first.
 
 The cluster is not started and no recovery settings are written: the caller (PITR) adds those.
 """
