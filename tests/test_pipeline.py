@@ -251,3 +251,34 @@ def test_frames_are_full_until_the_final_one(total):
     assert all(flag == 0 and length == 65536 for flag, length in sizes[:-1])
     assert sizes[-1][0] == 1 and sizes[-1][1] <= 65536 and len(sizes) == enc.stats.frames
     assert b"".join(Decoder(keyring=None).decode([stored])) == data
+
+
+def test_a_header_recorded_elsewhere_binds_the_artifact_and_spares_the_stored_hash():
+    """A physical backup's file index records each tar's header digest. Decoded against it: the artifact's own
+    header passes, and an encrypted one is not hashed (every frame's AAD holds that digest, and the header
+    wraps a data key of this artifact alone); another intact artifact under the same key, its stored hash
+    matching the catalog's record of *it*, is refused at its header, before a byte is yielded; a frame altered
+    behind the right header still fails authentication. for_record passes hash_stored and the header on."""
+    raw_a, raw_b = bytes(random.Random(1).randbytes(300_000)), bytes(random.Random(2).randbytes(300_000))
+    enc_a, enc_b = Encoder(keyring=KEYRING, frame_size=65536), Encoder(keyring=KEYRING, frame_size=65536)
+    stored_a, stored_b = b"".join(enc_a.encode([raw_a])), b"".join(enc_b.encode([raw_b]))
+    header_a = enc_a.stats.header_sha256
+    assert len(header_a) == 64 and header_a != enc_b.stats.header_sha256
+    dec = Decoder(keyring=KEYRING, expected_sha256_stored=enc_a.stats.sha256_stored, expected_header=header_a)
+    assert b"".join(dec.decode([stored_a])) == raw_a
+    assert dec.stats.header_sha256 == header_a and dec.stats.sha256_stored == ""  # not hashed
+    substituted = Decoder(keyring=KEYRING, expected_sha256_stored=enc_b.stats.sha256_stored, expected_header=header_a)
+    out = substituted.decode([stored_b])
+    with pytest.raises(ArtifactError, match="not the one its backup recorded"):
+        next(out)
+    bad = bytearray(stored_a)
+    bad[-100] ^= 1
+    with pytest.raises(ArtifactError, match="fails authentication"):
+        b"".join(Decoder(keyring=KEYRING, expected_header=header_a).decode([bytes(bad)]))
+
+    class Record:
+        key, sha256_stored, sha256_raw, cipher, compression = "k", enc_a.stats.sha256_stored, "", "aes-256-gcm", "zstd"
+        key_id = enc_a.stats.key_id
+
+    assert Decoder.for_record(Record, keyring=KEYRING, expected_header=header_a)._expected_header_sha256 == header_a
+    assert Decoder.for_record(Record, keyring=KEYRING, hash_stored=False)._hash_stored is False

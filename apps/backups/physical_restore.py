@@ -95,7 +95,8 @@ def _check_link(link: Backup, *, first: bool, newest: Backup, deep: bool, ctx: J
     if deep and _authenticated_frames(link, artifacts.values()) and len(sources.candidates(link)) < 2:
         # The up-front SHA-256 of every stored byte chooses between copies. With one copy of an encrypted link it
         # refuses nothing the decoder does not: no byte is written before its frame is authenticated (AES-GCM),
-        # each artifact's stored SHA-256 is checked at its end, and a failure removes the partial directory. So
+        # each artifact's stored SHA-256 (or, recorded in the index, its header) is checked, and a failure
+        # removes the partial directory. So
         # it is skipped: a second read of every stored byte (0.4 s for 430 MiB; docs/DECISIONS.md).
         deep = False
     try:  # present with the recorded sizes (and checksums, when deep) in some location
@@ -160,6 +161,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         # Everything checked before anything is written (with verify_first, every stored byte against its SHA-256).
         chain = backup_chain(backup, deep=verify_first, ctx=ctx)
         index = file_index.load(backup, backend=chain[-1]._source_backend)  # the copy just checked
+        chain[-1]._own_index = index
         holders: dict[str, set[str]] = {}
         for entry in index["files"]:
             if entry["type"] == "file":
@@ -186,6 +188,8 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
             wanted = None if link.pk == backup.pk else holders.get(link.pk, set())
             if wanted is None or wanted:
                 links.append((link, tar_parts(link), wanted))
+        for link, _parts, _wanted in links:
+            _index_of(link)  # each link's own index (its tars' headers), read here once, not in each process
         parallel = _parallel(links)
         # The page deltas: put into the pages as the extraction processes write them (delta_patch), or applied
         # after the extraction (delta_restore, below).
@@ -296,16 +300,27 @@ def _part_records(link: Backup, parts: list) -> list[dict] | None:
     if link.kind != BackupKind.FULL or len(parts) < 2:
         return None
     if not hasattr(link, "_tar_parts"):
-        link._full_index = file_index.load(link, backend=link._source_backend)
-        records = link._full_index.get("tar_parts")
+        records = _index_of(link).get("tar_parts")
         members = [r.get("member") for r in records or ()]
         first = records[0] if records else {}
         if records is not None and ([r.get("name") for r in records] != [a.name for a in parts]
                                     or (first["offset"], first["member"], first["left"], first["pad"]) != (0, 0, 0, 0)
-                                    or members != sorted(members) or members[-1] > len(link._full_index["files"])):
+                                    or members != sorted(members) or members[-1] > len(link._own_index["files"])):
             raise ChainError(f"Broken backup chain: the part records of backup {link.pk} do not match its parts.")
         link._tar_parts = records
     return link._tar_parts
+
+
+def _index_of(link: Backup) -> dict:
+    """The link's own file index (loaded once, from the copy its chain was checked in)."""
+    if not hasattr(link, "_own_index"):
+        link._own_index = file_index.load(link, backend=link._source_backend)
+    return link._own_index
+
+
+def _expected_header(link: Backup, artifact) -> str | None:
+    """The SHA-256 of the artifact's header as the link's file index records it (None before it did)."""
+    return (_index_of(link).get("headers") or {}).get(artifact.name)
 
 
 def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup) -> list[dict]:
@@ -324,7 +339,7 @@ def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Back
             files = sorted(holders.get(newest.pk, set())) if wanted is None else sorted(wanted)
             units.append({"link": link, "parts": parts, "wanted": wanted, "files": files, "start": None, "end": None})
             continue
-        entries = link._full_index["files"]  # the full's own index: in the tar's order, record["member"] indexes it
+        entries = link._own_index["files"]  # the full's own index: in the tar's order, record["member"] indexes it
         if wanted is not None and (missing := wanted - {e["path"] for e in entries if e["type"] == "file"}):
             raise _lacking(link, len(missing), min(missing))
         for i, record in enumerate(records):
@@ -438,7 +453,8 @@ def _extract(extractor, *, link: Backup, parts: list, wanted: set[str] | None, c
         return True
 
     stream = itertools.chain.from_iterable(
-        artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False, threaded=True)
+        artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False, threaded=True,
+                        expected_header=_expected_header(link, artifact))
         for artifact in parts)
     if ctx is not None:
         ctx.progress(0, sum(a.size_raw for a in parts), force=True)

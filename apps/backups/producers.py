@@ -48,6 +48,14 @@ class _PhysicalFields:
     """What every physical backup records: LSNs, timeline, system identifier, server version."""
 
     info = None
+    stored: tuple | list = ()  # the artifacts stored so far (steps.StoredArtifact), set by the run_backup step
+
+    def headers(self) -> dict[str, str]:
+        """The header digest of each AES-GCM artifact stored so far, for the file index (written after them, and
+        authenticated against the catalog like them): the restore then holds each tar to its header instead of
+        re-hashing every stored byte (Decoder `expected_header`, docs/FORMAT.md)."""
+        return {a.name: a.stats.header_sha256 for a in self.stored
+                if a.stats.cipher == "aes-256-gcm" and a.stats.header_sha256}
     hash_in_thread = True  # large streams of data files: the raw SHA-256 runs beside the compression
     # zstd level 1: a half to a third of level 3's CPU; about as small on real rows (text, jsonb, bytea: +2-4 %),
     # larger on rows that compress 20:1 (pgbench after updates: +41 %). docs/DECISIONS.md, docs/BENCHMARKS.md.
@@ -79,7 +87,8 @@ class PhysicalProducer(_PhysicalFields):
         yield physical.ARTIFACT, base.chunks()
         self.info = base.info  # complete: the base tar has been consumed
         yield file_index.NAME, iter([file_index.dumps(
-            backup_id=self.backup.pk, parent=None, started_at=base.info.started_at, files=base.info.files)])
+            backup_id=self.backup.pk, parent=None, started_at=base.info.started_at, files=base.info.files,
+            headers=self.headers())])
 
 
 class _WalkFields(_PhysicalFields):
@@ -140,7 +149,7 @@ class LocalFullProducer(_WalkFields):
         self.info = i = walk.info
         yield file_index.NAME, iter([file_index.dumps(
             backup_id=self.backup.pk, parent=None, started_at=i.started_at, files=i.files,
-            wal=i.wal, wal_segment_size=i.wal_segment_size, **parts)])
+            wal=i.wal, wal_segment_size=i.wal_segment_size, headers=self.headers(), **parts)])
 
 
 # A full of at least this many bytes is cut into more parts than processes (piece_cuts); a smaller one into one
@@ -231,7 +240,7 @@ class IncrementalProducer(_WalkFields):
         i.delta_pages = self._writer.pages
         yield file_index.NAME, iter([file_index.dumps(
             backup_id=self.backup.pk, parent=self.backup.parent_id, started_at=i.started_at, files=i.files,
-            wal=i.wal, wal_segment_size=i.wal_segment_size)])
+            wal=i.wal, wal_segment_size=i.wal_segment_size, headers=self.headers())])
 
     def _deltas(self, walk, plan: list) -> Iterator[bytes]:
         """pages.delta: the changed relation files against the parent's version of them (delta_source.py)."""

@@ -80,19 +80,21 @@ def request_restore(
 
 def artifact_stream(*, backup: Backup, artifact: BackupArtifact, ctx: JobContext | None = None,
                     backend: StorageBackend | None = None, hash_raw: bool = True,
-                    threaded: bool = False) -> Iterator[bytes]:
+                    threaded: bool = False, expected_header: str | None = None) -> Iterator[bytes]:
     """Raw bytes of a backup's artifact, authenticated against the catalog (see stored_stream).
 
     Read from `backend`, or (None) from the first healthy copy of the backup (apps/backups/sources.py).
+    `expected_header`: its header's SHA-256 from an authenticated record (Decoder.for_record).
     """
     if backend is None:
         backend = sources.source_for(backup, ctx)
-    return stored_stream(backend=backend, record=artifact, ctx=ctx, hash_raw=hash_raw, threaded=threaded)
+    return stored_stream(backend=backend, record=artifact, ctx=ctx, hash_raw=hash_raw, threaded=threaded,
+                         expected_header=expected_header)
 
 
 def stored_stream(*, record, ctx: JobContext | None = None, location=None,
                   backend: StorageBackend | None = None, hash_raw: bool = True,
-                  threaded: bool = False) -> Iterator[bytes]:
+                  threaded: bool = False, expected_header: str | None = None) -> Iterator[bytes]:
     """Raw bytes of a stored object (read from `backend`, or from `location`), held to the catalog's `record`
     of it and authenticated frame by frame.
 
@@ -110,7 +112,8 @@ def stored_stream(*, record, ctx: JobContext | None = None, location=None,
         # Without AEAD, a corrupt byte would only show at the end: check the whole file before using any of it.
         verify_stored_checksum(backend=backend, artifact=record)
     # hash_raw=False (Decoder.for_record): the raw SHA-256 is not recomputed; the stored bytes still are checked.
-    stream = Decoder.for_record(record, keyring=keyring, hash_raw=hash_raw, threaded=threaded).decode(backend.get_stream(record.key))
+    stream = Decoder.for_record(record, keyring=keyring, hash_raw=hash_raw, threaded=threaded,
+                                expected_header=expected_header).decode(backend.get_stream(record.key))
     first = next(stream, None)
     if ctx is not None:
         ctx.progress(0, record.size_raw, force=True)

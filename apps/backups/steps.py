@@ -247,6 +247,7 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
                 raise locks.LeaseLost(f"Backup {backup.pk} is no longer pending; not running it.")
             backup.refresh_from_db()
             writer = BackupWriter(backup=backup, ctx=ctx)
+            producer.stored = writer.stored  # what it yielded so far, once stored (a file index names their headers)
             items = producer.artifacts()
             try:
                 for item in items:
