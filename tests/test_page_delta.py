@@ -275,7 +275,7 @@ def test_in_processes_a_file_already_at_its_new_size_is_refused(tmp_path, files)
 
 
 def test_forked_is_called_in_the_parent_once_every_child_runs(tmp_path):
-    """What a restore starts beside its extraction processes (delta_restore.warm_up) starts after their fork."""
+    """Work a caller starts beside its forked processes (a thread, say) starts after their fork."""
     import time
 
     from apps.documents import forked

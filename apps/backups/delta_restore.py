@@ -59,16 +59,6 @@ APPLY_PROCESSES = min(4, max(2, os.cpu_count() or 1))
 BATCH_PAGES = 2048  # records applied at once (16 MiB of buffer)
 
 
-def warm_up() -> None:
-    """Import numpy in a thread of its own (~0.2 s), e.g. while the restore's extraction processes run: the
-    application's `import numpy` then waits for it. Only after the last fork before the application's: a child
-    forked while the thread imports would inherit the import's locks."""
-    import importlib
-    import threading
-
-    threading.Thread(target=importlib.import_module, args=("numpy",), name="import-numpy", daemon=True).start()
-
-
 def apply_link(root: Path, link, artifact, wanted: set[str]) -> int:
     """Apply one link's records for the files in `wanted` (each removed from it once applied)."""
     from apps.documents import forked

@@ -16,7 +16,6 @@ import os
 import pwd
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from apps.backups import delta_patch, delta_restore, file_index, sources
@@ -206,7 +205,7 @@ def restore_data_directory(backup: Backup, pgdata: str | os.PathLike, ctx: JobCo
         delta_patch.numpy_imported()  # before the fork (and if there are no deltas to spool)
         if parallel:
             reports = _extract_in_processes(extractor, links, holders=holders, newest=backup, ctx=ctx,
-                                            forked=delta_restore.warm_up if changed else None, patches=patches)
+                                            patches=patches)
             if patches is not None:
                 try:
                     delta_patch.finish(partial, patches, reports)
@@ -359,8 +358,7 @@ def _units(extractor, links: list, *, holders: dict[str, set[str]], newest: Back
 
 
 def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]], newest: Backup,
-                          ctx: JobContext | None, forked: Callable[[], None] | None = None,
-                          patches: "delta_patch.Spool | None" = None) -> list[dict]:
+                          ctx: JobContext | None, patches: "delta_patch.Spool | None" = None) -> list[dict]:
     """Each link's tar extracted by a forked child of its own, side by side (two links of a chain are two
     streams to authenticate, decompress and write, on two cores), and each part of a full that records where
     each starts as a stream of its own (a file cut between two parts is written by both, at their offsets);
@@ -404,7 +402,7 @@ def _extract_in_processes(extractor, links: list, *, holders: dict[str, set[str]
          + f" in {min(len(units), PART_PROCESSES)} processes")
     if ctx is not None:
         ctx.progress(0, total, force=True)
-    results = processes.run(list(range(len(units))), work, workers=PART_PROCESSES, forked=forked,
+    results = processes.run(list(range(len(units))), work, workers=PART_PROCESSES,
                             on_progress=None if ctx is None else (lambda done: ctx.progress(done, total)))
     for unit, got in zip(units, results):  # an error first: a child that failed takes no further part
         if got is not None and "error" in got:
