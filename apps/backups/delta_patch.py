@@ -31,6 +31,7 @@ from typing import NamedTuple
 from apps.backups import page_delta
 from apps.backups.delta_restore import BATCH_PAGES, Runs, _apply_runs, _open_restored
 from apps.backups.page_delta import PAGE, DeltaError
+from apps.core.durable import write_all
 
 class Mark(NamedTuple):
     """A batch of a file's records (BATCH_PAGES of them, the last fewer) in the spool."""
@@ -157,9 +158,7 @@ def spool(chunks, wanted: set[str], *, directory: Path, name: str) -> Spool:
 
         def tee():
             for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, chunk)
                 yield chunk
 
         stream = tee()
@@ -244,9 +243,7 @@ class FilePatch:
             self.carry = bytearray(data[whole:])
 
     def _write(self, data) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        write_all(self.fd, data)
         self.pos += len(data)
 
     def _pages(self, data: memoryview) -> None:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apps.core.durable import write_all
 from apps.core.errors import UserError
 from apps.documents import forked, gcpause, heap, manifest, staging
 from apps.documents.chunks import ChunkError, ChunkStore
@@ -288,12 +289,6 @@ def _umask() -> int:
     return 0o022
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
-
-
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -330,7 +325,7 @@ def _write_file(e: dict, *, parent: str, fresh_dir: bool, tmp_name: str, store: 
             for sha in e["chunks"]:
                 data = store.view(sha)  # unchecked: the whole file is, below, before it gets its name
                 digest.update(data)
-                _write_all(fd, data)
+                write_all(fd, data)
                 size += len(data)
             if size != e.get("size") or digest.hexdigest() != e.get("sha256"):
                 raise ChunkError(f"restored bytes do not match the manifest's SHA-256 / size for {rel}")

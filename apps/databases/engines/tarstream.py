@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from apps.core.durable import write_all
+
 BLOCK = 512
 CHUNK = 1 << 20
 ENCODING, ERRORS = "utf-8", "surrogateescape"
@@ -511,9 +513,7 @@ class StreamExtractor(TarScanner):
         if self._writer is not None:
             self._writer.feed(data)
         else:
-            fd, view = self._fd, data
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(self._fd, data)
         if self._unsynced >= WRITEBACK_EVERY:  # a large file: its pages go to the disk while the rest is written
             self._unsynced = 0
             self.extractor.write_back(self._fd, PurePosixPath(self._current.path))
