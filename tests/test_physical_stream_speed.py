@@ -26,7 +26,7 @@ def test_the_raw_sha256_taken_in_a_thread_is_the_plain_one_and_decodes(keyed):
     raw = b"".join(bytes(c) for c in _chunks())
     plain = Encoder(keyring=keyring, compression_level=1)
     stored_plain = b"".join(plain.encode(_chunks()))
-    threaded = Encoder(keyring=keyring, compression_level=1, hash_in_thread=True)
+    threaded = Encoder(keyring=keyring, compression_level=1, raw_hash="thread")
     stored = b"".join(threaded.encode(_chunks()))
     assert threaded.stats.sha256_raw == plain.stats.sha256_raw == hashlib.sha256(raw).hexdigest()
     assert threaded.stats.size_raw == len(raw)
@@ -42,9 +42,39 @@ def test_the_raw_sha256_taken_in_a_thread_is_the_plain_one_and_decodes(keyed):
         b"".join(bad.decode([stored]))
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+def test_with_the_raw_hash_off_nothing_is_recorded_and_the_stream_still_decodes_and_is_checked(keyed):
+    keyring = Keyring.parse(generate_spec("k1")) if keyed else None
+    raw = b"".join(bytes(c) for c in _chunks())
+    encoder = Encoder(keyring=keyring, compression_level=1, raw_hash="off")
+    stored = b"".join(encoder.encode(_chunks()))
+    assert encoder.stats.sha256_raw == ""
+    assert encoder.stats.size_raw == len(raw)
+    assert encoder.stats.sha256_stored == hashlib.sha256(stored).hexdigest()
+    decoder = Decoder(keyring=keyring, expected_sha256_raw="", expected_sha256_stored=encoder.stats.sha256_stored)
+    assert b"".join(decoder.decode([stored])) == raw
+    with pytest.raises(ValueError, match="raw_hash must be one of"):
+        Encoder(raw_hash="sha1")
+
+
+def test_zstd_content_checksum_catches_a_round_trip_that_changed_the_content():
+    """What stands in for the raw SHA-256 when it is off: the zstd frame's own XXH64 of the content, checked by
+    the decompressor. A frame whose content (not its framing) was changed after compression is refused."""
+    import zstandard
+
+    from apps.pipeline import compression
+
+    comp = compression.compressor("zstd", level=1, threads=0)
+    frame = bytearray(comp.compress(b"abc" * 1000 + os.urandom(4000)) + comp.flush())
+    assert zstandard.get_frame_parameters(bytes(frame)).has_checksum
+    frame[-1] ^= 1  # the checksum itself: the content no longer matches it
+    with pytest.raises(zstandard.ZstdError, match="checksum"):
+        b"".join(compression.decompress_stream("zstd", [bytes(frame)]))
+
+
 def test_an_abandoned_threaded_encode_leaves_no_hash_thread():
     before = {t.ident for t in threading.enumerate()}
-    encoder = Encoder(hash_in_thread=True)
+    encoder = Encoder(raw_hash="thread")
     stream = encoder.encode(_chunks())
     next(stream)
     next(stream)

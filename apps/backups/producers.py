@@ -23,7 +23,7 @@ class LogicalProducer:
 
     # The raw SHA-256 beside the compression: on rows that compress 20-170x (pgbench) hashing is a large share
     # of the main thread's work (docs/BENCHMARKS.md, logical backup).
-    hash_in_thread = True
+    raw_hash = "thread"  # logical restores recompute it
 
     def __init__(self, backup: Backup):
         self.backup = backup
@@ -56,7 +56,10 @@ class _PhysicalFields:
         re-hashing every stored byte (Decoder `expected_header`, docs/FORMAT.md)."""
         return {a.name: a.stats.header_sha256 for a in self.stored
                 if a.stats.cipher == "aes-256-gcm" and a.stats.header_sha256}
-    hash_in_thread = True  # large streams of data files: the raw SHA-256 runs beside the compression
+    # No raw SHA-256 of the tars: nothing reads it (restores and incrementals take the bytes as the AES-GCM tags,
+    # the header the file index records and zstd's content checksum authenticate them), and without SHA extensions
+    # it was a third of a full's CPU (Encoder raw_hash, docs/DECISIONS.md).
+    raw_hash = "off"
     # zstd level 1: a half to a third of level 3's CPU; about as small on real rows (text, jsonb, bytea: +2-4 %),
     # larger on rows that compress 20:1 (pgbench after updates: +41 %). docs/DECISIONS.md, docs/BENCHMARKS.md.
     zstd_level = 1

@@ -61,8 +61,8 @@ class Producer(Protocol):
 
     # Instead of (name, chunks) a producer may yield `InProcesses` (artifacts written side by side, one forked
     # process each; only for a local storage location, see BackupWriter.put_in_processes).
-    # Optional class attributes: `hash_in_thread = True`, the raw SHA-256 of its streams is taken in a thread
-    # beside the compression (large streams of bytes chunks: the physical base backup); `zstd_level` and
+    # Optional class attributes: `raw_hash`, how the raw SHA-256 of its streams is taken (Encoder: "inline" by
+    # default, "thread" beside the compression, "off" for none: the physical tars); `zstd_level` and
     # `zstd_threads`, the zstd level and worker threads of its artifacts when the backup is zstd-compressed
     # (default 3 and settings.BACKUP_ZSTD_THREADS).
 
@@ -95,18 +95,18 @@ class BackupWriter:
         self.stored: list[StoredArtifact] = []
         self._committed_keys: list[str] = []
 
-    def _encoder(self, *, hash_in_thread: bool, zstd_level: int | None, zstd_threads: int | None) -> Encoder:
+    def _encoder(self, *, raw_hash: str, zstd_level: int | None, zstd_threads: int | None) -> Encoder:
         zstd = self.backup.compression == "zstd"
-        return Encoder(compression_name=self.backup.compression, keyring=self.keyring, hash_in_thread=hash_in_thread,
+        return Encoder(compression_name=self.backup.compression, keyring=self.keyring, raw_hash=raw_hash,
                        compression_level=zstd_level if zstd else None, compression_threads=zstd_threads if zstd else None)
 
     def _key(self, name: str) -> str:
         stored_name = layout.stored_name(name, compression.SUFFIX[self.backup.compression], self.keyring is not None)
         return layout.artifact_key(self.slug, self.backup.pk, stored_name)
 
-    def put(self, name: str, raw_chunks: Iterator[bytes], *, hash_in_thread: bool = False,
+    def put(self, name: str, raw_chunks: Iterator[bytes], *, raw_hash: str = "inline",
             zstd_level: int | None = None, zstd_threads: int | None = None) -> StoredArtifact:
-        encoder = self._encoder(hash_in_thread=hash_in_thread, zstd_level=zstd_level, zstd_threads=zstd_threads)
+        encoder = self._encoder(raw_hash=raw_hash, zstd_level=zstd_level, zstd_threads=zstd_threads)
         key = self._key(name)
         self.ctx.log(f"writing {name} to {self.backup.storage_location.name}:{key}")
         done = sum(a.stats.size_raw for a in self.stored)
@@ -119,7 +119,7 @@ class BackupWriter:
         self.stored.append(artifact)
         return artifact
 
-    def put_in_processes(self, group: InProcesses, *, hash_in_thread: bool = False, zstd_level: int | None = None,
+    def put_in_processes(self, group: InProcesses, *, raw_hash: str = "inline", zstd_level: int | None = None,
                          check: Callable[[], None] | None = None) -> list[StoredArtifact]:
         """Each artifact of `group` through the same pipeline as `put`, in a forked child of its own (two
         streams to read, compress, encrypt and hash on two cores; apps/documents/forked.py), or with
@@ -138,7 +138,7 @@ class BackupWriter:
                      + f" in {processes} processes")
 
         def work(i: int, report) -> dict:
-            encoder = self._encoder(hash_in_thread=hash_in_thread, zstd_level=zstd_level,
+            encoder = self._encoder(raw_hash=raw_hash, zstd_level=zstd_level,
                                     zstd_threads=group.zstd_threads)
             try:
                 backends.for_location(location).put_stream(keys[i], encoder.encode(_reported(group.parts[i][1](), report)))
@@ -252,12 +252,12 @@ def run_backup(*, backup: Backup, producer: Producer, ctx: JobContext) -> Backup
             try:
                 for item in items:
                     if isinstance(item, InProcesses):
-                        writer.put_in_processes(item, hash_in_thread=getattr(producer, "hash_in_thread", False),
+                        writer.put_in_processes(item, raw_hash=getattr(producer, "raw_hash", "inline"),
                                                 zstd_level=getattr(producer, "zstd_level", None), check=lease.check)
                         lease.check()
                         continue
                     name, chunks = item
-                    writer.put(name, _fenced(chunks, lease), hash_in_thread=getattr(producer, "hash_in_thread", False),
+                    writer.put(name, _fenced(chunks, lease), raw_hash=getattr(producer, "raw_hash", "inline"),
                                zstd_level=getattr(producer, "zstd_level", None),
                                zstd_threads=getattr(producer, "zstd_threads", None))
             finally:

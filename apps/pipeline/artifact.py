@@ -23,6 +23,7 @@ FRAME_SIZE = 1 << 20
 MAX_FRAME = 64 << 20
 TAG_LEN = 16
 FLAG_MORE, FLAG_FINAL = 0, 1
+RAW_HASH = ("inline", "thread", "off")  # Encoder raw_hash
 _FRAME_HEAD = struct.Struct(">BI")
 
 
@@ -80,17 +81,25 @@ class Encoder:
         frame_size: int = FRAME_SIZE,
         compression_threads: int | None = None,
         compression_level: int | None = None,
-        hash_in_thread: bool = False,
+        raw_hash: str = "inline",
     ):
-        """`hash_in_thread`: the raw SHA-256 is taken in a thread of its own (hashlib releases the GIL), beside
-        the compression instead of before it; the same digest, off the caller's critical path."""
+        """`raw_hash` (RAW_HASH): how the raw stream's SHA-256 (`sha256_raw`) is taken. "inline" before the
+        compression; "thread" in a thread of its own (hashlib releases the GIL), beside the compression: the same
+        digest, off the caller's critical path; "off": not taken, `sha256_raw` stays empty. Nothing about the
+        stored bytes' integrity rests on it (the AEAD tags and `sha256_stored` cover them); what it adds is a
+        check of the compression round trip, which zstd's content checksum and gzip's CRC-32 make too. It is
+        kept where something reads it (a WAL segment's push compares it to tell a retry from a conflict;
+        logical restores recompute it); a physical backup's tars turn it off: at 244-390 MB/s without SHA extensions, it
+        was a third of a full's CPU (docs/DECISIONS.md)."""
+        if raw_hash not in RAW_HASH:
+            raise ValueError(f"raw_hash must be one of {', '.join(RAW_HASH)}.")
         if not 0 < frame_size <= MAX_FRAME - TAG_LEN:
             raise ValueError(f"frame_size must be between 1 and {MAX_FRAME - TAG_LEN} bytes.")
         self.stats = ArtifactStats(compression=compression_name)
         self._compressor = compression.compressor(compression_name, level=compression_level,
                                                   threads=compression_threads)
         self._frame_size = frame_size
-        self._hash_in_thread = hash_in_thread
+        self._raw_hash = raw_hash
         self._aead = None
         header = {"format": FORMAT_VERSION, "compression": compression_name, "cipher": "none", "frame_size": frame_size}
         if keyring is not None:
@@ -131,7 +140,7 @@ class Encoder:
 
     def _frames(self, raw_chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield self._header_bytes
-        raw_hash = _ThreadedHash() if self._hash_in_thread else hashlib.sha256()
+        raw_hash = {"inline": hashlib.sha256, "thread": _ThreadedHash, "off": _NoHash}[self._raw_hash]()
         try:
             compress = self._compressor.compress
             size = self._frame_size
@@ -155,7 +164,7 @@ class Encoder:
             # The final frame holds 1 to frame_size bytes (0 only for an empty stream).
             rest = yield from self._more_frames(pending, size, keep=size)
             yield from self._frame_pieces(rest, FLAG_FINAL)
-            self.stats.sha256_raw = raw_hash.hexdigest()
+            self.stats.sha256_raw = raw_hash.hexdigest()  # "" when off
         finally:
             if isinstance(raw_hash, _ThreadedHash):
                 raw_hash.close()  # also when the consumer stopped early: no idle thread left behind
@@ -178,6 +187,16 @@ class Encoder:
             yield piece
         self.stats.frames = self._counter
         self.stats.sha256_stored = stored_hash.hexdigest()
+
+
+class _NoHash:
+    """raw_hash="off": takes nothing, says nothing."""
+
+    def update(self, chunk) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
 
 
 class _ThreadedHash:
