@@ -263,3 +263,29 @@ def test_failover_alerts_a_failure_and_an_automatic_failover_until_re_armed(targ
     DRPlan.objects.filter(pk=plan.pk).update(auto_failover_armed=True)  # an operator re-armed it
     engine.evaluate()
     assert active("failover") == []
+
+
+def test_a_job_end_evaluates_the_rules_its_type_names(target):
+    """JobRunner.alert_types: a restore's end evaluates only what a restore can change (a copy found corrupt on
+    the way); a backup's end, and that of a type this process does not know, evaluate every rule."""
+    from apps.jobs.runner import JobRunner
+    from apps.jobs.signals import job_finished
+    from apps.monitoring.rules.registry import all_rules
+
+    known = set(all_rules())
+    for runner in JobRunner._types.values():  # a typo would silently evaluate nothing
+        assert runner.alert_types is None or set(runner.alert_types) <= known, runner.name
+
+    failed = backup(target, hours_ago=1, status=BackupStatus.FAILED)
+    remote = StorageLocation.objects.create(name="offsite", kind="local", path="/tmp/offsite")
+    Replica.objects.create(backup=backup(target, hours_ago=2), location=remote, status="corrupt",
+                           last_error="fails its SHA-256 check")
+    for job_type in ("restore.datadir", "restore.database", "recovery.pitr"):
+        job_finished.send(sender=Job, job=Job.objects.create(type=job_type, status="succeeded"))
+        assert [a.type for a in Alert.objects.filter(status="open")] == ["replication_failed"], job_type
+    job_finished.send(sender=Job, job=Job.objects.create(type="backup.database", status="failed"))
+    [alert] = active("backup_failed")
+    assert failed.pk in alert.message or failed.pk in str(alert.details)
+    Alert.objects.all().delete()
+    job_finished.send(sender=Job, job=Job.objects.create(type="no.such.type", status="failed"))
+    assert {"backup_failed", "replication_failed"} <= {a.type for a in Alert.objects.filter(status="open")}

@@ -18,6 +18,10 @@ from apps.jobs.models import Job
 from apps.jobs.runner import JobRunner
 from apps.storage.models import StorageLocation
 
+# What a restore's end can change for the alert rules (JobRunner.alert_types): a copy that fails its check on the
+# way is marked corrupt (sources.mark_corrupt), which replication_failed reports; nothing else a rule reads.
+RESTORE_ALERT_TYPES = ("replication_failed",)
+
 if TYPE_CHECKING:
     from apps.backups.restores import RestoreRequest
     from apps.databases.connection import PgConn
@@ -81,6 +85,7 @@ class RestoreDatabaseJob(JobRunner):
     command line, into a connection given at run time (`runtime={"conn": PgConn}`, never stored)."""
 
     name = "restore.database"
+    alert_types = RESTORE_ALERT_TYPES
     approval_action = "restore.database.existing"
 
     @classmethod
@@ -140,6 +145,7 @@ class RestoreDataDirectoryJob(JobRunner):
     the cluster is not started."""
 
     name = "restore.datadir"
+    alert_types = RESTORE_ALERT_TYPES
 
     @classmethod
     def prepare(cls, *, actor: Actor, backup: Backup, pgdata: str) -> Job:

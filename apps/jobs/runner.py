@@ -35,6 +35,9 @@ class JobRunner:
     # gated). `approval()` says which requests are destructive and what to store; `from_approval()` turns the
     # stored parameters back into `prepare()` keywords when a second admin approves.
     approval_action: ClassVar[str] = ""
+    # The alert rule types whose outcome this job's end can change, evaluated as it ends (apps/monitoring/hooks.py);
+    # None: every type. The others wait for the next health check, which evaluates them all.
+    alert_types: ClassVar[tuple[str, ...] | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
+from apps.backups.jobs import RESTORE_ALERT_TYPES
 from apps.core.services import Actor
 from apps.databases.models import DatabaseTarget
 from apps.jobs.models import Job
@@ -25,6 +26,7 @@ class PointInTimeRecoveryJob(JobRunner):
     """
 
     name = "recovery.pitr"
+    alert_types = RESTORE_ALERT_TYPES
     approval_action = "recovery.pitr.table_into_live"
 
     @classmethod
