@@ -25,8 +25,8 @@ NOT_AT_START_UP = [
 ]
 
 
-def run(code: str, *argv: str) -> str:
-    env = dict(os.environ, DEBUG="1", DATABASE_URL="sqlite:///:memory:", DJANGO_SETTINGS_MODULE="backupsite.settings")
+def run(code: str, *argv: str, env: dict | None = None) -> str:
+    env = dict(os.environ if env is None else env, DEBUG="1", DATABASE_URL="sqlite:///:memory:", DJANGO_SETTINGS_MODULE="backupsite.settings")
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True,
                           cwd=str(ROOT), env=env).stdout
 
@@ -199,3 +199,14 @@ print(json.dumps(out))
     assert out["binary"][0] == out["binary"][1] == out["binary"][2]
     assert ".".join(map(str, out["django"][0])).startswith(out["psycopg"][2][:3])  # Django's str methods work
     assert out["django"][1] == out["psycopg"][2].split(".")[0]
+
+
+def test_numpy_starts_no_blas_threads_unless_the_operator_asks_for_them():
+    code = ("import os, django\n"
+            "django.setup()\n"
+            "import numpy\n"
+            "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert run(code, env=env).split() == ["1", "1"]  # the main thread alone
+    # An operator's own setting stands.
+    assert run(code, env=dict(env, OPENBLAS_NUM_THREADS="2")).split()[0] == "2"
