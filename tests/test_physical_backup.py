@@ -646,6 +646,15 @@ def test_page_deltas_over_a_full_in_parts_are_put_in_as_the_parts_are_extracted(
             _header, header_bytes = read_header(_Reader(stored.get_stream(artifact.key)))
             assert hashlib.sha256(header_bytes).hexdigest() == headers[artifact.name], artifact.name
 
+    from apps.backups import restores
+
+    held_to, real_stream = {}, restores.artifact_stream  # the page deltas too are held to their recorded header
+
+    def stream(**kw):
+        held_to[kw["artifact"].name] = kw.get("expected_header")
+        return real_stream(**kw)
+
+    monkeypatch.setattr(restores, "artifact_stream", stream)
     reports, finish = [], delta_patch.finish
     monkeypatch.setattr(delta_patch, "finish", lambda root, spool, got: reports.append(got) or finish(root, spool, got))
     monkeypatch.setattr(delta_restore, "apply_chain", lambda *a, **k: pytest.fail("deltas applied after extraction"))
@@ -653,6 +662,7 @@ def test_page_deltas_over_a_full_in_parts_are_put_in_as_the_parts_are_extracted(
     physical_restore.restore_data_directory(inc, pgdata)
     halves = [r for report in reports[0] for r in report.get(big, ())]
     assert len(halves) == 2 and [h["ended"] for h in halves].count(True) == 1  # two processes, one wrote the end
+    assert held_to["pages.delta"] == file_index.load(inc)["headers"]["pages.delta"]
     assert hashlib.sha256((pgdata / big).read_bytes()).hexdigest() == entry["sha256"]
     with started(pgdata) as restored:
         assert snapshot(restored) == expected

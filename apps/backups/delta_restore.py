@@ -73,10 +73,13 @@ def apply_link(root: Path, link, artifact, wanted: set[str]) -> int:
 
 
 def _stream(link, artifact):
+    """The link's decoded page deltas, held to the header its file index records (as its tars are: no SHA-256
+    of every stored byte where that is known; physical_restore._expected_header)."""
+    from apps.backups.physical_restore import _expected_header
     from apps.backups.restores import artifact_stream
 
     return artifact_stream(backup=link, artifact=artifact, backend=link._source_backend, hash_raw=False,
-                           threaded=True)
+                           threaded=True, expected_header=_expected_header(link, artifact))
 
 
 def _name(link) -> str:
