@@ -26,7 +26,8 @@ NOT_AT_START_UP = [
 
 
 def run(code: str, *argv: str, env: dict | None = None) -> str:
-    env = dict(os.environ if env is None else env, DEBUG="1", DATABASE_URL="sqlite:///:memory:", DJANGO_SETTINGS_MODULE="backupsite.settings")
+    env = dict(os.environ if env is None else env, DEBUG="1", DATABASE_URL="sqlite:///:memory:",
+               DJANGO_SETTINGS_MODULE="backupsite.settings")
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True,
                           cwd=str(ROOT), env=env).stdout
 

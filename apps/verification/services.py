@@ -139,7 +139,8 @@ def _decrypt_and_parse(*, backup: Backup, artifact, backend, on_progress) -> tup
     """Decode the whole artifact with the configured keys and read the dump inside it.
 
     Proves more than the checksum: the master key is still configured, every frame
-    authenticates, the data decompresses to the recorded raw SHA-256, and the dump
+    authenticates, the data decompresses (to the recorded raw SHA-256 where one is recorded: a physical
+    backup's tars record none, zstd's content checksum proves them), and the dump
     parses with the per-table row counts recorded at backup time.
     """
     decoder = Decoder.for_record(artifact, keyring=configured_keyring())  # header held to the catalog too
