@@ -552,7 +552,8 @@ def test_a_full_in_parts_is_extracted_part_by_part_in_parallel_byte_identical(ph
     pgdata = scratch / "data"
     result = physical_restore.restore_data_directory(full, pgdata)
     # base.tar, base.tar.1, base.tar.2 each a stream, taken by one more process than cores
-    assert processes == [(3, physical_restore.PART_PROCESSES)] and physical_restore.PART_PROCESSES == os.cpu_count() + 1
+    assert processes == [(3, physical_restore.PART_PROCESSES)]
+    assert physical_restore.PART_PROCESSES == os.cpu_count() + 1
     assert result["files"] == len([f for f in file_index.load(full)["files"] if f["type"] == "file"]) + 1 + len(
         file_index.load(full)["wal"])  # + backup_label, the WAL; the split file counted once
     listed = {f["path"] for f in file_index.load(full)["files"] if f["type"] == "file"}

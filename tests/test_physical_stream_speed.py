@@ -59,7 +59,8 @@ def test_with_the_raw_hash_off_nothing_is_recorded_and_the_stream_still_decodes_
 
 def test_zstd_content_checksum_catches_a_round_trip_that_changed_the_content():
     """What stands in for the raw SHA-256 when it is off: the zstd frame's own XXH64 of the content, checked by
-    the decompressor. A frame whose content (not its framing) was changed after compression is refused."""
+    the decompressor. A frame whose decoded content no longer matches that checksum is refused (here the
+    checksum is the byte changed, so the frame still decodes: only the check can catch it)."""
     import zstandard
 
     from apps.pipeline import compression
