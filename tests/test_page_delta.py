@@ -272,30 +272,3 @@ def test_in_processes_a_file_already_at_its_new_size_is_refused(tmp_path, files)
     with pytest.raises(page_delta.DeltaError, match=f"base/1/200 is {14 * PAGE} bytes, its delta is against "
                                                     f"{9 * PAGE}"):
         delta_restore.apply_in_processes(tmp_path, lambda: iter([blob]), set(files), name="d", shares=2)
-
-
-def test_forked_is_called_in_the_parent_once_every_child_runs(tmp_path):
-    """Work a caller starts beside its forked processes (a thread, say) starts after their fork."""
-    import time
-
-    from apps.documents import forked
-
-    def work(part, report):
-        (tmp_path / f"started-{part}").touch()
-        deadline = time.monotonic() + 10
-        while not (tmp_path / "go").exists():  # set by the parent's callback, once every child has started
-            if time.monotonic() > deadline:
-                return {"error": "the parent's callback did not run while the children ran"}
-            time.sleep(0.01)
-        return {"part": part}
-
-    def every_child_started():
-        assert os.getpid() == parent
-        deadline = time.monotonic() + 10
-        while not all((tmp_path / f"started-{p}").exists() for p in range(3)):
-            assert time.monotonic() < deadline, "called before the children were started"
-            time.sleep(0.01)
-        (tmp_path / "go").touch()
-
-    parent = os.getpid()
-    assert forked.run([0, 1, 2], work, forked=every_child_started) == [{"part": 0}, {"part": 1}, {"part": 2}]

@@ -37,7 +37,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | None = None,
-        workers: int | None = None, forked: Callable[[], None] | None = None) -> list[dict | None]:
+        workers: int | None = None) -> list[dict | None]:
     """work(part, report) in one child per part; report(n) adds n to the progress the parent sees (summed
     over children, passed to on_progress). The result of each part in order: work's dict, or None for a
     child that died or failed without one (the caller says what that part's items became).
@@ -45,10 +45,7 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
     With `workers` fewer than the parts: that many children, each taking the next part not yet taken (in the
     order given: put the largest first) until none is left, so that the children end together whatever each
     part costs and however the machine's other work slows one of them. A child stops taking parts after one
-    whose work raised or returned an "error"; a part nobody finished has None.
-
-    `forked()` is called in the parent once every child is started: work the parent can do meanwhile, such as
-    starting a thread (never before a fork: a child would inherit whatever that thread holds)."""
+    whose work raised or returned an "error"; a part nobody finished has None."""
     me = os.getpid()
     children: list[tuple[int, int]] = []  # (pid, read end)
     # Every object the parent has now is left out of the children's garbage collection: a child that collected
@@ -92,8 +89,6 @@ def run(parts: list, work: Callable, *, on_progress: Callable[[int], None] | Non
         if queue is not None:
             os.close(queue)
             queue = None
-        if forked is not None:
-            forked()
         return _collect(children, on_progress, len(parts))
     except BaseException:
         gc.unfreeze()
