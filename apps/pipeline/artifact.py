@@ -23,7 +23,6 @@ FRAME_SIZE = 1 << 20
 MAX_FRAME = 64 << 20
 TAG_LEN = 16
 FLAG_MORE, FLAG_FINAL = 0, 1
-RAW_HASH = ("inline", "thread", "off")  # Encoder raw_hash
 _FRAME_HEAD = struct.Struct(">BI")
 
 
@@ -83,16 +82,16 @@ class Encoder:
         compression_level: int | None = None,
         raw_hash: str = "inline",
     ):
-        """`raw_hash` (RAW_HASH): how the raw stream's SHA-256 (`sha256_raw`) is taken. "inline" before the
-        compression; "thread" in a thread of its own (hashlib releases the GIL), beside the compression: the same
-        digest, off the caller's critical path; "off": not taken, `sha256_raw` stays empty. Nothing about the
-        stored bytes' integrity rests on it (the AEAD tags and `sha256_stored` cover them); what it adds is a
-        check of the compression round trip, which zstd's content checksum and gzip's CRC-32 make too. It is
-        kept where something reads it (a WAL segment's push compares it to tell a retry from a conflict;
-        logical restores recompute it); a physical backup's tars turn it off: at 244-390 MB/s without SHA extensions, it
-        was a third of a full's CPU (docs/DECISIONS.md)."""
-        if raw_hash not in RAW_HASH:
-            raise ValueError(f"raw_hash must be one of {', '.join(RAW_HASH)}.")
+        """`raw_hash` (a key of _RAW_HASHES): how the raw stream's SHA-256 (`sha256_raw`) is taken. "inline"
+        before the compression; "thread" in a thread of its own (hashlib releases the GIL), beside the
+        compression: the same digest, off the caller's critical path; "off": not taken, `sha256_raw` stays empty.
+        Nothing about the stored bytes' integrity rests on it (the AEAD tags and `sha256_stored` cover them); what
+        it adds is a check of the compression round trip, which zstd's content checksum and gzip's CRC-32 make
+        too. It is kept where something reads it (a WAL segment's push compares it to tell a retry from a
+        conflict; logical restores recompute it); a physical backup's tars turn it off: at 244-390 MB/s without
+        SHA extensions, it was a third of a full's CPU (docs/DECISIONS.md)."""
+        if raw_hash not in _RAW_HASHES:
+            raise ValueError(f"raw_hash must be one of {', '.join(_RAW_HASHES)}.")
         if not 0 < frame_size <= MAX_FRAME - TAG_LEN:
             raise ValueError(f"frame_size must be between 1 and {MAX_FRAME - TAG_LEN} bytes.")
         self.stats = ArtifactStats(compression=compression_name)
@@ -140,7 +139,7 @@ class Encoder:
 
     def _frames(self, raw_chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield self._header_bytes
-        raw_hash = {"inline": hashlib.sha256, "thread": _ThreadedHash, "off": _NoHash}[self._raw_hash]()
+        raw_hash = _RAW_HASHES[self._raw_hash]()
         try:
             compress = self._compressor.compress
             size = self._frame_size
@@ -233,6 +232,10 @@ class _ThreadedHash:
     def close(self) -> None:
         self._pending.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Encoder raw_hash: what takes the raw stream's SHA-256.
+_RAW_HASHES = {"inline": hashlib.sha256, "thread": _ThreadedHash, "off": _NoHash}
 
 
 class _Reader:
