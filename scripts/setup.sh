@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what the project needs, and nothing else. Idempotent: a second run only checks.
-#   1. Debian packages (PostgreSQL 15 server + client tools, zstd, restic, Chromium for the browser tests, Redis), only
-#      when something is missing.
+#   1. Debian packages (PostgreSQL 15 server + client tools, zstd, restic, Chromium for the browser tests, Redis, a C
+#      compiler and Python's headers for the page patcher), only when something is missing.
 #   2. .venv with Python 3.11, created if missing.
-#   3. pip install -e '.[test]', skipped while .venv/.setup-stamp is newer than pyproject.toml.
+#   3. pip install -e '.[test]' (which builds the page patcher, apps/backups/_pagepatch.c, in place), skipped while
+#      .venv/.setup-stamp is newer than pyproject.toml and that C file, and the patcher is built.
 #   4. Azurite (the Azure Blob emulator of the storage tests), from npm into .tools/azurite, if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # tests/test_consol
 command -v node >/dev/null 2>&1 || missing+=(nodejs)           # Azurite (tests/emulators.py)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)  # django-q2's Redis broker in the tests
+# A C compiler and the C library's headers build the restores' page patcher (apps/backups/_pagepatch.c).
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -f /usr/include/string.h ] || missing+=(libc6-dev)
 # The postgres user runs archive_command/restore_command (tests/wal_site.py): when this interpreter lives where it
 # cannot reach (a pyenv under /root), a venv of the system's Python 3.11 stands in.
 [ -x /usr/bin/python3.11 ] || missing+=(python3.11)
@@ -34,6 +38,10 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     missing+=(python3.11 python3.11-venv)
 elif ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3.11-venv)          # Debian splits venv/ensurepip out of the interpreter
+fi
+if command -v "$PY" >/dev/null 2>&1 && ! "$PY" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+    missing+=(python3.11-dev)           # Python.h, for the page patcher (Debian splits it out too)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -49,7 +57,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 else
-    say "Debian packages present (PostgreSQL $PG_MAJOR server and client, zstd, chromium, redis-server, $PY)"
+    say "Debian packages present (PostgreSQL $PG_MAJOR server and client, zstd, chromium, redis-server, gcc, $PY)"
 fi
 
 # --- 2. virtualenv ---------------------------------------------------------------------------
@@ -59,8 +67,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 # --- 3. Python dependencies ------------------------------------------------------------------
-if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
-    say "Python dependencies up to date (.venv/.setup-stamp is newer than pyproject.toml)"
+# The install also builds the page patcher in place (pyproject.toml's ext-modules): again when its source changed.
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt apps/backups/_pagepatch.c ] \
+        && compgen -G 'apps/backups/_pagepatch.*.so' >/dev/null; then
+    say "Python dependencies up to date (.venv/.setup-stamp is newer than pyproject.toml and the page patcher)"
 else
     say "pip install -e '.[test]'"
     # compat mode: a plain path in a .pth file; the default import-hook finder costs every command ~20 ms.

@@ -9,8 +9,11 @@ import pytest
 from apps.backups import delta_patch, page_delta
 from apps.backups.page_delta import PAGE
 from apps.databases.engines import tarstream
+from tests.patchers import patcher  # noqa: F401 (a fixture)
 from tests.test_page_delta import _changed_pages, _delta, _kept_byte_flipped, files  # noqa: F401 (a fixture)
 from tests.test_tarstream import _file, _tar
+
+pytestmark = pytest.mark.usefixtures("patcher")  # each test with each patcher
 
 
 def _spool(tmp_path, files: dict, wanted=None) -> delta_patch.Spool:

@@ -14,6 +14,10 @@ import pytest
 from apps.backups import delta_restore, page_delta
 from apps.backups.page_delta import PAGE
 
+from tests.patchers import patcher  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("patcher")  # each test with each patcher
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from apps.backups import page_delta
-from apps.backups.delta_restore import BATCH_PAGES, Runs, _apply_runs, _open_restored
+from apps.backups.delta_restore import BATCH_PAGES, Runs, _apply_runs, _open_restored, _u16
 from apps.backups.page_delta import PAGE, DeltaError
 from apps.core.durable import write_all
 
@@ -63,28 +63,25 @@ class Spool:
         self.reports: dict[str, list[dict]] = {}  # what each FilePatch closed here applied (in a child: its own)
 
     def runs(self, path: str, m: int) -> Runs:
-        """The records of `path`'s batch number `m`, parsed."""
+        """The records of `path`'s batch number `m`, located (their runs are read where they lie as they are put:
+        Runs.put)."""
         import numpy as np
 
         info = self.files[path]
         mark = info.marks[m]
         count = (info.marks[m + 1].index if m + 1 < len(info.marks) else info.records) - mark.index
         offsets = np.frombuffer(_pread(self.offsets.fileno(), 8 * count, 8 * (info.base + mark.index)), dtype="<i8")
-        region = np.frombuffer(_pread(self.file.fileno(), mark.end - mark.start, mark.start), dtype=np.uint8)
-        at = offsets - mark.start  # each record's fields: u32 pages skipped, u16 runs, u16 data length
-
-        def u16(where):
-            return region[where].astype(np.int32) | (region[where + 1].astype(np.int32) << 8)
-
-        at = at.astype(np.int32)  # (a batch is far under 2 GiB: int32 indexes, half the memory traffic)
-        skipped = u16(at).astype(np.int64) | (u16(at + 2).astype(np.int64) << 16)
-        counts, lengths = u16(at + 4), u16(at + 6)
-        ends = at + 8 + 4 * counts + lengths
+        records = _pread(self.file.fileno(), mark.end - mark.start, mark.start)
+        region = np.frombuffer(records, dtype=np.uint8)
+        at = (offsets - mark.start).astype(np.int32)  # each record's fields: u32 pages skipped, u16 runs, u16 length
+        misplaced = DeltaError(f"{self.name}: the records of {path} are not where they were found")
+        if not len(at) or at[0] != 0 or at[-1] + 8 > len(region):
+            raise misplaced
+        skipped = _u16(region, at) | (_u16(region, at + 2) << 16)
+        ends = at + 8 + 4 * _u16(region, at + 4) + _u16(region, at + 6)
         if ends[-1] != len(region) or not np.array_equal(ends[:-1] + 1, at[1:]):
-            raise DeltaError(f"{self.name}: the records of {path} are not where they were found")
-        pages = mark.previous + np.cumsum(skipped + 1)
-        headers, data = region[_spans(at + 8, 4 * counts)], region[_spans(at + 8 + 4 * counts, lengths)]
-        return Runs(page_delta.PageBatch(pages, counts, lengths, headers, data), path)
+            raise misplaced
+        return Runs(mark.previous + np.cumsum(skipped + 1), records, at, path)
 
     def batch_of(self, path: str, *, page: int | None = None, index: int | None = None) -> int:
         """The number of `path`'s batch holding its first record of `page` or later, or its record `index` (the
@@ -113,13 +110,6 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     if len(data) != size:
         raise DeltaError("the spooled page deltas end early")
     return data
-
-
-def _spans(starts, lengths):
-    """The indexes of each span [start, start + length), one after the other (numpy)."""
-    import numpy as np
-
-    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()), dtype=np.int32)
 
 
 _numpy: threading.Thread | None = None
@@ -270,10 +260,9 @@ class FilePatch:
         # One buffer for the file: a new one for each chunk cost a page fault per 4 KiB (~0.3 s on pgbench).
         view = memoryview(self._buffer)[:len(data)]
         view[:] = data
-        target = np.frombuffer(view, dtype=np.uint8)
         for runs, low, high, index in pieces:
             slots = (runs.pages[low:high] - first).astype(np.int32)
-            runs.put(target, low, high, slots)
+            runs.put(view, low, high, slots)
             # The crc of the pages made, a run of consecutive pages at a time.
             cuts = [0, *(np.flatnonzero(np.diff(slots) != 1) + 1).tolist(), high - low]
             for a, b in zip(cuts, cuts[1:]):

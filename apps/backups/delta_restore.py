@@ -171,8 +171,8 @@ def apply_share(root: Path, reader: page_delta.Reader, wanted: set[str], share: 
                 if number % shares == share:
                     if (batch := reader.page_batch(BATCH_PAGES, span)) is None:
                         break
-                    crc, buffer = _apply_runs(fd, Runs(batch, path), 0, len(batch.pages), where=path,
-                                              buffer=buffer, crc=reader.crc)
+                    runs = Runs(batch.pages, batch.records, batch.at, path)
+                    crc, buffer = _apply_runs(fd, runs, 0, len(runs), where=path, buffer=buffer, crc=reader.crc)
                     batches.append((number, crc, len(batch.pages)))
                 elif reader.page_batch(BATCH_PAGES, span, skip=True) is None:
                     break
@@ -201,44 +201,86 @@ def _open_restored(root: Path, path: str) -> int:
 
 
 class Runs:
-    """A PageBatch's runs located with numpy, checked once (each page's runs fit the page and its record), then
-    put into pages wherever they are (`put`)."""
+    """A batch of a file's page records as they lie in `region` (each from its fields on, beginning at its `at`),
+    with their page numbers (`pages`), put into pages wherever they are (`put`). Each record is checked as it
+    is put: its runs fit the page, and their bytes are its data."""
 
-    def __init__(self, batch: page_delta.PageBatch, where: str):
+    def __init__(self, pages, region, at, where: str):
         import numpy as np
 
-        self.pages = np.array(batch.pages, dtype=np.int64)
-        counts = np.asarray(batch.counts, dtype=np.int32)
-        runs = np.frombuffer(batch.headers, dtype="<u2").astype(np.int32).reshape(-1, 2)
-        kept, self.lengths = runs[:, 0], runs[:, 1]
-        self.counts, self.first = counts, np.cumsum(counts) - counts  # each page's first run
-        self.ends = np.concatenate(([0], np.cumsum(kept + self.lengths, dtype=np.int32)))  # runs' ends, over all
-        self.used = np.concatenate(([0], np.cumsum(self.lengths, dtype=np.int32)))  # runs' bytes' ends in data
-        first = self.first
-        span = self.ends[first + counts] - self.ends[first]
-        data = self.used[first + counts] - self.used[first]
-        bad = np.flatnonzero((span > PAGE) | (data != np.asarray(batch.lengths, dtype=np.int32)))
-        if len(bad):
-            raise DeltaError(f"the runs of page {batch.pages[bad[0]]} of {where} do not fit the page or their record")
-        self.data = np.frombuffer(batch.data, dtype=np.uint8)
+        self.pages = np.asarray(pages, dtype=np.int64)
+        self.region, self.where = region, where
+        self.at = np.asarray(at, dtype=np.int32)  # (a batch is far under 2 GiB)
 
     def __len__(self) -> int:
         return len(self.pages)
 
     def put(self, target, i: int, j: int, slots) -> None:
-        """Records i..j-1 into `target` (a uint8 array of whole pages): record i + r's page is page slots[r]."""
+        """Records i..j-1 into `target` (a writable buffer of whole pages): record i + r's page is page slots[r].
+        DeltaError if one does not fit (what `target` holds then is not to be used)."""
         import numpy as np
 
         if i >= j:
             return
-        r0, r1 = self.first[i], self.first[j - 1] + self.counts[j - 1]  # their runs
+        bad = put_records(target, self.region, self.at[i:j], np.ascontiguousarray(slots, dtype=np.int32))
+        if bad >= 0:
+            raise DeltaError(f"the runs of page {self.pages[i + bad]} of {self.where} do not fit the page or "
+                             "their record")
+
+
+def _numpy_put(target, region, at, slots) -> int:
+    """_pagepatch.put with numpy (where the C module was not built): the same checks and the same pages, with
+    index arrays as long as the runs' bytes (a dozen passes over them). Returns -1, or the index of the first
+    record that does not fit (then nothing is put)."""
+    import numpy as np
+
+    src, out = np.frombuffer(region, dtype=np.uint8), np.frombuffer(target, dtype=np.uint8)
+    at, slots = at.astype(np.int64), slots.astype(np.int64)
+    count = len(at)
+
+    def first(bad) -> int:
+        return int(np.argmax(bad)) if bad.any() else len(bad)
+
+    n = first((at < 0) | (at + 8 > len(src)) | (slots < 0) | ((slots + 1) * PAGE > len(out)))
+    at, slots = at[:n], slots[:n]
+    counts, lengths = _u16(src, at + 4), _u16(src, at + 6)
+    n = first(at + 8 + 4 * counts + lengths > len(src))
+    at, slots, counts, lengths = at[:n], slots[:n], counts[:n], lengths[:n]
+    runs = _u16(src, _spans(at + 8, 2 * counts, step=2)).reshape(-1, 2)  # (bytes kept before, run length)
+    kept, sizes = runs[:, 0], runs[:, 1]
+    first_run = np.cumsum(counts) - counts
+    ends = np.concatenate(([0], np.cumsum(kept + sizes)))  # each run's end, over all
+    used = np.concatenate(([0], np.cumsum(sizes)))  # each run's bytes' end, over all
+    n = first((ends[first_run + counts] - ends[first_run] > PAGE) | (used[first_run + counts] - used[first_run]
+                                                                     != lengths))
+    if n:
+        r1, d1 = int(first_run[n - 1] + counts[n - 1]), int(used[first_run[n - 1] + counts[n - 1]])
         # Byte d of run r goes to: its page's place + where the run starts in the page + (d - the run's first).
-        # (int32 throughout, for a target under 2 GiB: int64 indexes took twice the memory traffic.)
-        base = np.asarray(slots, dtype=np.int32) * PAGE - self.ends[self.first[i:j]]
-        run_start = np.repeat(base, self.counts[i:j]) + self.ends[r0 + 1:r1 + 1] - self.lengths[r0:r1] \
-            - self.used[r0:r1]
-        d0, d1 = self.used[r0], self.used[r1]
-        target[np.repeat(run_start, self.lengths[r0:r1]) + np.arange(d0, d1, dtype=np.int32)] = self.data[d0:d1]
+        run_start = np.repeat(slots[:n] * PAGE - ends[first_run[:n]], counts[:n]) + ends[1:r1 + 1] \
+            - sizes[:r1] - used[:r1]
+        out[np.repeat(run_start, sizes[:r1]) + np.arange(d1)] = src[_spans(at[:n] + 8 + 4 * counts[:n],
+                                                                            lengths[:n])]
+    return n if n < count else -1
+
+
+def _u16(src, where):
+    """The little-endian u16 at each of `where` in the byte array `src`."""
+    import numpy as np
+
+    return src[where].astype(np.int64) | (src[where + 1].astype(np.int64) << 8)
+
+
+def _spans(starts, lengths, step: int = 1):
+    """The indexes of each span [start, start + step * length), `step` apart, one after the other (numpy)."""
+    import numpy as np
+
+    return np.repeat(starts - step * (np.cumsum(lengths) - lengths), lengths) + step * np.arange(int(lengths.sum()))
+
+
+try:  # the compiled patcher (apps/backups/_pagepatch.c), built at install where a C compiler is
+    from apps.backups._pagepatch import put as put_records
+except ImportError:
+    put_records = _numpy_put
 
 
 def _apply_runs(fd: int, runs: Runs, i: int, j: int, *, where: str, buffer: bytearray, crc, zeros: bool = False
@@ -268,7 +310,7 @@ def _apply_runs(fd: int, runs: Runs, i: int, j: int, *, where: str, buffer: byte
             got = os.preadv(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)
             if got != n * PAGE:
                 raise DeltaError(f"{where} ends inside page {page + got // PAGE}")
-        runs.put(np.frombuffer(buffer, dtype=np.uint8), i, j, np.arange(k))
+        runs.put(buffer, i, j, np.arange(k, dtype=np.int32))
         made = crc(0, bytes(view[:k * PAGE]))  # the pages made, one after the other
         for index, page, n in groups:
             os.pwritev(fd, [view[index * PAGE:(index + n) * PAGE]], page * PAGE)

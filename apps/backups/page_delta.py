@@ -233,15 +233,13 @@ class Page:
 
 
 class PageBatch(NamedTuple):
-    """Page records of one file, parsed: page numbers (ascending), run counts and data lengths of each, their
-    run headers (u16 kept, u16 length: little-endian, one after the other) and their runs' bytes (lists and
-    bytes, or numpy arrays). Passed over (`skip`): only the page numbers, and where each record's fields
-    begin in the stream (after its tag)."""
+    """Page records of one file, parsed: page numbers (ascending), and the records from their fields on (u32
+    pages skipped, u16 run count, u16 data length, the runs' header, their bytes), one after the other in
+    `records`, each beginning at its `at`. Passed over (`skip`): only the page numbers, and where each
+    record's fields begin in the stream (`offsets`)."""
     pages: list[int]
-    counts: list[int]
-    lengths: list[int]
-    headers: bytes
-    data: bytes
+    records: bytes
+    at: list[int]
     offsets: list[int] | None = None
 
 
@@ -346,7 +344,7 @@ class Reader:
         numbers and offsets."""
         if self._tag != b"P" or self._path is None:
             return None
-        pages, counts, lengths, headers, data, offsets = [], [], [], [], [], []
+        pages, records, at, offsets, total = [], [], [], [], 0
         buf, pos, tag, page = self._buf, self._pos, self._tag, self._page
         unpack, size = _P.unpack_from, _P.size
         while tag == b"P" and len(pages) < max_pages:
@@ -367,17 +365,15 @@ class Reader:
             if skip:
                 offsets.append(self._base + pos)
             else:
-                counts.append(n)
-                lengths.append(length)
-                runs = pos + size + 4 * n
-                headers.append(buf[pos + size:runs])
-                data.append(buf[runs:runs + length])
+                at.append(total)
+                records.append(buf[pos:pos + need - 1])  # (not the next record's tag)
+                total += need - 1
             pos += need
             tag = buf[pos - 1:pos]
         self._buf, self._pos, self._tag, self._page = buf, pos, tag, page
         self.pages += len(pages)
         self._count += len(pages)
-        return PageBatch(pages, counts, lengths, b"".join(headers), b"".join(data), offsets if skip else None)
+        return PageBatch(pages, b"".join(records), at, offsets if skip else None)
 
     def file_end(self) -> tuple[int, int]:
         """After the current file's last page record: its end record's crcs (of the pages found, of the pages
