@@ -382,6 +382,7 @@ def prepare(chain: list, index: dict, *, directory: Path, ctx=None) -> Spool | N
     from apps.backups.delta_restore import _name, _stream
     from apps.backups.physical_restore import ChainError
     from apps.jobs.progress import note
+    from apps.pipeline.readahead import read_ahead
 
     relied = {tuple(entry["deltas"]) for entry in index["files"] if entry.get("deltas")}
     if len(relied) != 1 or len(link_ids := next(iter(relied))) != 1:
@@ -396,7 +397,8 @@ def prepare(chain: list, index: dict, *, directory: Path, ctx=None) -> Spool | N
         raise ChainError(f"Backup {link.pk} has no {page_delta.NAME}, and {len(wanted)} files rely on its "
                          f"deltas (e.g. {min(wanted)}).")
     note(ctx, f"reading the page deltas of {artifact.key} for {len(wanted)} files, to apply as they are extracted")
-    stream = _stream(link, artifact)
+    # Decompressed in a thread of its own, a few chunks ahead of the parsing (which takes as long).
+    stream = read_ahead(_stream(link, artifact), name="pages-delta")
     try:
         result = spool(stream, wanted, directory=directory, name=_name(link))
     except DeltaError as exc:
