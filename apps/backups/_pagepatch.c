@@ -90,7 +90,8 @@ static PyObject *put(PyObject *Py_UNUSED(self), PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"put", put, METH_VARARGS, "put(target, region, at, slots) -> -1, or the index of the first record that does not fit"},
+    {"put", put, METH_VARARGS,
+     "put(target, region, at, slots) -> -1, or the index of the first record that does not fit"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,8 +53,8 @@ class FileDelta(NamedTuple):
 
 class Spool:
     """One link's page-delta stream, decoded, in an unlinked temporary file, and where each record of the
-    wanted files begins in another; `files`: the wanted files' records. A batch of records is parsed from
-    there with numpy (`runs`), not record by record: ~5 µs a record in Python."""
+    wanted files begins in another; `files`: the wanted files' records. A batch of records is located from
+    there with numpy (`runs`), not record by record (~5 µs a record in Python), and put where it lies."""
 
     def __init__(self, file, offsets, magic: bytes, files: dict[str, FileDelta], name: str):
         self.file, self.offsets, self.magic, self.files, self.name = file, offsets, magic, files, name

@@ -231,7 +231,7 @@ class Runs:
 def _numpy_put(target, region, at, slots) -> int:
     """_pagepatch.put with numpy (where the C module was not built): the same checks and the same pages, with
     index arrays as long as the runs' bytes (a dozen passes over them). Returns -1, or the index of the first
-    record that does not fit (then nothing is put)."""
+    record that does not fit (the records before it are put)."""
     import numpy as np
 
     src, out = np.frombuffer(region, dtype=np.uint8), np.frombuffer(target, dtype=np.uint8)
@@ -290,10 +290,10 @@ def _apply_runs(fd: int, runs: Runs, i: int, j: int, *, where: str, buffer: byte
     write-only).
 
     The pages are read into one buffer (a read per run of consecutive pages: reading the pages between too was
-    slower, 1.6 GB/s from the page cache), the runs put in with one numpy scatter, and the pages written back
-    the same way. A pgbench page changed by an update and the hint bits set after it holds ~70 runs of ~4
-    bytes: a Python statement per run cost 40 µs a page, this ~12. (Mapping the file instead was no faster, and
-    less steady, on a file just written.)"""
+    slower, 1.6 GB/s from the page cache), the runs put in at once (Runs.put), and the pages written back the
+    same way. A pgbench page changed by an update and the hint bits set after it holds ~70 runs of ~4 bytes: a
+    Python statement per run cost 40 µs a page. (Mapping the file instead was no faster, and less steady, on a
+    file just written.)"""
     import numpy as np
 
     from apps.databases.engines import tarstream
