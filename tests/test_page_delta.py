@@ -13,7 +13,6 @@ import pytest
 
 from apps.backups import delta_restore, page_delta
 from apps.backups.page_delta import PAGE
-
 from tests.patchers import patcher  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("patcher")  # each test with each patcher
